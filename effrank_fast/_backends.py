@@ -1,0 +1,139 @@
+"""Backend selection: explicit argument, then ``EFFRANK_FAST_BACKEND``, then automatic.
+
+Two independent choices are made per call:
+
+- the **Gram backend** forms M = Φᵀ diag(w) Φ: ``torch`` (pure PyTorch, always there),
+  ``native`` (the C++/CUDA extension) or ``triton`` (fused Triton SYRK kernels);
+- the **count method** turns M into ε-counts: ``eigh`` (all eigenvalues, float64) or
+  ``inertia`` (Sylvester inertia of M − τI by a float64 LDLᵀ, no eigensolver).
+
+Every backend states why it refuses a call; an explicit request that cannot be served raises
+:class:`BackendUnavailableError` listing those reasons, while ``auto`` quietly takes the next one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from effrank_fast import _native
+
+GRAM_BACKENDS = ("torch", "native", "triton")
+COUNT_METHODS = ("eigh", "inertia")
+ENV_BACKEND = "EFFRANK_FAST_BACKEND"
+
+
+class BackendUnavailableError(RuntimeError):
+    """An explicitly requested backend cannot serve this input; the message says why."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    description: str
+    why_not: Callable[[torch.device, torch.dtype], str | None]
+
+
+def _torch_why_not(device: torch.device, dtype: torch.dtype) -> str | None:
+    return None
+
+
+def _native_why_not(device: torch.device, dtype: torch.dtype) -> str | None:
+    return _native.kernel_missing_reason("gram_native", device.type)
+
+
+def triton_import_error() -> str | None:
+    """None when the Triton kernels import, else why not."""
+    try:
+        importlib.import_module("triton")
+    except Exception as exc:
+        return f"triton is not installed ({type(exc).__name__}: {exc}); pip install 'effrank_fast[triton]'"
+    try:
+        importlib.import_module("effrank_fast.ops.gram.triton")
+    except Exception as exc:
+        return f"the Triton kernels failed to import ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _triton_why_not(device: torch.device, dtype: torch.dtype) -> str | None:
+    reason = triton_import_error()
+    if reason is not None:
+        return reason
+    interpret = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    if device.type != "cuda" and not (device.type == "cpu" and interpret):
+        return f"Triton kernels need a CUDA device (or TRITON_INTERPRET=1 on CPU), got {device.type}"
+    module = importlib.import_module("effrank_fast.ops.gram.triton")
+    why = getattr(module, "why_not", None)
+    return why(device, dtype) if why is not None else None
+
+
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend("torch", "pure PyTorch: chunked matmul in fp32/fp64", _torch_why_not),
+    "native": Backend("native", "C++/CUDA extension: fused √w scaling and centring", _native_why_not),
+    "triton": Backend("triton", "Triton SYRK with promoted fp32 accumulation", _triton_why_not),
+}
+
+# Triton is never chosen automatically on the CPU: the interpreter is for tests, not speed.
+AUTO_ORDER = {"cuda": ("triton", "native", "torch"), "cpu": ("native", "torch")}
+
+
+def requested_backend(backend: str) -> str:
+    """Resolve ``backend`` against the environment variable; validate the name."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend == "auto":
+        backend = os.environ.get(ENV_BACKEND, "auto") or "auto"
+        source = f" (from {ENV_BACKEND})"
+    else:
+        source = ""
+    if backend != "auto" and backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {GRAM_BACKENDS}, got {backend!r}{source}")
+    return backend
+
+
+def select_gram_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
+    """The Gram backend that will run, or an error that explains every refusal."""
+    name = requested_backend(backend)
+    if name != "auto":
+        reason = BACKENDS[name].why_not(device, dtype)
+        if reason is not None:
+            raise BackendUnavailableError(f"backend={name!r} cannot run on {device.type}/{dtype}: {reason}")
+        return name
+    for candidate in AUTO_ORDER.get(device.type, ("torch",)):
+        if BACKENDS[candidate].why_not(device, dtype) is None:
+            return candidate
+    return "torch"
+
+
+def explain(device: torch.device, dtype: torch.dtype = torch.float32) -> dict[str, str | None]:
+    """{backend: None if available else the reason}, for ``info`` and error messages."""
+    return {name: b.why_not(device, dtype) for name, b in BACKENDS.items()}
+
+
+def inertia_why_not(device: torch.device) -> str | None:
+    return _native.kernel_missing_reason("inertia", device.type)
+
+
+def select_count_method(method: str, device: torch.device, n_thresholds: int, gram_backend: str) -> str:
+    """``eigh`` or ``inertia`` for an ε-count.
+
+    ``auto`` takes inertia when the native kernel exists, the torch backend was not forced, and
+    there are few thresholds: each threshold costs one d³/3 factorisation, while one eigvalsh
+    (≈ 4/3 d³ plus a memory-bound tridiagonalisation) serves any number of thresholds.
+    """
+    if method not in ("auto", *COUNT_METHODS):
+        raise ValueError(f"method must be 'auto', 'eigh' or 'inertia', got {method!r}")
+    if method == "eigh":
+        return "eigh"
+    reason = inertia_why_not(device)
+    if method == "inertia":
+        if reason is not None:
+            raise BackendUnavailableError(f"method='inertia' cannot run on {device.type}: {reason}")
+        return "inertia"
+    if reason is None and gram_backend != "torch" and n_thresholds <= 3:
+        return "inertia"
+    return "eigh"

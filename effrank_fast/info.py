@@ -1,0 +1,54 @@
+"""``python -m effrank_fast.info``: versions, devices, and which backends run (or why not)."""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+
+import torch
+
+from effrank_fast import _backends, _native
+
+
+def _version(module: str) -> str:
+    try:
+        return str(importlib.import_module(module).__version__)
+    except Exception as exc:
+        return f"not available ({type(exc).__name__})"
+
+
+def report() -> str:
+    """The report as text; asking about CUDA here is fine (this is not the import path)."""
+    from effrank_fast import __version__
+
+    lines = [
+        f"effrank_fast {__version__}",
+        f"python {platform.python_version()} ({sys.platform})",
+        f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
+        f"triton {_version('triton')}",
+        f"native extension: {'loaded' if _native.HAS_NATIVE else 'missing: ' + str(_native.NATIVE_ERROR)}",
+    ]
+    devices = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        lines.append(f"cuda device: {props.name}, sm_{props.major}{props.minor}, {props.total_memory / 2**30:.0f} GiB")
+        devices.append(torch.device("cuda"))
+    else:
+        lines.append("cuda device: none visible")
+    for dev in devices:
+        lines.append(f"[{dev.type}] Gram backends (auto order {_backends.AUTO_ORDER.get(dev.type)}):")
+        for name, reason in _backends.explain(dev).items():
+            lines.append(f"  {name:7s} {'available' if reason is None else 'unavailable: ' + reason}")
+        reason = _backends.inertia_why_not(dev)
+        lines.append(f"  count method inertia: {'available' if reason is None else 'unavailable: ' + reason}")
+        lines.append("  count method eigh: available")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    print(report())
+
+
+if __name__ == "__main__":
+    main()

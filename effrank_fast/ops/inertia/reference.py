@@ -1,0 +1,19 @@
+"""ε-counts from all eigenvalues: the oracle and the fallback of the inertia path."""
+
+from __future__ import annotations
+
+import torch
+
+
+def inertia_ref(gram: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """#{λ(M) > τ_e} for each threshold, from a float64 ``eigvalsh``.
+
+    Args:
+        gram: M [d, d], symmetric.
+        thresholds: τ [E].
+
+    Returns:
+        counts [E] int64 on ``gram``'s device.
+    """
+    lam = torch.linalg.eigvalsh(gram.double())
+    return (lam.unsqueeze(0) > thresholds.to(lam).unsqueeze(1)).sum(1)
