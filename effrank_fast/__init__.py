@@ -7,8 +7,12 @@ float64 oracle. Importing this package never initialises CUDA and works without 
 extension or Triton (``python -m effrank_fast.info`` says what is available).
 """
 
-from effrank_fast import _ops  # noqa: F401  (schemas first, then the native extension)
-from effrank_fast import quadrature, reference, spectral
+from effrank_fast import (
+    _ops,  # noqa: F401  (schemas first, then the native extension)
+    quadrature,
+    reference,
+    spectral,
+)
 from effrank_fast._backends import BackendUnavailableError
 from effrank_fast.measures import (
     Measures,

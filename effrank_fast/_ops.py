@@ -1,7 +1,8 @@
-"""Schemas and fake (meta) kernels of the native ops, in one place.
+"""Schemas and fake (meta) kernels of the native ops, registered before the extension loads.
 
-Native code under ``csrc/`` only *implements* these ops (``TORCH_LIBRARY_IMPL``); the schema and
-the shape logic live here, so ``torch.compile`` and ``opcheck`` work whether or not ``_C`` loaded.
+Each op package holds its schema in ``effrank_fast/ops/<op>/schema.py`` (defined on ``LIB``);
+native code under ``csrc/<op>/`` only *implements* it (``TORCH_LIBRARY_IMPL``). The schema and
+the shape logic live in Python, so ``torch.compile`` and ``opcheck`` work whether or not ``_C`` loaded.
 The extension is loaded at the end of this module, after the schemas exist.
 
 Ops:
@@ -18,39 +19,28 @@ Ops:
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import torch
 
 from effrank_fast import _native
 
-_lib = torch.library.Library("effrank_fast", "FRAGMENT")
-
-_lib.define("gram_native(Tensor phi, Tensor? weights, bool center, ScalarType acc_dtype) -> Tensor")
-_lib.define(
-    "inertia(Tensor gram, Tensor thresholds, float band_rel, int block_size)"
-    " -> (Tensor, Tensor, Tensor, Tensor)"
-)
+LIB = torch.library.Library("effrank_fast", "FRAGMENT")
 
 
-@torch.library.register_fake("effrank_fast::gram_native")
-def _gram_native_fake(phi, weights, center, acc_dtype):
-    torch._check(phi.dim() == 2, lambda: f"phi must be [N, d], got {tuple(phi.shape)}")
-    if weights is not None:
-        torch._check(weights.shape == (phi.shape[0],), lambda: "weights must be [N]")
-    d = phi.shape[1]
-    return phi.new_empty((d, d), dtype=acc_dtype)
+def _define_all() -> None:
+    """Import every ``effrank_fast/ops/<op>/schema.py``; each defines its ops on ``LIB``."""
+    import effrank_fast.ops as ops_pkg
+
+    for info in sorted(pkgutil.iter_modules(ops_pkg.__path__), key=lambda i: i.name):
+        if info.ispkg:
+            try:
+                importlib.import_module(f"effrank_fast.ops.{info.name}.schema")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"effrank_fast.ops.{info.name}.schema":
+                    raise
 
 
-@torch.library.register_fake("effrank_fast::inertia")
-def _inertia_fake(gram, thresholds, band_rel, block_size):
-    torch._check(gram.dim() == 2 and gram.shape[0] == gram.shape[1], lambda: "gram must be [d, d]")
-    torch._check(thresholds.dim() == 1, lambda: "thresholds must be [E]")
-    e = thresholds.shape[0]
-    return (
-        thresholds.new_empty((e,), dtype=torch.int64),
-        thresholds.new_empty((e,), dtype=torch.float64),
-        thresholds.new_empty((e,), dtype=torch.float64),
-        thresholds.new_empty((e,), dtype=torch.int64),
-    )
-
-
+_define_all()
 _native._load()
