@@ -118,12 +118,45 @@ def inertia_why_not(device: torch.device) -> str | None:
     return _native.kernel_missing_reason("inertia", device.type)
 
 
-def select_count_method(method: str, device: torch.device, n_thresholds: int, gram_backend: str) -> str:
+# How many d³/3 inertia factorisations cost less than one float64 eigvalsh, by device and size:
+# ((minimum d, factorisations), ...), the last row whose d ≤ dim applies. Measured, see
+# benchmarks/RESULTS.md "Exact ε-rank by inertia" (CPU: 2-core CI machine, torch 2.13;
+# CUDA: H100, torch 2.11+cu130).
+INERTIA_BUDGET: dict[str, tuple[tuple[int, int], ...]] = {
+    "cpu": ((1, 0), (64, 1), (256, 2)),
+    "cuda": ((1, 3), (256, 6), (1024, 8), (4096, 12)),
+}
+
+
+def inertia_factorisations(n_thresholds: int, relative: str | None) -> int:
+    """Factorisations an inertia ε-count needs: one per threshold; ε·λ_max needs both ends of the
+    λ_max bracket per ε plus one to certify the bracket."""
+    return 2 * n_thresholds + 1 if relative == "max" else n_thresholds
+
+
+def inertia_budget(device: torch.device, dim: int) -> int:
+    budget = 0
+    for min_dim, factorisations in INERTIA_BUDGET.get(device.type, ()):
+        if dim >= min_dim:
+            budget = factorisations
+    return budget
+
+
+def select_count_method(
+    method: str,
+    device: torch.device,
+    n_thresholds: int,
+    gram_backend: str,
+    dim: int | None = None,
+    relative: str | None = None,
+) -> str:
     """``eigh`` or ``inertia`` for an ε-count.
 
-    ``auto`` takes inertia when the native kernel exists, the torch backend was not forced, and
-    there are few thresholds: each threshold costs one d³/3 factorisation, while one eigvalsh
-    (≈ 4/3 d³ plus a memory-bound tridiagonalisation) serves any number of thresholds.
+    ``auto`` takes inertia when the native kernel exists, the torch backend was not forced, and the
+    factorisations it needs (:func:`inertia_factorisations`) cost less than one eigvalsh on this
+    device at this size (:data:`INERTIA_BUDGET`; without ``dim``: at most 3 thresholds). Both are
+    exact; eigvalsh serves any number of thresholds from one spectrum, the inertia count pays d³/3
+    per threshold but no tridiagonalisation.
     """
     if method not in ("auto", *COUNT_METHODS):
         raise ValueError(f"method must be 'auto', 'eigh' or 'inertia', got {method!r}")
@@ -134,6 +167,8 @@ def select_count_method(method: str, device: torch.device, n_thresholds: int, gr
         if reason is not None:
             raise BackendUnavailableError(f"method='inertia' cannot run on {device.type}: {reason}")
         return "inertia"
-    if reason is None and gram_backend != "torch" and n_thresholds <= 3:
-        return "inertia"
-    return "eigh"
+    if reason is not None or gram_backend == "torch":
+        return "eigh"
+    needed = inertia_factorisations(n_thresholds, relative)
+    budget = 3 if dim is None else inertia_budget(device, dim)
+    return "inertia" if needed <= budget else "eigh"

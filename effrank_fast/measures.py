@@ -22,7 +22,7 @@ import torch
 
 from effrank_fast import _backends, _validate, spectral
 from effrank_fast.ops.gram import compute_gram, default_acc_dtype, weighted_mean
-from effrank_fast.ops.inertia import inertia_count
+from effrank_fast.ops.inertia import inertia_count, inertia_count_relative
 
 __all__ = [
     "Measures",
@@ -201,7 +201,9 @@ def eps_rank(
         eps: ε > 0, a scalar, a list or a 1-D tensor; several ε share one computation.
         method: "auto", "eigh" (float64 eigvalsh) or "inertia" (float64 LDLᵀ of M − τI,
             no eigensolver; an unreliable factorisation falls back to eigvalsh, which reads one
-            flag from the device).
+            flag from the device). ``relative="max"`` with inertia brackets λ_max by Lanczos and
+            counts at both ends. "auto" picks inertia where it is measured to be faster
+            (``effrank_fast._backends.INERTIA_BUDGET``).
 
     Returns:
         int64 tensor on the input's device: 0-d for a scalar ε, else [E].
@@ -211,16 +213,16 @@ def eps_rank(
     sp = _prepare(phi, gram, weights, mode, center, backend, acc_dtype, check)
     device = sp.matrix.device
     eps_dev = eps_vals.to(device)
-    if relative == "max" and method == "auto":
-        method = "eigh"  # τ = ε·λ_max needs λ_max; eigvalsh gives it together with the counts
-    chosen = _backends.select_count_method(method, device, eps_vals.numel(), sp.backend)
-    if chosen == "eigh" or relative == "max":
+    chosen = _backends.select_count_method(
+        method, device, eps_vals.numel(), sp.backend, dim=sp.matrix.shape[0], relative=relative
+    )
+    if chosen == "eigh":
         lam = _eigenvalues_desc(sp)
         tau = spectral.thresholds_for(eps_dev, relative, lam[0], lam.sum())
-        if chosen == "eigh":
-            counts = spectral.eps_counts(lam, tau)
-        else:
-            counts = inertia_count(sp.matrix, tau).counts
+        counts = spectral.eps_counts(lam, tau)
+    elif relative == "max":
+        # λ_max bracketed by Lanczos, counted at both ends (+1 certifying factorisation)
+        counts = inertia_count_relative(sp.matrix, eps_dev).counts
     else:
         trace = sp.matrix.diagonal().double().sum()
         tau = spectral.thresholds_for(eps_dev, relative, trace, trace)

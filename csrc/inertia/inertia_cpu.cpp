@@ -1,133 +1,184 @@
-// Exact ε-counts by Sylvester's law of inertia, CPU.
+// Exact ε-counts by Sylvester's law of inertia, CPU (the path CI tests).
 //
-// For each threshold τ, factor A = M − τI = L D Lᵀ without pivoting, in float64, right-looking
-// and blocked (b×b diagonal block unblocked, panel by triangular solve, trailing update by one
-// BLAS GEMM). Then #{λ(M) > τ} = #{D_ii > 0}. Pivot-free LDLᵀ is backward stable only while the
-// growth stays bounded, so the kernel also returns the diagnostics the caller uses to decide a
-// fallback (research/algorithms.md §3.3):
-//   min_pivot_rel = min_i |D_ii| / ‖A‖_max
-//   growth        = max_j |D_jj| · max_i |L_ij|² / ‖A‖_max   (bounds the entries of |L||D||Lᵀ|)
-//   band_count    = #{i : |D_ii| ≤ band_rel · ‖A‖_max}
-// A zero pivot makes growth +inf, which always triggers the fallback.
+// For each threshold τ, factor A = M − τI = L D Lᵀ without pivoting, in float64, right-looking and
+// blocked: the b×b diagonal block unblocked, the panel by a triangular solve (W = A21 L11⁻ᵀ,
+// L21 = W D1⁻¹), and the trailing update A22 −= W L21ᵀ restricted to the lower triangle by one
+// GEMM per block column. #{λ(M) > τ} = #{D_ii > 0}. Only the lower triangle of M is read, as in
+// torch.linalg.eigvalsh. The diagnostics and the error bound δ are defined in inertia_common.h.
+//
+// Also the CPU kernel of tridiag_top (largest eigenpair of the Lanczos matrix, tridiag.h).
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <tuple>
+#include <vector>
 
 #include "common.h"
+#include "inertia/inertia_common.h"
+#include "inertia/tridiag.h"
 
 namespace effrank_fast {
 namespace {
 
-struct Diagnostics {
+using inertia::sticky_max;
+
+constexpr int64_t kDefaultBlockCpu = 64;
+constexpr int64_t kColumnBlock = 256;  // block-column width of the lower-triangle trailing update
+
+struct Result {
   int64_t positive = 0;
-  double min_pivot = std::numeric_limits<double>::infinity();
-  double growth = 0.0;
+  double min_pivot_rel = 0.0, growth = 0.0, error_bound = 0.0, scale = 0.0;
   int64_t band = 0;
 };
 
-// Unblocked LDLᵀ of the kb×kb block at `a` (row stride `lda`), in place on the lower triangle:
-// afterwards a[i][j] (i > j) holds L_ij and a[j][j] holds D_jj. Returns false on a zero pivot.
-bool ldlt_unblocked(double* a, int64_t lda, int64_t kb, double* col_max) {
+// Unblocked LDLᵀ of the kb×kb block at `a` (row stride lda), in place on the lower triangle:
+// afterwards a[i][j] (i > j) holds L_ij and a[j][j] holds D_jj. False on a zero or non-finite pivot.
+bool ldlt_unblocked(double* a, int64_t lda, int64_t kb, double* colsq, double* colmax, double* w) {
   for (int64_t j = 0; j < kb; ++j) {
     const double dj = a[j * lda + j];
     if (dj == 0.0 || !std::isfinite(dj)) return false;
     for (int64_t i = j + 1; i < kb; ++i) {
-      const double lij = a[i * lda + j] / dj;
+      w[i] = a[i * lda + j];  // = L_ij·D_j before rounding; the update uses it exactly
+      const double lij = w[i] / dj;
       a[i * lda + j] = lij;
-      col_max[j] = std::max(col_max[j], std::abs(lij));
+      colsq[j] += lij * lij;
+      colmax[j] = sticky_max(colmax[j], std::abs(lij));
     }
     for (int64_t i = j + 1; i < kb; ++i) {
-      const double lij_dj = a[i * lda + j] * dj;
-      for (int64_t l = j + 1; l <= i; ++l) a[i * lda + l] -= lij_dj * a[l * lda + j];
+      const double wi = w[i];
+      double* row = a + i * lda;
+      for (int64_t l = j + 1; l <= i; ++l) row[l] -= wi * a[l * lda + j];
     }
   }
   return true;
 }
 
-Diagnostics factor_count(at::Tensor A, int64_t block, double band_rel) {
+Result factor_count(at::Tensor A, int64_t block, double band_rel) {
   // A: d×d float64 contiguous, overwritten.
   const int64_t d = A.size(0);
   double* a = A.data_ptr<double>();
-  const double norm = std::max(A.abs().max().item<double>(), std::numeric_limits<double>::min());
-  std::vector<double> col_max(d, 1.0);  // |L_jj| = 1
-  std::vector<double> pivots(d, 0.0);
-  Diagnostics out;
+  // ‖A‖_F of the symmetric matrix whose lower triangle is A's (NaN input stays NaN).
+  const double norm = std::sqrt(2.0 * A.tril(-1).square().sum().item<double>() + A.diagonal().square().sum().item<double>());
+  const double norm_safe = std::max(norm, std::numeric_limits<double>::min());
+  std::vector<double> colsq(d, 0.0), colmax(d, 1.0), pivots(d, 0.0), w(block, 0.0);
+  bool bad = false;
 
-  for (int64_t k0 = 0; k0 < d; k0 += block) {
+  for (int64_t k0 = 0; k0 < d && !bad; k0 += block) {
     const int64_t kb = std::min(block, d - k0);
     double* diag = a + k0 * d + k0;
-    if (!ldlt_unblocked(diag, d, kb, col_max.data() + k0)) {
-      out.growth = std::numeric_limits<double>::infinity();
-      out.min_pivot = 0.0;
-      return out;
+    if (!ldlt_unblocked(diag, d, kb, colsq.data() + k0, colmax.data() + k0, w.data())) {
+      bad = true;
+      break;
     }
     for (int64_t j = 0; j < kb; ++j) pivots[k0 + j] = diag[j * d + j];
     const int64_t rest = d - k0 - kb;
     if (rest == 0) break;
 
-    at::Tensor L11 = A.narrow(0, k0, kb).narrow(1, k0, kb).tril(-1) +
-                     at::eye(kb, A.options());  // unit lower triangle
-    at::Tensor D1 = A.narrow(0, k0, kb).narrow(1, k0, kb).diagonal().clone();
+    at::Tensor blk = A.narrow(0, k0, kb).narrow(1, k0, kb);
+    at::Tensor L11 = blk.tril(-1) + at::eye(kb, A.options());
+    at::Tensor D1 = blk.diagonal().clone();
     at::Tensor A21 = A.narrow(0, k0 + kb, rest).narrow(1, k0, kb);
-    // Y = A21 L11⁻ᵀ, i.e. L11 Yᵀ = A21ᵀ; then L21 = Y D1⁻¹.
-    at::Tensor Y = at::linalg_solve_triangular(L11, A21.t(), /*upper=*/false, /*left=*/true,
+    // W = A21 L11⁻ᵀ (L11 Wᵀ = A21ᵀ, a substitution-based TRSM), L21 = W D1⁻¹.
+    at::Tensor W = at::linalg_solve_triangular(L11, A21.t(), /*upper=*/false, /*left=*/true,
                                                /*unitriangular=*/true)
                        .t();
-    at::Tensor L21 = Y / D1;
+    at::Tensor L21 = W / D1;
     A21.copy_(L21);
-    at::Tensor l21_colmax = L21.abs().amax(0).contiguous();
-    const double* cm = l21_colmax.data_ptr<double>();
-    for (int64_t j = 0; j < kb; ++j) col_max[k0 + j] = std::max(col_max[k0 + j], cm[j]);
-    // A22 −= L21 D1 L21ᵀ = Y L21ᵀ (only the lower triangle is read later, but one GEMM is cheaper
-    // than a triangle-restricted loop here).
-    at::Tensor A22 = A.narrow(0, k0 + kb, rest).narrow(1, k0 + kb, rest);
-    A22.addmm_(Y, L21.t(), /*beta=*/1.0, /*alpha=*/-1.0);
+    at::Tensor sq = L21.square().sum(0).contiguous();
+    at::Tensor mx = L21.abs().amax(0).contiguous();
+    const double* sqp = sq.data_ptr<double>();
+    const double* mxp = mx.data_ptr<double>();
+    for (int64_t j = 0; j < kb; ++j) {
+      colsq[k0 + j] += sqp[j];
+      colmax[k0 + j] = sticky_max(colmax[k0 + j], mxp[j]);
+    }
+    // A22 −= W L21ᵀ (= L21 D1 L21ᵀ), lower triangle only: block column [c0, c0+cw) from row c0 down.
+    const int64_t r0 = k0 + kb;
+    for (int64_t c0 = 0; c0 < rest; c0 += kColumnBlock) {
+      const int64_t cw = std::min(kColumnBlock, rest - c0);
+      at::Tensor C = A.narrow(0, r0 + c0, rest - c0).narrow(1, r0 + c0, cw);
+      C.addmm_(W.narrow(0, c0, rest - c0), L21.narrow(0, c0, cw).t(), /*beta=*/1.0, /*alpha=*/-1.0);
+    }
   }
 
+  Result out;
+  out.scale = norm;
+  if (bad || !std::isfinite(norm)) {
+    out.growth = out.error_bound = std::numeric_limits<double>::infinity();
+    return out;  // a zero or non-finite pivot: the caller falls back
+  }
+  double min_pivot = std::numeric_limits<double>::infinity(), growth = 0.0, trace_ldl = 0.0;
   const double band_abs = band_rel * norm;
   for (int64_t i = 0; i < d; ++i) {
-    const double p = pivots[i];
+    const double p = pivots[i], ap = std::abs(p);
     if (p > 0) ++out.positive;
-    out.min_pivot = std::min(out.min_pivot, std::abs(p));
-    out.growth = std::max(out.growth, std::abs(p) * col_max[i] * col_max[i]);
-    if (std::abs(p) <= band_abs) ++out.band;
+    min_pivot = std::min(min_pivot, ap);
+    growth = sticky_max(growth, ap * colmax[i] * colmax[i]);
+    trace_ldl += ap * (1.0 + colsq[i]);
+    if (ap <= band_abs) ++out.band;
   }
-  out.min_pivot /= norm;
-  out.growth /= norm;
+  out.min_pivot_rel = min_pivot / norm_safe;
+  out.growth = std::isfinite(growth) ? growth / norm_safe : std::numeric_limits<double>::infinity();
+  const double delta = inertia::error_bound(d, trace_ldl, norm);
+  out.error_bound = std::isfinite(delta) ? delta : std::numeric_limits<double>::infinity();
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> inertia_cpu(const at::Tensor& gram,
-                                                                       const at::Tensor& thresholds,
-                                                                       double band_rel, int64_t block_size) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> inertia_cpu(
+    const at::Tensor& gram, const at::Tensor& thresholds, double band_rel, int64_t block_size) {
   EFF_CHECK_SQUARE(gram, "gram");
   EFF_CHECK_FLOAT(gram, "gram");
+  TORCH_CHECK(gram.size(0) > 0, "gram must not be empty (d = 0)");
   TORCH_CHECK(thresholds.dim() == 1, "thresholds must be 1-D [E], got ", thresholds.sizes());
-  TORCH_CHECK(block_size > 0, "block_size must be positive, got ", block_size);
+  EFF_CHECK_FLOAT(thresholds, "thresholds");
+  EFF_CHECK_SAME_DEVICE(gram, thresholds, "gram", "thresholds");
+  TORCH_CHECK(block_size >= 0, "block_size must be >= 0 (0 = default), got ", block_size);
   TORCH_CHECK(band_rel >= 0, "band_rel must be non-negative, got ", band_rel);
-  const int64_t e = thresholds.size(0), d = gram.size(0);
+  const int64_t block = block_size > 0 ? block_size : kDefaultBlockCpu;
+  const int64_t e = thresholds.size(0);
   at::Tensor M = gram.to(at::kDouble).contiguous();
   at::Tensor tau = thresholds.to(at::kDouble).contiguous();
+  const double* tau_p = tau.data_ptr<double>();
   auto f64 = gram.options().dtype(at::kDouble);
   auto i64 = gram.options().dtype(at::kLong);
-  at::Tensor counts = at::empty({e}, i64), min_piv = at::empty({e}, f64);
-  at::Tensor growth = at::empty({e}, f64), band = at::empty({e}, i64);
-  at::Tensor eye = at::eye(d, f64);
+  at::Tensor counts = at::empty({e}, i64), band = at::empty({e}, i64);
+  at::Tensor min_piv = at::empty({e}, f64), growth = at::empty({e}, f64), delta = at::empty({e}, f64);
+  at::Tensor scale = at::empty({e}, f64);
   for (int64_t t = 0; t < e; ++t) {
-    at::Tensor A = M - tau[t].item<double>() * eye;
-    Diagnostics diag = factor_count(A, block_size, band_rel);
-    counts[t] = diag.positive;
-    min_piv[t] = diag.min_pivot;
-    growth[t] = diag.growth;
-    band[t] = diag.band;
+    at::Tensor A = M.clone();
+    A.diagonal().sub_(tau_p[t]);
+    const Result r = factor_count(A, block, band_rel);
+    counts.data_ptr<int64_t>()[t] = r.positive;
+    band.data_ptr<int64_t>()[t] = r.band;
+    min_piv.data_ptr<double>()[t] = r.min_pivot_rel;
+    growth.data_ptr<double>()[t] = r.growth;
+    delta.data_ptr<double>()[t] = r.error_bound;
+    scale.data_ptr<double>()[t] = r.scale;
   }
-  return {counts, min_piv, growth, band};
+  return {counts, min_piv, growth, band, delta, scale};
+}
+
+std::tuple<at::Tensor, at::Tensor> tridiag_top_cpu(const at::Tensor& alpha, const at::Tensor& beta) {
+  TORCH_CHECK(alpha.dim() == 1 && alpha.size(0) > 0, "alpha must be 1-D [k] with k >= 1, got ", alpha.sizes());
+  TORCH_CHECK(beta.dim() == 1 && beta.size(0) == alpha.size(0) - 1, "beta must be 1-D [k - 1] = [",
+              alpha.size(0) - 1, "], got ", beta.sizes());
+  const int64_t k = alpha.size(0);
+  at::Tensor a = alpha.to(at::kDouble).contiguous(), b = beta.to(at::kDouble).contiguous();
+  auto f64 = alpha.options().dtype(at::kDouble);
+  at::Tensor theta = at::empty({}, f64), y = at::empty({k}, f64);
+  std::vector<double> work(5 * k);
+  tridiag::top_eigenpair(a.data_ptr<double>(), b.data_ptr<double>(), static_cast<int>(k), theta.data_ptr<double>(),
+                         y.data_ptr<double>(), work.data());
+  return {theta, y};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(effrank_fast, CPU, m) { m.impl("inertia", &inertia_cpu); }
+TORCH_LIBRARY_IMPL(effrank_fast, CPU, m) {
+  m.impl("inertia", &inertia_cpu);
+  m.impl("tridiag_top", &tridiag_top_cpu);
+}
 
 }  // namespace effrank_fast

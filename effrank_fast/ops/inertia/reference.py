@@ -5,8 +5,14 @@ from __future__ import annotations
 import torch
 
 
+def symmetric_from_lower(gram: torch.Tensor) -> torch.Tensor:
+    """The float64 symmetric matrix whose lower triangle is ``gram``'s (what every path reads)."""
+    m = gram.double()
+    return m.tril() + m.tril(-1).mT
+
+
 def inertia_ref(gram: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """#{λ(M) > τ_e} for each threshold, from a float64 ``eigvalsh``.
+    """#{λ(M) > τ_e} for each threshold, from a float64 ``eigvalsh`` (lower triangle of M).
 
     Args:
         gram: M [d, d], symmetric.

@@ -1,0 +1,278 @@
+"""The inertia ε-count (effrank_fast::inertia, CPU) against float64 references.
+
+Matrices M = Q diag(λ) Qᵀ with known spectra (tests/inertia_cases.py). The property the kernel
+promises (Weyl, with its reported bound δ) is checked for every raw count:
+    #{λ̂ > τ + δ + e_ref} ≤ count ≤ #{λ̂ > τ − δ − e_ref}.
+So the count equals the reference whenever the gap at τ exceeds δ (+ e_ref), and otherwise the
+eigenvalues inside the band cover the difference. Separately, the thresholds here sit at gaps of
+1e-7 relative or more, far above δ, so the counts must be exact and reliable — except the crafted
+matrices whose job is to break the pivot-free factorisation and trigger the fallback.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from inertia_cases import F64, U, adversarial_cases, between, check_weyl, crafted_growth, power_law, spectrum_matrix
+
+from effrank_fast import _native
+from effrank_fast.ops.inertia import (
+    bunch_kaufman_counts,
+    inertia_count,
+    inertia_count_relative,
+    inertia_ref,
+    lambda_max_bounds,
+)
+from effrank_fast.ops.inertia.robust import bk_positive_count, butterfly_congruence
+
+pytestmark = pytest.mark.skipif(
+    not _native.has_kernel("inertia", "cpu"), reason=f"native CPU kernel missing: {_native.NATIVE_ERROR}"
+)
+
+SIZES = [*range(1, 18), 31, 63, 64, 65, 100, 127, 129, 200, 257, 333, 512, 700, 1024]
+
+
+@pytest.mark.parametrize("d", SIZES)
+def test_adversarial_spectra_exact(d):
+    for i, (name, lam, taus) in enumerate(adversarial_cases(d)):
+        m = spectrum_matrix(lam, seed=d * 7 + i)
+        tau = torch.tensor(taus, dtype=F64)
+        res = inertia_count(m, tau, fallback=False)
+        check_weyl(res, m, tau)
+        ref = inertia_ref(m, tau)
+        exact_true = (lam.unsqueeze(0) > tau.unsqueeze(1)).sum(1)
+        assert torch.equal(ref, exact_true), f"{name}: reference disagrees with the known spectrum"
+        # The gaps (≥ 1e-7 relative) dwarf δ here, so the pivot-free counts are exact and certified.
+        assert torch.equal(res.counts, ref), f"{name}, d={d}: {res.counts.tolist()} vs {ref.tolist()}"
+        assert bool(res.reliable.all()), f"{name}, d={d}: δ={res.error_bound}"
+        assert not bool(res.fell_back.any())
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 16, 64, 100, 1000])
+def test_block_sizes_agree(block_size):
+    d = 150
+    lam = power_law(d)
+    m = spectrum_matrix(lam, seed=3)
+    tau = torch.tensor([between(lam, k) for k in (5, 50, 120)], dtype=F64)
+    res = inertia_count(m, tau, block_size=block_size, fallback=False)
+    check_weyl(res, m, tau)
+    assert torch.equal(res.counts, torch.tensor([5, 50, 120]))
+
+
+def test_several_thresholds_equal_single_calls():
+    lam = power_law(90)
+    m = spectrum_matrix(lam, seed=5)
+    tau = torch.tensor([between(lam, k) for k in (3, 30, 60, 89)], dtype=F64)
+    batched = torch.ops.effrank_fast.inertia(m, tau, 1e-7, 0)
+    for e in range(tau.shape[0]):
+        single = torch.ops.effrank_fast.inertia(m, tau[e : e + 1], 1e-7, 0)
+        for b, s in zip(batched, single, strict=True):
+            assert torch.equal(b[e : e + 1], s)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_low_precision_input_is_read_exactly(dtype):
+    # The kernel upcasts entries exactly, so it counts the eigenvalues of the stored matrix.
+    lam = torch.logspace(0, -3, 80, dtype=F64)
+    m = spectrum_matrix(lam, seed=11).to(dtype)
+    m64 = m.double()
+    lam_hat = torch.linalg.eigvalsh(m64).flip(0)
+    tau = torch.tensor([between(lam_hat, k) for k in (4, 40, 70)], dtype=F64)
+    res = inertia_count(m, tau, fallback=False)
+    assert torch.equal(res.counts, inertia_ref(m64, tau))
+    assert bool(res.reliable.all())
+
+
+def test_only_the_lower_triangle_is_read():
+    lam = power_law(40)
+    m = spectrum_matrix(lam, seed=2)
+    junk = m.clone()
+    junk.triu_(1).mul_(1e3)
+    junk = m.tril() + junk  # upper triangle garbage
+    tau = torch.tensor([between(lam, 10)], dtype=F64)
+    assert torch.equal(inertia_count(junk, tau, fallback=False).counts, torch.tensor([10]))
+
+
+def test_crafted_growth_triggers_the_fallback():
+    m, tau = crafted_growth()
+    ref = inertia_ref(m, tau)
+    raw = inertia_count(m, tau, fallback=False)
+    assert not bool(raw.reliable.any()), "a 1e-12 pivot must break the error bound"
+    assert float(raw.growth[0]) > 1e6 and float(raw.min_pivot_rel[0]) < 1e-10
+    check_weyl(raw, m, tau)
+    for fb in ("eigh", True, "ldl"):
+        res = inertia_count(m, tau, fallback=fb)
+        assert bool(res.fell_back.all()) and res.fallback_method == ("ldl" if fb == "ldl" else "eigh")
+        assert torch.equal(res.counts, ref)
+
+
+def test_exact_zero_pivot_is_reported_and_recounted():
+    m, _ = crafted_growth(50)
+    tau = m[0, 0].reshape(1)  # first pivot exactly 0
+    raw = inertia_count(m, tau, fallback=False)
+    assert math.isinf(float(raw.error_bound[0])) and math.isinf(float(raw.growth[0]))
+    assert not bool(raw.reliable[0])
+    assert torch.equal(inertia_count(m, tau).counts, inertia_ref(m, tau))
+
+
+def test_random_butterfly_cures_the_crafted_growth():
+    m, tau = crafted_growth()
+    res = inertia_count(m, tau, rbt=True, fallback=False)
+    assert res.rbt
+    assert bool(res.reliable.all()), f"growth {res.growth}, δ {res.error_bound}"
+    assert torch.equal(res.counts, inertia_ref(m, tau))
+    check_weyl(res, m, tau)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 8, 37, 128])
+def test_random_butterfly_keeps_the_inertia(d):
+    lam = torch.linspace(-1, 1, d, dtype=F64) + 0.013  # indefinite
+    m = spectrum_matrix(lam, seed=d)
+    a = m - 0.1 * torch.eye(d, dtype=F64)
+    at, pad, inv_norm, _ = butterfly_congruence(a, seed=d)
+    assert at.shape[0] == d + pad and at.shape[0] % 4 == 0
+    pos = int((torch.linalg.eigvalsh(a) > 0).sum())
+    assert int((torch.linalg.eigvalsh(at) > 0).sum()) == pos + pad
+    assert float(inv_norm) <= math.exp(0.1) + 1e-12  # two levels, |log r| ≤ 1/20
+
+
+def test_bunch_kaufman_counts_with_2x2_pivots():
+    g = torch.Generator().manual_seed(4)
+    for d in (2, 3, 6, 41):
+        b = torch.randn(d, d, generator=g, dtype=F64)
+        a = b + b.T
+        a.diagonal().zero_()  # zero diagonal: Bunch–Kaufman must take 2×2 pivots
+        ld, piv, info = torch.linalg.ldl_factor_ex(a)
+        assert int(info) == 0
+        assert (piv < 0).any() or d < 3
+        assert int(bk_positive_count(ld, piv)) == int((torch.linalg.eigvalsh(a) > 0).sum())
+    lam = power_law(60)
+    m = spectrum_matrix(lam, seed=9)
+    tau = torch.tensor([between(lam, k) for k in (1, 20, 59)], dtype=F64)
+    assert torch.equal(bunch_kaufman_counts(m, tau), torch.tensor([1, 20, 59]))
+
+
+@pytest.mark.parametrize(
+    "lam",
+    [
+        power_law(300),
+        torch.cat([1 - 1e-9 * torch.arange(6, dtype=F64), torch.logspace(-1, -5, 194, dtype=F64)]),  # top cluster
+        torch.logspace(0, -8, 250, dtype=F64),  # slowly decaying top: Lanczos converges slowly
+        torch.tensor([0.7], dtype=F64),
+        torch.tensor([2.0, 1.0], dtype=F64),
+        torch.zeros(5, dtype=F64),
+    ],
+    ids=["power-law", "top-cluster", "log-uniform", "d1", "d2", "zero"],
+)
+def test_lambda_max_bounds_bracket(lam):
+    m = spectrum_matrix(lam, seed=1)
+    b = lambda_max_bounds(m)
+    lmax = float(torch.linalg.eigvalsh(m)[-1])
+    slack = 8 * m.shape[0] * U * max(abs(lmax), 1e-300)
+    assert float(b.lower) <= lmax + slack
+    assert float(b.upper) >= lmax - slack
+    if m.shape[0] <= b.steps:  # the whole space: the bracket is tight
+        assert float(b.upper - b.lower) <= 1e-10 * max(abs(lmax), 1.0)
+
+
+def test_lambda_max_bounds_converge_on_a_power_law():
+    m = spectrum_matrix(power_law(400), seed=6)
+    b = lambda_max_bounds(m)
+    assert float(b.upper - b.lower) <= 1e-9  # top gap 56 %: Lanczos converges in a few steps
+
+
+@pytest.mark.parametrize("k", [1, 2, 5, 40])
+def test_tridiag_top_matches_eigh(k):
+    g = torch.Generator().manual_seed(k)
+    alpha = torch.randn(k, generator=g, dtype=F64)
+    beta = torch.randn(k - 1, generator=g, dtype=F64)
+    if k > 3:
+        beta[k // 2] = 0.0  # a decoupled block
+    theta, y = torch.ops.effrank_fast.tridiag_top(alpha, beta)
+    t = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)
+    lam, vec = torch.linalg.eigh(t)
+    assert abs(float(theta) - float(lam[-1])) <= 8 * U * float(lam.abs().max())
+    assert abs(float(y.norm()) - 1) < 1e-12
+    if k == 1 or float(lam[-1] - lam[-2]) > 1e-6:
+        assert abs(float(y @ vec[:, -1])) > 1 - 1e-10
+
+
+@pytest.mark.parametrize("d", [1, 7, 64, 200])
+def test_relative_counts(d):
+    lam = power_law(d)
+    m = spectrum_matrix(lam, seed=d + 100)
+    lam_hat = torch.linalg.eigvalsh(m).flip(0)
+    eps = [float(between(lam_hat, k) / lam_hat[0]) for k in sorted({1, d // 2, d - 1}) if 0 < k < d] or [0.5]
+    eps += [float(lam_hat[-1] / lam_hat[0]) * (1 - 1e-7)]
+    res = inertia_count_relative(m, eps, fallback=False)
+    ref = (lam_hat.unsqueeze(0) > (torch.tensor(eps, dtype=F64) * lam_hat[0]).unsqueeze(1)).sum(1)
+    assert res.lambda_max is not None and res.count_bounds is not None
+    lo, hi = res.lambda_max
+    assert float(lo) <= float(lam_hat[0]) * (1 + 1e-12) and float(hi) >= float(lam_hat[0]) * (1 - 1e-12)
+    assert torch.equal(res.counts, ref) and bool(res.reliable.all())
+    assert torch.equal(inertia_count_relative(m, eps).counts, ref)
+
+
+def test_relative_counts_fall_back_inside_the_bracket():
+    # ε·λ_max sits exactly on an eigenvalue at the resolution of the bracket: the two ends disagree.
+    lam = torch.logspace(0, -8, 250, dtype=F64)  # slow Lanczos: bracket width ~1e-9
+    m = spectrum_matrix(lam, seed=12)
+    lam_hat = torch.linalg.eigvalsh(m).flip(0)
+    eps = float(lam_hat[100] / lam_hat[0])
+    raw = inertia_count_relative(m, [eps], fallback=False)
+    assert raw.count_bounds is not None
+    at_upper, at_lower = raw.count_bounds  # counts at ε·upper ≤ true count ≤ counts at ε·lower
+    assert int(at_upper[0]) <= 100 <= int(at_lower[0])
+    res = inertia_count_relative(m, [eps])
+    ref = int((lam_hat > eps * lam_hat[0]).sum())
+    if not bool(raw.reliable[0]):
+        assert bool(res.fell_back[0]) and res.fallback_method == "eigh"
+    assert int(res.counts[0]) == ref
+
+
+def test_argument_errors():
+    m = torch.eye(4, dtype=F64)
+    with pytest.raises(ValueError, match="gram"):
+        inertia_count(torch.ones(3, 4), [0.5])
+    with pytest.raises(TypeError, match="gram"):
+        inertia_count([[1.0]], [0.5])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="thresholds"):
+        inertia_count(m, torch.ones(2, 2))
+    with pytest.raises(ValueError, match="fallback"):
+        inertia_count(m, [0.5], fallback="svd")
+    with pytest.raises(ValueError, match="band_rel"):
+        inertia_count(m, [0.5], band_rel=-1.0)
+    with pytest.raises(ValueError, match="block_size"):
+        inertia_count(m, [0.5], block_size=-2)
+    with pytest.raises(RuntimeError, match="gram must be square"):
+        torch.ops.effrank_fast.inertia(torch.ones(3, 4, dtype=F64), torch.ones(1, dtype=F64), 1e-7, 0)
+    with pytest.raises(RuntimeError, match="thresholds must be 1-D"):
+        torch.ops.effrank_fast.inertia(m, torch.ones(1, 1, dtype=F64), 1e-7, 0)
+    with pytest.raises(RuntimeError, match="beta must be 1-D"):
+        torch.ops.effrank_fast.tridiag_top(torch.ones(3, dtype=F64), torch.ones(3, dtype=F64))
+    with pytest.raises(ValueError, match="steps"):
+        lambda_max_bounds(m, steps=0)
+
+
+def test_opcheck_cpu():
+    m = spectrum_matrix(power_law(70), seed=0)
+    tau = torch.tensor([1e-2, 1e-3], dtype=F64)
+    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m, tau, 1e-7, 0))
+    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m.float(), tau, 1e-7, 32))
+    alpha, beta = torch.randn(9, dtype=F64), torch.randn(8, dtype=F64)
+    torch.library.opcheck(torch.ops.effrank_fast.tridiag_top.default, (alpha, beta))
+
+
+def test_torch_compile_fullgraph_cpu():
+    m = spectrum_matrix(power_law(96), seed=8)
+    tau = torch.tensor([between(power_law(96), k) for k in (2, 40)], dtype=F64)
+
+    def count(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        c, _, _, _, delta, scale = torch.ops.effrank_fast.inertia(g, t, 1e-7, 0)
+        return torch.where(delta <= 1e-7 * scale, c, -1)
+
+    compiled = torch.compile(count, fullgraph=True, backend="aot_eager")
+    assert torch.equal(compiled(m, tau), count(m, tau))
+    assert torch.equal(compiled(m, tau), torch.tensor([2, 40]))
