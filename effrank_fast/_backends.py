@@ -119,12 +119,18 @@ def inertia_why_not(device: torch.device) -> str | None:
 
 
 # How many d³/3 inertia factorisations cost less than one float64 eigvalsh, by device and size:
-# ((minimum d, factorisations), ...), the last row whose d ≤ dim applies. Measured, see
-# benchmarks/RESULTS.md "Exact ε-rank by inertia" (CPU: 2-core CI machine, torch 2.13;
-# CUDA: H100, torch 2.11+cu130).
+# ((minimum d, factorisations), ...), the last row whose d ≤ dim applies.
+# - cpu: measured (benchmarks/RESULTS.md "Exact ε-rank by inertia": 2-core CI machine, torch 2.13):
+#   one factorisation is 2× faster than eigvalsh at d = 128 and 3–4× at 256…2048; parity below 64.
+# - cuda: PROVISIONAL, not yet measured with this kernel (no GPU was lent to the session that wrote
+#   it). Taken from the H100 measurements of the unfused Python prototype of the same algorithm
+#   (shared/research/algorithms.md §3.3: eigvalsh fp64 / LDLᵀ fp64 ≈ 3 at d = 2048, 4–6 at 4096,
+#   10 at 8192 and 16384), which the fused kernel can only improve on; below 2048 one factorisation
+#   (a few dozen launches) against cuSOLVER syevd's millisecond floor. Re-derive from
+#   benchmarks/bench_inertia.py on the GPU.
 INERTIA_BUDGET: dict[str, tuple[tuple[int, int], ...]] = {
-    "cpu": ((1, 0), (64, 1), (256, 2)),
-    "cuda": ((1, 3), (256, 6), (1024, 8), (4096, 12)),
+    "cpu": ((1, 0), (64, 1), (128, 2)),
+    "cuda": ((1, 1), (2048, 2), (4096, 3), (8192, 8)),
 }
 
 

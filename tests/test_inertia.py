@@ -24,6 +24,7 @@ from effrank_fast.ops.inertia import (
     inertia_count_relative,
     inertia_ref,
     lambda_max_bounds,
+    probabilistic_bound,
 )
 from effrank_fast.ops.inertia.robust import bk_positive_count, butterfly_congruence
 
@@ -93,6 +94,19 @@ def test_only_the_lower_triangle_is_read():
     junk = m.tril() + junk  # upper triangle garbage
     tau = torch.tensor([between(lam, 10)], dtype=F64)
     assert torch.equal(inertia_count(junk, tau, fallback=False).counts, torch.tensor([10]))
+
+
+def test_probabilistic_bound_behind_the_verdict():
+    d = 200
+    lam = power_law(d)
+    m = spectrum_matrix(lam, seed=2)
+    res = inertia_count(m, [between(lam, 50)], fallback=False)
+    assert res.error_estimate is not None and res.error_bound is not None and res.scale is not None
+    # same T = tr(|L||D||Lᵀ|), γ_{3d} = 3du/(1 − 3du) replaced by 12·√(3d)·u
+    ratio = (res.error_estimate - U * res.scale) / (res.error_bound - U * res.scale)
+    assert float(ratio[0]) == pytest.approx(12 * (1 - 3 * d * U) / math.sqrt(3 * d), rel=1e-9)
+    inf = probabilistic_bound(torch.tensor([math.inf, math.nan], dtype=F64), torch.ones(2, dtype=F64), 10)
+    assert torch.isinf(inf).all()
 
 
 def test_crafted_growth_triggers_the_fallback():
@@ -273,6 +287,44 @@ def test_torch_compile_fullgraph_cpu():
         c, _, _, _, delta, scale = torch.ops.effrank_fast.inertia(g, t, 1e-7, 0)
         return torch.where(delta <= 1e-7 * scale, c, -1)
 
-    compiled = torch.compile(count, fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(count, fullgraph=True)  # inductor: the op is opaque, the rest is fused
     assert torch.equal(compiled(m, tau), count(m, tau))
     assert torch.equal(compiled(m, tau), torch.tensor([2, 40]))
+
+
+def test_count_method_rule():
+    from effrank_fast import _backends
+
+    cpu = torch.device("cpu")
+    pick = _backends.select_count_method
+    assert pick("auto", cpu, 1, "given", dim=32) == "eigh"  # parity below d = 64: one spectrum serves all
+    assert pick("auto", cpu, 1, "given", dim=100) == "inertia"
+    assert pick("auto", cpu, 2, "native", dim=500) == "inertia"
+    assert pick("auto", cpu, 3, "native", dim=500) == "eigh"
+    assert pick("auto", cpu, 1, "given", dim=500, relative="max") == "eigh"  # 3 factorisations + Lanczos
+    assert pick("auto", cpu, 1, "torch", dim=500) == "eigh"  # the pure-PyTorch backend was forced
+    assert pick("inertia", cpu, 9, "torch", dim=8) == "inertia"
+    assert pick("eigh", cpu, 1, "given", dim=500) == "eigh"
+    assert _backends.inertia_factorisations(4, "max") == 9 and _backends.inertia_factorisations(4, None) == 4
+    with pytest.raises(ValueError, match="method"):
+        pick("svd", cpu, 1, "given")
+
+
+def test_eps_rank_through_inertia_matches_eigh():
+    import effrank_fast as ef
+
+    d = 150
+    lam = power_law(d)
+    m = spectrum_matrix(lam, seed=31)
+    lam_hat = torch.linalg.eigvalsh(m).flip(0)
+    eps_abs = [between(lam_hat, k) for k in (3, 75)]
+    eps_rel = [e / float(lam_hat[0]) for e in eps_abs]
+    eps_tr = [e / float(lam_hat.sum()) for e in eps_abs]
+    for eps, relative in ((eps_abs, None), (eps_rel, "max"), (eps_tr, "trace")):
+        got = ef.eps_rank(gram=m, eps=eps, relative=relative, method="inertia")
+        assert got.tolist() == [3, 75], relative
+        assert torch.equal(got, ef.eps_rank(gram=m, eps=eps, relative=relative, method="eigh"))
+    assert int(ef.eps_rank(gram=m, eps=eps_abs[1])) == 75  # auto: inertia at this size
+    phi = torch.randn(400, 60, dtype=F64) * torch.logspace(0, -3, 60, dtype=F64)
+    ref = ef.reference.eps_rank(phi, [1e-2, 1e-5])
+    assert torch.equal(ef.eps_rank(phi, [1e-2, 1e-5], method="inertia"), torch.as_tensor(ref))

@@ -59,8 +59,16 @@ Result factor_count(at::Tensor A, int64_t block, double band_rel) {
   // A: d×d float64 contiguous, overwritten.
   const int64_t d = A.size(0);
   double* a = A.data_ptr<double>();
-  // ‖A‖_F of the symmetric matrix whose lower triangle is A's (NaN input stays NaN).
-  const double norm = std::sqrt(2.0 * A.tril(-1).square().sum().item<double>() + A.diagonal().square().sum().item<double>());
+  // ‖A‖_F of the symmetric matrix whose lower triangle is A's (NaN input stays NaN). A plain loop:
+  // small ATen reductions wake the OpenMP pool, which costs milliseconds on a loaded machine.
+  double frob_sq = 0.0;
+  for (int64_t i = 0; i < d; ++i) {
+    const double* row = a + i * d;
+    double off = 0.0;
+    for (int64_t j = 0; j < i; ++j) off += row[j] * row[j];
+    frob_sq += 2.0 * off + row[i] * row[i];
+  }
+  const double norm = std::sqrt(frob_sq);
   const double norm_safe = std::max(norm, std::numeric_limits<double>::min());
   std::vector<double> colsq(d, 0.0), colmax(d, 1.0), pivots(d, 0.0), w(block, 0.0);
   bool bad = false;

@@ -8,7 +8,10 @@ import torch
 def symmetric_from_lower(gram: torch.Tensor) -> torch.Tensor:
     """The float64 symmetric matrix whose lower triangle is ``gram``'s (what every path reads)."""
     m = gram.double()
-    return m.tril() + m.tril(-1).mT
+    idx = torch.arange(m.shape[0], device=m.device)
+    # where() rather than tril(): CPU tril always fans out to the thread pool, which costs
+    # milliseconds even for tiny matrices on a busy machine.
+    return torch.where(idx.unsqueeze(1) >= idx.unsqueeze(0), m, m.mT)
 
 
 def inertia_ref(gram: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
