@@ -9,7 +9,7 @@ inertia (the op, one threshold, fp32 Gram in), inertia_count (the wrapper, with 
 — one host sync), the relative count (Lanczos + 3 factorisations), eigvalsh fp32/fp64,
 cholesky_ex fp32/fp64 of M + I (the d³/3 floor), svdvals(Φ) fp32. Exactness: the inertia count
 against a float64 eigvalsh count at the same τ (midway between two eigenvalues of the fp64 spectrum
-of the fp32 Gram). ``--variants`` sweeps the panel width and the trailing update (syrkx | gemm).
+of the fp32 Gram). ``--variants`` sweeps the panel width and the trailing update (blocks | syrkx | gemm).
 Without CUDA it runs small sizes on the CPU (a smoke test of the script).
 """
 
@@ -112,7 +112,7 @@ def bench_size(d: int, svd_max: int, variants: bool) -> dict:
         row["svdvals_ms"] = timed(lambda: torch.linalg.svdvals(phi), reps=1, warm=1 if d < 8192 else 0)
     if variants:
         for panel in (128, 256, 512):
-            for trailing in ("syrkx", "gemm", "blocks"):
+            for trailing in ("blocks", "syrkx", "gemm"):
                 os.environ["EFFRANK_INERTIA_TRAILING"] = trailing
                 key = f"var_p{panel}_{trailing}_ms"
                 row[key] = timed(lambda p=panel: op(m, tau, 1e-7, p), reps=r)

@@ -120,24 +120,25 @@ def inertia_why_not(device: torch.device) -> str | None:
 
 # How many d³/3 inertia factorisations cost less than one float64 eigvalsh, by device and size:
 # ((minimum d, factorisations), ...), the last row whose d ≤ dim applies.
-# - cpu: measured (benchmarks/RESULTS.md "Exact ε-rank by inertia": 2-core CI machine, torch 2.13):
-#   one factorisation is 2× faster than eigvalsh at d = 128 and 3–4× at 256…2048; parity below 64.
+# - cpu: measured (benchmarks/RESULTS.md "Exact ε-rank by inertia": 2-core machine, torch 2.13):
+#   one factorisation runs at the cost of cholesky_ex and 3× (d = 128) to 4.7–5.6× (d = 256…2048)
+#   faster than eigvalsh; parity below d = 64.
 # - cuda: PROVISIONAL, not yet measured with this kernel (no GPU was lent to the session that wrote
-#   it). Taken from the H100 measurements of the unfused Python prototype of the same algorithm
-#   (shared/research/algorithms.md §3.3: eigvalsh fp64 / LDLᵀ fp64 ≈ 3 at d = 2048, 4–6 at 4096,
-#   10 at 8192 and 16384), which the fused kernel can only improve on; below 2048 one factorisation
-#   (a few dozen launches) against cuSOLVER syevd's millisecond floor. Re-derive from
+#   it). From the H100 measurements of the unfused Python prototype of the same algorithm
+#   (shared/research/algorithms.md §3.3: eigvalsh fp64 / LDLᵀ fp64 ≈ 3 at d = 2048, 3.6–6.5 at
+#   4096, 10 at 8192 and 16384), which the fused kernel should only improve on; below 2048, one
+#   factorisation (a few dozen launches) against cuSOLVER syevd's millisecond floor. Re-derive from
 #   benchmarks/bench_inertia.py on the GPU.
 INERTIA_BUDGET: dict[str, tuple[tuple[int, int], ...]] = {
-    "cpu": ((1, 0), (64, 1), (128, 2)),
-    "cuda": ((1, 1), (2048, 2), (4096, 3), (8192, 8)),
+    "cpu": ((1, 0), (64, 1), (128, 2), (256, 3), (512, 4)),
+    "cuda": ((1, 1), (2048, 2), (4096, 4), (8192, 8)),
 }
 
 
 def inertia_factorisations(n_thresholds: int, relative: str | None) -> int:
-    """Factorisations an inertia ε-count needs: one per threshold; ε·λ_max needs both ends of the
-    λ_max bracket per ε plus one to certify the bracket."""
-    return 2 * n_thresholds + 1 if relative == "max" else n_thresholds
+    """Factorisations an inertia ε-count costs: one per threshold; ε·λ_max costs both ends of the
+    λ_max bracket per ε, one to certify the bracket and about one more for the Lanczos steps."""
+    return 2 * n_thresholds + 2 if relative == "max" else n_thresholds
 
 
 def inertia_budget(device: torch.device, dim: int) -> int:

@@ -299,13 +299,14 @@ def test_count_method_rule():
     pick = _backends.select_count_method
     assert pick("auto", cpu, 1, "given", dim=32) == "eigh"  # parity below d = 64: one spectrum serves all
     assert pick("auto", cpu, 1, "given", dim=100) == "inertia"
-    assert pick("auto", cpu, 2, "native", dim=500) == "inertia"
-    assert pick("auto", cpu, 3, "native", dim=500) == "eigh"
-    assert pick("auto", cpu, 1, "given", dim=500, relative="max") == "eigh"  # 3 factorisations + Lanczos
+    assert pick("auto", cpu, 3, "native", dim=300) == "inertia"
+    assert pick("auto", cpu, 4, "native", dim=300) == "eigh"
+    assert pick("auto", cpu, 1, "given", dim=300, relative="max") == "eigh"  # 3 factorisations + Lanczos
+    assert pick("auto", cpu, 1, "given", dim=600, relative="max") == "inertia"
     assert pick("auto", cpu, 1, "torch", dim=500) == "eigh"  # the pure-PyTorch backend was forced
     assert pick("inertia", cpu, 9, "torch", dim=8) == "inertia"
     assert pick("eigh", cpu, 1, "given", dim=500) == "eigh"
-    assert _backends.inertia_factorisations(4, "max") == 9 and _backends.inertia_factorisations(4, None) == 4
+    assert _backends.inertia_factorisations(4, "max") == 10 and _backends.inertia_factorisations(4, None) == 4
     with pytest.raises(ValueError, match="method"):
         pick("svd", cpu, 1, "given")
 

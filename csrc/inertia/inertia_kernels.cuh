@@ -15,7 +15,8 @@
 //       leaf_kernel    (1 CTA)    unblocked LDLᵀ of the 64×64 diagonal block in shared memory
 //       panel_kernel   (⌈m/64⌉)   W = A21 L11⁻ᵀ by substitution in registers, L21 = W D⁻¹
 //       gemm_nt                   rank-64 update of the rest of the panel's columns
-//     trailing_update             rank-P update of the trailing lower triangle (fp64 tensor cores)
+//     trailing_update             rank-P update of the trailing lower triangle (DGEMM per block column,
+//                                 or DSYRKX, on the fp64 tensor cores)
 //   finalize_kernel (1 CTA)       count, diagnostics, ‖A‖_F and the error bound δ (inertia_common.h)
 #include <algorithm>
 #include <cstdint>

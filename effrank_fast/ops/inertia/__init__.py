@@ -49,8 +49,8 @@ __all__ = [
 DEFAULT_BLOCK = 0  # the device's default panel width (CPU 64, CUDA 256)
 # Allowed factorisation error δ_p relative to ‖M − τI‖_F (≥ ‖M − τI‖₂): no more than the rounding
 # error of an fp32 Gram matrix (1e-7…2e-6·λ_max measured, research/algorithms.md §2.4), so the LDLᵀ
-# adds no uncertainty the Gram did not already carry. Benign factorisations sit at 1e-10…1e-8 up
-# to d = 4096 (δ_p grows about like d^1.7); tiny pivots push it to 1e-3 and beyond.
+# adds no uncertainty the Gram did not already carry. Benign factorisations sit at 1e-11…3e-9 up
+# to d = 4096 (δ_p grows about like d^1.8); tiny pivots push it to 1e-3 and beyond.
 DEFAULT_BAND_REL = 1e-6
 FALLBACKS = ("eigh", "ldl")
 PROB_LAMBDA = 12.0
