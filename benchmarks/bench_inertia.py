@@ -11,6 +11,9 @@ cholesky_ex fp32/fp64 of M + I (the d³/3 floor), svdvals(Φ) fp32. Exactness: t
 against a float64 eigvalsh count at the same τ (midway between two eigenvalues of the fp64 spectrum
 of the fp32 Gram). ``--variants`` sweeps the panel width and the trailing update (blocks | syrkx | gemm).
 Without CUDA it runs small sizes on the CPU (a smoke test of the script).
+
+Named explicitly, pytest runs the ``test_*`` functions below with pytest-benchmark (one size:
+d = 4096 on CUDA, 512 on the CPU): ``python -m pytest benchmarks/bench_inertia.py``.
 """
 
 from __future__ import annotations
@@ -164,6 +167,45 @@ def main() -> None:
             f"{r['cholesky_fp64_ms']:6.2f}  {svd:8.1f} {r['eigvalsh_fp32_ms'] / r['inertia_ms']:7.1f} "
             f"{r['inertia_ms'] / r['cholesky_fp64_ms']:7.2f}"
         )
+
+
+def _bench_case() -> tuple[torch.Tensor, torch.Tensor]:
+    d = 4096 if CUDA else 512
+    phi = features(d)
+    m = (phi.T @ phi) / phi.shape[0]
+    m = (m + m.T) / 2
+    lam = torch.linalg.eigvalsh(m.double()).flip(0)
+    k = d // 10
+    tau = torch.tensor([math.sqrt(float(lam[k - 1]) * float(lam[k]))], dtype=torch.float64, device=DEV)
+    return m, tau
+
+
+def _synced(fn):
+    def run():
+        out = fn()
+        if CUDA:
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def test_inertia_one_threshold(benchmark):
+    m, tau = _bench_case()
+    out = benchmark(_synced(lambda: torch.ops.effrank_fast.inertia(m, tau, 1e-6, 0)))
+    assert int(out[0][0]) == m.shape[0] // 10
+
+
+def test_eigvalsh_fp64_same_count(benchmark):
+    m, tau = _bench_case()
+    lam = benchmark(_synced(lambda: torch.linalg.eigvalsh(m.double())))
+    assert int((lam > tau).sum()) == m.shape[0] // 10
+
+
+def test_cholesky_fp64_floor(benchmark):
+    m, _ = _bench_case()
+    spd = (m + torch.eye(m.shape[0], device=m.device) * float(m.diagonal().max()) * 1e-3).double()
+    benchmark(_synced(lambda: torch.linalg.cholesky_ex(spd)))
 
 
 if __name__ == "__main__":
