@@ -10,11 +10,13 @@ Ops:
         M = (Φ − 1μᵀ)ᵀ diag(w) (Φ − 1μᵀ), μ the w-weighted mean when ``center``;
         accumulated in ``acc_dtype`` (float32 or float64) over row chunks.
     inertia(gram[d, d], thresholds[E], band_rel, block_size)
-        -> (counts[E] int64, min_pivot_rel[E] f64, growth[E] f64, band_counts[E] int64)
+        -> (counts[E] int64, min_pivot_rel[E] f64, growth[E] f64, band_counts[E] int64,
+            error_bound[E] f64, scale[E] f64)
         Sylvester inertia of M − τ_e I by a pivot-free blocked LDLᵀ in float64: counts[e] is
-        #{λ(M) > τ_e}. ``min_pivot_rel`` is min|D_ii| / ‖M‖_max, ``growth`` is
-        max_j |D_jj|·max_i |L_ij|² / ‖M − τI‖_max (the backward-error amplifier), and
-        ``band_counts`` counts pivots with |D_ii| ≤ band_rel·‖M − τI‖_max.
+        #{λ(M) > τ_e}, exact unless an eigenvalue lies within error_bound[e] of τ_e; the
+        diagnostics are defined in effrank_fast/ops/inertia/schema.py.
+    tridiag_top(alpha[k], beta[k-1]) -> (theta 0-d, y[k])
+        Largest eigenpair of a symmetric tridiagonal matrix (the Lanczos step of the inertia path).
 """
 
 from __future__ import annotations
