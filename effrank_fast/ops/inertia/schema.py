@@ -7,8 +7,7 @@ import torch
 from effrank_fast._ops import LIB
 
 LIB.define(
-    "inertia(Tensor gram, Tensor thresholds, float band_rel, int block_size)"
-    " -> (Tensor, Tensor, Tensor, Tensor)"
+    "inertia(Tensor gram, Tensor thresholds, float band_rel, int block_size) -> (Tensor, Tensor, Tensor, Tensor)"
 )
 
 
