@@ -232,11 +232,13 @@ def test_promotion_window_follows_the_error_model():
     assert gt.promotion_window_rows(65536) == 2048  # the measured bias-free setting (§2.4)
     assert gt.promotion_window_rows(4096) == 512  # R·n_mma ≤ 8·√4096 = 512
     assert gt.promotion_window_rows(65536, 6) == 256
+    assert gt.promotion_window_rows(65536, compute_bound=False) == 512  # R ≤ 2·√65536
     assert gt.promotion_window_rows(1) == 64
     for n in (100, 5000, 10**6):
         for k in (1, 3, 6):
-            r = gt.promotion_window_rows(n, k)
-            assert r == 64 or (r * k) ** 2 <= 64 * n
+            for bound, factor in ((True, 8), (False, 2)):
+                r = gt.promotion_window_rows(n, k, compute_bound=bound)
+                assert r == 64 or (r * k) ** 2 <= factor**2 * n
 
 
 def test_op_bodies_trace_under_fake_tensors_and_aot(monkeypatch):

@@ -165,6 +165,8 @@ def test_bad_inputs_raise_clear_errors():
         linear_act_gram(x, w.float(), b, "tanh")
     with pytest.raises(ValueError, match="bias"):
         linear_act_gram(x, w, b[:2], "tanh")
+    with pytest.raises(TypeError, match="bias"):
+        linear_act_gram(x, w, b.float(), "tanh")
     with pytest.raises(ValueError, match="gram_out"):
         linear_act_gram(x, w, b, "tanh", torch.zeros(5, 5, device=DEV))
     with pytest.raises(ValueError, match="weights"):

@@ -87,16 +87,22 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def promotion_window_rows(n: int, n_mma: int = 1) -> int:
+def promotion_window_rows(n: int, n_mma: int = 1, compute_bound: bool = True) -> int:
     """Rows summed on the tensor cores before the partial is promoted into the fp32 accumulator.
 
     A window of R rows biases the promoted sum by ≈ −2.3e-9·R·n_mma (relative; n_mma tensor-core
-    products per k-block, H100, algorithms.md §2.4), while an fp32 SIMT Gram over N rows errs by
-    ≈ 2e-8·√N. R·n_mma ≤ 8√N keeps the bias at a quarter of the ±2×-of-SIMT budget; R ≤ 2048 rows
-    (promotion every 32 k-blocks) already costs little, so longer windows buy nothing.
+    products per k-block; H100, algorithms.md §2.4), independently of N. An fp32 SIMT Gram over N
+    rows errs by ≈ 2e-8·√N when it sums each entry in one pass, less when cuBLAS splits K.
+
+    - compute_bound (the tiles fill the GPU, d ≳ 1500): R·n_mma ≤ 8√N, R ≤ 2048. Promotion costs
+      throughput here, and an fp32 SIMT GEMM of such a shape measured ±2e-5 (§2.4), 4× above the
+      −5e-6 of R = 2048.
+    - otherwise (few tiles, the kernel waits on memory and hides the extra adds): R·n_mma ≤ 2√N,
+      R ≤ 512, which keeps within 2× even of a split-K SIMT reference.
     """
+    factor, cap = (8, MAX_WINDOW_ROWS) if compute_bound else (2, MAX_WINDOW_ROWS // 4)
     rows = 64
-    while rows < MAX_WINDOW_ROWS and (2 * rows * n_mma) ** 2 <= 64 * n:
+    while rows < cap and (2 * rows * n_mma) ** 2 <= factor * factor * n:
         rows *= 2
     return rows
 
@@ -164,7 +170,8 @@ def _launch_syrk(
     cfg = _pick_config(mode, nc)
     nb_m = -(-nc // cfg.BM)
     nb_n = -(-nc // cfg.BN)
-    tiles = sum(1 for i in range(nb_m) for j in range(nb_n) if (j + 1) * cfg.BN - 1 >= i * cfg.BM)
+    # Tiles touching the upper triangle: in row block i, column blocks j ≥ ⌊i·BM/BN⌋.
+    tiles = sum(nb_n - (i * cfg.BM) // cfg.BN for i in range(nb_m))
     if acc64:
         window = -(-max(nk, 1) // cfg.BK) * cfg.BK
         split = _pick_split(tiles, min(16, -(-nk // 4096)), out.device, hard_cap=-(-nk // cfg.BK))
@@ -172,7 +179,10 @@ def _launch_syrk(
         win_steps = k_per_split // cfg.BK
     else:
         forced_window = OVERRIDES.get("window_rows")
-        window = forced_window if isinstance(forced_window, int) else promotion_window_rows(nk, n_mma)
+        if isinstance(forced_window, int):
+            window = forced_window
+        else:
+            window = promotion_window_rows(nk, n_mma, compute_bound=tiles >= _num_sms(out.device))
         window = max(cfg.BK, window // cfg.BK * cfg.BK)
         split = _pick_split(tiles, min(16, -(-nk // window)), out.device)
         k_per_split = _cdiv(_cdiv(nk, split), window) * window

@@ -32,6 +32,8 @@ def _validate(x, weight, bias, act, gram_out, weights) -> None:
     d = weight.shape[0]
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (d,)):
         raise ValueError(f"bias must be None or a [d] = [{d}] tensor, got {getattr(bias, 'shape', type(bias))}")
+    if bias is not None and bias.dtype != x.dtype:
+        raise TypeError(f"bias must have x's dtype {x.dtype}, got {bias.dtype}")
     if act not in ACTIVATIONS:
         raise ValueError(f"act must be one of {ACTIVATIONS}, got {act!r}")
     if gram_out is not None:

@@ -91,7 +91,7 @@ def _launch(x, weight, bias, act, out, h, *, sw, w_mode, pb, flag, guard, accumu
         window = forced
     else:
         n_mma = 1 if w_mode != 2 else (6 if pb == 3 else 3)
-        window = gram_triton_mod.promotion_window_rows(n, n_mma)
+        window = gram_triton_mod.promotion_window_rows(n, n_mma, compute_bound=False)
         # Each program sums one window at most: halve it until the splits fill the SMs.
         sms = gram_triton_mod._num_sms(x.device)
         while window > cfg.BR and tiles * -(-n // window) < 2 * sms:
