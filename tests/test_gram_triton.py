@@ -93,6 +93,14 @@ def test_gram_matches_float64_within_twice_simt(dtype, wkind, center, shape):
     _check_contract(phi, w, center, m)
 
 
+@pytest.mark.parametrize("wkind", [None, "random"])
+def test_float64_input_with_fp32_accumulation(wkind):
+    """fp64 features, fp32 accumulator: the values are rounded to fp32 once, like the SIMT Gram's."""
+    phi = torch.randn(123, 37, device=DEV, dtype=torch.float64) + 0.2
+    w = _weights(wkind, 123)
+    _check_contract(phi, w, True, gt.gram_triton(phi, w, True, torch.float32))
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64], ids=str)
 @pytest.mark.parametrize("center", [False, True], ids=["raw", "centred"])
 def test_fp64_accumulation_is_float64_accurate(dtype, center):
