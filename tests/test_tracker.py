@@ -295,6 +295,25 @@ def test_step_mode_syncs_once_per_rayleigh_ritz():
     assert not res.restarted and len(calls) == res.iterations + 1
 
 
+@pytest.mark.parametrize("sync", ["step", "deferred"])
+def test_nan_gram_is_flagged_and_the_tracker_recovers(sync):
+    d = 48
+    grams = list(_drift_sequence(d, 192, steps=6, rho=0.01, seed=17))
+    eps = [0.3, 1e-2]
+    tr = ef.SpectrumTracker(k=6, oversample=4, eps=eps, relative="max", sync=sync, slq_probes=4, slq_steps=6)
+    tr.update(grams[0])
+    bad = grams[1].clone()
+    bad[3, 7] = bad[7, 3] = float("nan")
+    res = tr.update(bad)
+    assert not bool(res.accepted) and not torch.isfinite(res.eigenvalues).all()
+    restarted = False
+    for g in grams[2:]:
+        res = tr.update(g)
+        restarted |= res.restarted
+    assert restarted and bool(res.accepted)
+    _check(res, grams[-1], eps, "max", exact_only=(sync == "step"))
+
+
 def test_validation_errors():
     with pytest.raises(ValueError, match="k must"):
         ef.SpectrumTracker(k=0)

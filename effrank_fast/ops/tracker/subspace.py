@@ -26,14 +26,21 @@ def orthonormalize(z: torch.Tensor, fallback: torch.Tensor | None = None, passes
     passes are plain Cholesky-QR and restore orthogonality to O(u) (shiftedCholeskyQR3,
     Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa, SISC 2020). A failed Cholesky (non-finite
     input) gives non-finite output, which the tracker detects and answers with a cold restart.
+
+    The arithmetic is float64 whatever z's dtype (the result is cast back): with u = 2⁻⁵³ the
+    shift is far below the spectrum of zᵀz and three passes reach O(u) even for a rank-deficient
+    z, while in float32 no shift is both large enough for the later passes and small enough to
+    help (Fukaya et al.'s regime needs d·q·u ≪ 1). Cost ~3·d·q² float64 flops, small next to d²q.
     """
     d, q = z.shape
-    u = torch.finfo(z.dtype).eps
+    out_dtype = z.dtype
+    z = z.double()
+    u = torch.finfo(torch.float64).eps
     norms = torch.linalg.vector_norm(z, dim=0)
     small = norms <= u * norms.amax()
     z = z / torch.where(small, torch.ones_like(norms), norms)
     if fallback is not None:
-        z = torch.where(small, fallback, z)
+        z = torch.where(small, fallback.double(), z)
     eye = torch.eye(q, dtype=z.dtype, device=z.device)
     for i in range(passes):
         g = z.mT @ z
@@ -41,7 +48,7 @@ def orthonormalize(z: torch.Tensor, fallback: torch.Tensor | None = None, passes
             g = g + (math.sqrt(d) * u) * torch.diagonal(g).sum().clamp_min(torch.finfo(z.dtype).tiny) * eye
         chol, _info = torch.linalg.cholesky_ex(g)
         z = torch.linalg.solve_triangular(chol.mT, z, upper=True, left=False)  # z R⁻¹, R = Lᵀ
-    return z
+    return z.to(out_dtype)
 
 
 @dataclass
@@ -76,7 +83,9 @@ def rayleigh_ritz(
     """
     q = v.shape[1]
     h = v.mT @ gv
-    h = (h + h.mT) / 2
+    # Non-finite input must not stop the solver (LAPACK raises on NaN): solve a zero matrix
+    # instead; V and MV carry the NaN on into θ and the residuals, which the caller flags.
+    h = torch.where(torch.isfinite(h), (h + h.mT) / 2, torch.zeros_like(h))
     if tol is None:
         tol = default_tol(q, h.dtype)
     res = jacobi_eigh(h, max_sweeps=max_sweeps, tol=tol, backend=backend)

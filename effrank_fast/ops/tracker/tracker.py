@@ -259,7 +259,8 @@ class SpectrumTracker:
                     iterations += 1
                 st = self._rayleigh_ritz(g, v, trace, fro_sq)
             self._grow_next = bool(flags[2])
-            open_idx = [e for e, o in enumerate(flags[3:]) if o]
+            # Non-finite data (a NaN Gram): nothing to settle, and eigvalsh would raise on it.
+            open_idx = [] if flags[1] else [e for e, o in enumerate(flags[3:]) if o]
         else:
             open_idx = list(self._open_prev)
             self._flags.publish(st.flags)
