@@ -80,13 +80,19 @@ def run(small: bool) -> dict:
     refs = [torch.linalg.eigvalsh(g.double()).flip(0) for g in grams]
     eps = [0.1, 0.01]
     rows = []
+    # The 1.5 ms target is for tracking + certification; settling an open interval costs an
+    # exact count (a d³/3 factorisation, or eigvalsh without the CUDA inertia kernel) and is timed
+    # separately in the last two rows.
+    off = {"escalate": False}
     configs = [
-        ("fp64 step", {"dtype": torch.float64, "sync": "step", "slq_probes": 0}),
-        ("fp32 step", {"dtype": torch.float32, "sync": "step", "slq_probes": 0}),
-        ("fp64 deferred", {"dtype": torch.float64, "sync": "deferred", "slq_probes": 0}),
-        ("fp32 deferred", {"dtype": torch.float32, "sync": "deferred", "slq_probes": 0}),
-        ("fp32 deferred +SLQ", {"dtype": torch.float32, "sync": "deferred", "slq_probes": 8, "slq_steps": 20}),
-        ("fp64 step +SLQ", {"dtype": torch.float64, "sync": "step", "slq_probes": 8, "slq_steps": 20}),
+        ("fp64 step", {"dtype": torch.float64, "sync": "step", "slq_probes": 0, **off}),
+        ("fp32 step", {"dtype": torch.float32, "sync": "step", "slq_probes": 0, **off}),
+        ("fp64 deferred", {"dtype": torch.float64, "sync": "deferred", "slq_probes": 0, **off}),
+        ("fp32 deferred", {"dtype": torch.float32, "sync": "deferred", "slq_probes": 0, **off}),
+        ("fp32 deferred +SLQ(8x20)", {"dtype": torch.float32, "sync": "deferred", "slq_probes": 8, **off}),
+        ("fp64 step +SLQ(8x20)", {"dtype": torch.float64, "sync": "step", "slq_probes": 8, **off}),
+        ("fp64 step +escalate", {"dtype": torch.float64, "sync": "step", "slq_probes": 0}),
+        ("fp64 deferred +escalate", {"dtype": torch.float64, "sync": "deferred", "slq_probes": 0}),
     ]
     timer = Timer(device)
     for name, kw in configs:

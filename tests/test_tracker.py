@@ -388,8 +388,14 @@ def test_cuda_side_stream_results_one_step_late():
     kw = {"k": 16, "oversample": 8, "eps": eps, "relative": "max", "sync": "deferred", "slq_probes": 0, "seed": 3}
     side = ef.SpectrumTracker(side_stream=True, **kw)
     plain = ef.SpectrumTracker(**kw)
-    got = [side.update(g) for g in grams] + [side.flush()]
-    want = [plain.update(g) for g in grams]
+
+    def stepped(tr, g):
+        out = tr.update(g)
+        torch.cuda.synchronize()  # deferred decisions depend on whether last step's flags arrived
+        return out
+
+    got = [stepped(side, g) for g in grams] + [side.flush()]
+    want = [stepped(plain, g) for g in grams]
     assert got[0] is None
     for a, b in zip(got[1:], want, strict=True):
         assert a.step == b.step
