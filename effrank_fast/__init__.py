@@ -24,12 +24,16 @@ from effrank_fast.measures import (
     participation_ratio,
     stable_rank,
 )
+from effrank_fast.ops.tracker import SpectrumTracker, TrackPath, TrackResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
     "Measures",
+    "SpectrumTracker",
+    "TrackPath",
+    "TrackResult",
     "__version__",
     "eigenvalues",
     "entropy_rank",
