@@ -26,6 +26,7 @@ from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
 from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
+from effrank_fast.monitor.capture import Capture, Probe
 from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, read_jsonl
 from effrank_fast.monitor.sinks import HISTORY_JSONL
@@ -118,7 +119,12 @@ class RankMonitor:
         if not 0.0 < float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay!r}")
         self.accumulate, self.ema_decay = accumulate, float(ema_decay)
-        self.probe, self.weights = self._check_probe(probe, weights)
+        if probe is None and weights is not None:
+            raise ValueError("weights= are the probe's quadrature weights; give probe= as well")
+        self.probe = None if probe is None else Probe(probe, weights)
+        if self.probe is not None and weights is not None:
+            _validate.check_weights(weights, self.probe.n, weights.device, check_values=True)
+        self.weights = weights
         self.mode = _validate.check_mode(mode or ("integral" if weights is not None else "mean"), weights)
         self.center = bool(center)
         _backends.requested_backend(gram_backend)
@@ -126,7 +132,6 @@ class RankMonitor:
             raise TypeError(f"acc_dtype must be None, torch.float32 or torch.float64, got {acc_dtype}")
         if fused and center:
             raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
-        self._kernel = load_fused_kernel() if fused else None
         self.fused = bool(fused)
         self.engine = make_engine(
             tracker, self.eps, self.relative, self.topk, mode=self.mode, center=self.center, options=tracker_options
@@ -134,166 +139,54 @@ class RankMonitor:
         self.distributed = dd.resolve(distributed)
         self.rank, self.world = (dd.rank(), dd.world_size()) if self.distributed else (0, 1)
         L.check_spec(layers, model)
-        self._spec = layers
         self.gram_backend, self.acc_dtype = gram_backend, acc_dtype
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.keep_history = keep_history
+        self.run_meta = dict(meta or {})
 
-        self.layers: list[L.Layer] = []
-        self._acc: list[GramAccumulator] = []
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._calls: dict[int, int] = {}
-        self._hook_errors: dict[int, str] = {}
-        self._discovery: list[L.LinearCall] | None = None
-        self._root_inputs: list[torch.Tensor] = []
         self._ema: dict[str, torch.Tensor] = {}
         self._records: Records | None = None
         self._history: list[dict[str, Any]] = []
         self._warned: set[str] = set()
-        self._in_probe = False
-        self._raise_discovery = False
         self._step = 0
         self._since_flush = 0
         self._armed = True
         self._closed = False
         self._t0, self._wall_offset = time.perf_counter(), 0.0
-        self._probe_cache: tuple[torch.device, tuple[torch.Tensor, ...], torch.Tensor | None] | None = None
         self.files = runfiles.RunFiles(log_dir, tensorboard) if log_dir is not None and self.rank == 0 else None
-        self.run_meta = dict(meta or {})
+        self.capture = Capture(
+            model,
+            layers,
+            make_acc=lambda: GramAccumulator(center=self.center, acc_dtype=acc_dtype, backend=gram_backend),
+            fused_kernel=load_fused_kernel() if fused else None,
+            probe_mode=self.probe is not None,
+            batch_gate=lambda: self._armed and torch.is_grad_enabled(),
+            on_resolved=self._on_layers,
+            warn=self._warn,
+        )
+        if self.probe is not None and not self.capture.layers:  # resolve now: configuration errors surface here
+            self.capture.raise_discovery = True
+            try:
+                self.probe.run(model, self.capture, measure=False, shard=self._shard)
+            finally:
+                self.capture.raise_discovery = False
+            if not self.capture.layers:
+                raise ValueError(f"layers={layers!r}: the probe forward did not reach an nn.Linear")
 
-        self._handles.append(model.register_forward_pre_hook(self._root_pre))
-        self._handles.append(model.register_forward_hook(self._root_post))
-        if isinstance(layers, str) and layers in L.AUTO_SPECS:
-            self._start_discovery()
-            if self.probe is not None:  # resolve now, so configuration errors surface here
-                self._raise_discovery = True
-                try:
-                    self._run_probe(capture=False)
-                finally:
-                    self._raise_discovery = False
-                if not self.layers:
-                    raise ValueError(f"layers={layers!r}: the probe forward did not reach an nn.Linear")
-        else:
-            self._set_layers(L.explicit_layers(layers, model))
+    @property
+    def layers(self) -> list[L.Layer]:
+        """The resolved layers (empty until the first forward pass for automatic specs without a probe)."""
+        return self.capture.layers
 
-    # ------------------------------------------------------------------ configuration helpers
-    def _check_probe(
-        self, probe: object, weights: torch.Tensor | None
-    ) -> tuple[tuple[torch.Tensor, ...] | None, torch.Tensor | None]:
-        if probe is None:
-            if weights is not None:
-                raise ValueError("weights= are the probe's quadrature weights; give probe= as well")
-            return None, None
-        args = (probe,) if isinstance(probe, torch.Tensor) else probe
-        if not isinstance(args, tuple) or not args or not all(isinstance(a, torch.Tensor) for a in args):
-            raise TypeError(f"probe must be a tensor or a tuple of tensors, got {type(probe).__name__}")
-        n = args[0].shape[0] if args[0].dim() else 0
-        if n == 0:
-            raise ValueError(f"probe must have at least one row (shape [N, ...]), got shape {tuple(args[0].shape)}")
-        if weights is not None:
-            _validate.check_weights(weights, n, weights.device, check_values=True)
-        return args, weights
+    @property
+    def _shard(self) -> tuple[int, int] | None:
+        return (self.rank, self.world) if self.distributed else None
 
-    def _set_layers(self, layers: list[L.Layer]) -> None:
-        if self.fused:
-            for layer in layers:
-                layer.fused = L.find_fused(layer, self.model)
-        self.layers = layers
-        self._acc = [
-            GramAccumulator(center=self.center, acc_dtype=self.acc_dtype, backend=self.gram_backend) for _ in layers
-        ]
-        self._by_module = L.hook_targets(layers)
-        for module, idx in self._by_module.values():
-            self._handles.append(module.register_forward_pre_hook(self._pre_hook))
-            if any(self.layers[i].where == "output" and self.layers[i].fused is None for i in idx):
-                self._handles.append(module.register_forward_hook(self._post_hook))
+    def _on_layers(self, layers: list[L.Layer]) -> None:
         columns = self.engine.columns()
         self._records = Records([l.label for l in layers], columns)
         self._width = len(columns) + 2  # + readout norm + finiteness flag
         self._write_meta()
-
-    def _start_discovery(self) -> None:
-        self._discovery = []
-        self._disc_handles = [
-            m.register_forward_pre_hook(self._discovery_hook)
-            for name, m in self.model.named_modules()
-            if isinstance(m, nn.Linear)
-        ]
-        self._linear_names = {id(m): n for n, m in self.model.named_modules() if isinstance(m, nn.Linear)}
-
-    # ------------------------------------------------------------------ hooks (never raise)
-    def _capturing(self) -> bool:
-        if self._closed:
-            return False
-        if self.probe is not None:
-            return self._in_probe
-        return self._armed and torch.is_grad_enabled()
-
-    def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        self._calls.clear()
-        if self._discovery is not None:
-            self._root_inputs = [a for a in args if isinstance(a, torch.Tensor)]
-
-    def _root_post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if self._discovery is None:
-            return
-        calls, self._discovery = self._discovery, None
-        L.remove_hooks(self._disc_handles)
-        try:
-            self._set_layers(L.auto_layers(str(self._spec), calls, self._root_inputs))
-            if self._capturing():
-                for li, layer in enumerate(self.layers):
-                    target = layer.fused.linear if layer.fused is not None else layer.module
-                    for c in calls:
-                        if c.module is target and c.call == layer.call:
-                            self._capture(li, c.input)
-        except Exception as exc:
-            if self._raise_discovery:
-                raise
-            self._warn("discovery", f"RankMonitor: could not resolve layers={self._spec!r}: {exc}")
-        finally:
-            self._root_inputs = []
-
-    def _discovery_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if self._discovery is None or not args or not isinstance(args[0], torch.Tensor):
-            return
-        c = sum(1 for x in self._discovery if x.module is module)
-        self._discovery.append(L.LinearCall(self._linear_names.get(id(module), "?"), module, c, args[0]))  # type: ignore[arg-type]
-
-    def _pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
-        if not self._capturing():
-            return
-        c = self._calls.get(id(module), 0)
-        self._calls[id(module)] = c + 1
-        for li in self._by_module[id(module)][1]:
-            layer = self.layers[li]
-            if (layer.where == "input" or layer.fused is not None) and layer.call in (None, c):
-                self._capture(li, args[0] if args else None)
-
-    def _post_hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        if not self._capturing():
-            return
-        c = self._calls.get(id(module), 1) - 1
-        for li in self._by_module[id(module)][1]:
-            layer = self.layers[li]
-            if layer.where == "output" and layer.fused is None and layer.call in (None, c):
-                self._capture(li, output[0] if isinstance(output, (tuple, list)) and output else output)
-
-    def _capture(self, li: int, x: object) -> None:
-        """Add one activation to layer ``li``'s sums; a failure is recorded for the step, never raised."""
-        try:
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"captured a {type(x).__name__}, not a tensor")
-            phi = L.as_features(x)
-            w = self._probe_cache[2] if (self._in_probe and self._probe_cache is not None) else None
-            layer = self.layers[li]
-            if layer.fused is not None:
-                assert self._kernel is not None
-                self._acc[li].add_fused(phi, layer.fused, w, self._kernel)
-            else:
-                self._acc[li].add(phi, w)
-        except Exception as exc:
-            self._hook_errors[li] = f"{type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ the training-loop API
     def step(self, loss: torch.Tensor | float | None = None, *, step: int | None = None) -> None:
@@ -308,10 +201,7 @@ class RankMonitor:
         s = self._step if step is None else int(step)
         if s % self.every == 0:
             self._measure_step(s, loss)
-        for acc in self._acc:
-            acc.reset()
-        self._hook_errors.clear()
-        self._calls.clear()
+        self.capture.reset()
         self._step = s + 1
         self._armed = self._step % self.every == 0
         self._since_flush += 1
@@ -325,9 +215,11 @@ class RankMonitor:
         spectra: list[tuple[int, torch.Tensor]] = []
         try:
             if self.probe is not None:
-                self._run_probe(capture=True)
+                self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
             if not self.layers:
-                self._warn("unresolved", f"RankMonitor: layers={self._spec!r} not resolved yet (no forward pass seen)")
+                self._warn(
+                    "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
+                )
                 return
             values, errors, spectra = self._measure(s)
         except Exception as exc:
@@ -339,14 +231,15 @@ class RankMonitor:
 
     def _measure(self, s: int) -> tuple[torch.Tensor, dict[int, str], list[tuple[int, torch.Tensor]]]:
         errors: dict[int, str] = {}
-        for li, acc in enumerate(self._acc):
-            if li in self._hook_errors:
-                errors[li] = self._hook_errors[li]
+        accs = self.capture.acc
+        for li, acc in enumerate(accs):
+            if li in self.capture.errors:
+                errors[li] = self.capture.errors[li]
             elif acc.empty:
                 how = "the probe forward" if self.probe is not None else "a forward pass with grad enabled"
                 errors[li] = f"no activations captured since the last step (expected {how})"
         if self.distributed:
-            live = [acc for li, acc in enumerate(self._acc) if li not in errors]
+            live = [acc for li, acc in enumerate(accs) if li not in errors]
             flat = [t for acc in live for t in acc.tensors()]
             reduced = dd.all_reduce_sum(flat)
             for acc in live:
@@ -357,7 +250,7 @@ class RankMonitor:
         take_spectrum = self.spectrum_every > 0 and s % self.spectrum_every == 0
         rows: list[torch.Tensor | None] = []
         spectra = []
-        for li, (layer, acc) in enumerate(zip(self.layers, self._acc, strict=True)):
+        for li, (layer, acc) in enumerate(zip(self.layers, accs, strict=True)):
             if li in errors:
                 rows.append(None)
                 continue
@@ -392,28 +285,6 @@ class RankMonitor:
             new = torch.where(finite, self.ema_decay * prev + (1.0 - self.ema_decay) * M, prev)
         self._ema[label] = new
         return new
-
-    def _run_probe(self, capture: bool) -> None:
-        assert self.probe is not None
-        param = next(self.model.parameters(), None)
-        device = param.device if param is not None else self.probe[0].device
-        if self._probe_cache is None or self._probe_cache[0] != device:
-            args = tuple(a.to(device) for a in self.probe)
-            w = self.weights.to(device) if self.weights is not None else None
-            if self.distributed:  # each rank runs its block of probe rows
-                args = tuple(dd.shard_rows(a, self.rank, self.world) for a in args)
-                w = dd.shard_rows(w, self.rank, self.world) if w is not None else None
-            self._probe_cache = (device, args, w)
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()  # no dropout, no batch-norm statistics update: training is untouched
-        self._in_probe = capture
-        try:
-            with torch.no_grad():
-                self.model(*self._probe_cache[1])
-        finally:
-            self._in_probe = False
-            for m, t in modes:
-                m.training = t
 
     # ------------------------------------------------------------------ results and files
     def flush(self) -> None:
@@ -458,9 +329,7 @@ class RankMonitor:
             return
         self.flush()
         self._closed = True
-        L.remove_hooks(self._handles)
-        if self._discovery is not None:
-            L.remove_hooks(self._disc_handles)
+        self.capture.close()
         if self.files is not None:
             self.files.close(self._meta(closed=True))
 
@@ -514,7 +383,7 @@ class RankMonitor:
     def _meta(self, closed: bool = False) -> dict[str, Any]:
         from effrank_fast import __version__
 
-        n_probe = None if self.probe is None else int(self.probe[0].shape[0])
+        n_probe = None if self.probe is None else self.probe.n
         return {
             "effrank_fast": __version__,
             "torch": torch.__version__,
