@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from effrank_fast import staircase
+from effrank_fast.monitor.engines import eps_label
 from effrank_fast.monitor.history import read_jsonl, to_jsonable
 from effrank_fast.monitor.sinks import HISTORY_JSONL, META_JSON, SPECTRUM_JSONL
 
@@ -61,7 +62,7 @@ def load_run(run_dir: str | Path) -> Run:
 
 
 def _col(e: float) -> str:
-    return f"eps_rank@{e:g}"
+    return f"eps_rank@{eps_label(e)}"
 
 
 def summarize(run: Run) -> dict[str, Any]:

@@ -66,7 +66,7 @@ class GramAccumulator:
 
     def _add_moments(self, phi: torch.Tensor, w: torch.Tensor | None, dtype: torch.dtype) -> None:
         if w is None:
-            m = torch.tensor(float(phi.shape[0]), dtype=dtype, device=phi.device)
+            m = phi.new_full((), float(phi.shape[0]), dtype=dtype)  # a fill on the device, no host copy
         else:
             m = w.to(dtype).sum()
         self.m = m if self.m is None else self.m + m
