@@ -136,7 +136,7 @@ def _run(cfg: DemoConfig) -> Path:
         spectrum_every=cfg.spectrum_every,
         log_dir=out,
         acc_dtype=torch.float64,  # ε down to 1e-4 against λ_max ≈ 1e2: keep the Gram exact to ~1e-12
-        gram_backend="torch",  # fastest at N=2000, d=64 on CPU (benchmarks/RESULTS.md)
+        gram_backend="torch",  # BLAS: as fast as the native kernel at N=2000, d=64 (benchmarks/RESULTS.md)
         tensorboard=False,
         meta=run,
     )
