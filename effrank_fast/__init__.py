@@ -12,6 +12,7 @@ from effrank_fast import (
     quadrature,
     reference,
     spectral,
+    staircase,
 )
 from effrank_fast._backends import BackendUnavailableError
 from effrank_fast.measures import (
@@ -25,6 +26,7 @@ from effrank_fast.measures import (
     stable_rank,
 )
 from effrank_fast.ops.tracker import SpectrumTracker, TrackPath, TrackResult
+from effrank_fast.monitor import RankMonitor
 
 __version__ = "0.1.0"
 
@@ -34,6 +36,7 @@ __all__ = [
     "SpectrumTracker",
     "TrackPath",
     "TrackResult",
+    "RankMonitor",
     "__version__",
     "eigenvalues",
     "entropy_rank",
@@ -45,4 +48,5 @@ __all__ = [
     "reference",
     "spectral",
     "stable_rank",
+    "staircase",
 ]
