@@ -25,8 +25,8 @@ from effrank_fast.measures import (
     participation_ratio,
     stable_rank,
 )
-from effrank_fast.ops.tracker import SpectrumTracker, TrackPath, TrackResult
 from effrank_fast.monitor import RankMonitor
+from effrank_fast.ops.tracker import SpectrumTracker, TrackPath, TrackResult
 
 __version__ = "0.1.0"
 
