@@ -18,13 +18,16 @@ def _numpy_measures(phi: np.ndarray, w: np.ndarray, center: bool, eps: float):
     lam = np.sort(scipy.linalg.eigvalsh(m))[::-1]
     sigma = np.sqrt(np.clip(lam, 0, None))
     p = sigma[sigma > 0] / max(sigma.sum(), np.finfo(np.float64).tiny)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero matrix (centred N = 1) is skipped below
+        stable = float(lam.sum() / lam[0])
+        participation = float(lam.sum() ** 2 / (lam**2).sum())
     return {
         "gram": m,
         "eigenvalues": lam,
         "eps_rank": int((lam > eps).sum()),
         "entropy_rank": float(np.exp(-(p * np.log(p)).sum())),
-        "stable_rank": float(lam.sum() / lam[0]),
-        "participation_ratio": float(lam.sum() ** 2 / (lam**2).sum()),
+        "stable_rank": stable,
+        "participation_ratio": participation,
     }
 
 
