@@ -68,8 +68,10 @@ def get_extensions() -> list:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0a")
         nvcc_flags = ["-O0", "-G", "-g"] if debug else ["-O3", "-lineinfo"]
         nvcc_flags += ["-std=c++17", "--expt-relaxed-constexpr"]
-        _say(f"building C++ and CUDA kernels ({len(cuda_sources)} .cu files) for "
-             f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}")
+        _say(
+            f"building C++ and CUDA kernels ({len(cuda_sources)} .cu files) for "
+            f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}"
+        )
         ext = CUDAExtension(
             "effrank_fast._C",
             cpp_sources + cuda_sources,

@@ -12,6 +12,7 @@ from effrank_fast import (
     quadrature,
     reference,
     spectral,
+    staircase,
 )
 from effrank_fast._backends import BackendUnavailableError
 from effrank_fast.measures import (
@@ -24,12 +25,18 @@ from effrank_fast.measures import (
     participation_ratio,
     stable_rank,
 )
+from effrank_fast.monitor import RankMonitor
+from effrank_fast.ops.tracker import SpectrumTracker, TrackPath, TrackResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
     "Measures",
+    "SpectrumTracker",
+    "TrackPath",
+    "TrackResult",
+    "RankMonitor",
     "__version__",
     "eigenvalues",
     "entropy_rank",
@@ -41,4 +48,5 @@ __all__ = [
     "reference",
     "spectral",
     "stable_rank",
+    "staircase",
 ]

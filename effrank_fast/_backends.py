@@ -95,6 +95,9 @@ def requested_backend(backend: str) -> str:
     return backend
 
 
+# Selection reads the environment, the dispatcher and imports modules: none of that can be traced,
+# so torch.compile evaluates it once at trace time and bakes the answer into the graph.
+@torch.compiler.assume_constant_result
 def select_gram_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """The Gram backend that will run, or an error that explains every refusal."""
     name = requested_backend(backend)
@@ -149,6 +152,7 @@ def inertia_budget(device: torch.device, dim: int) -> int:
     return budget
 
 
+@torch.compiler.assume_constant_result
 def select_count_method(
     method: str,
     device: torch.device,

@@ -7,6 +7,7 @@ monitor's hot path calls the measures with ``check=False`` and records a device-
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -112,33 +113,40 @@ def check_gram(gram: object, name: str = "gram", *, check_values: bool = True) -
 
 
 def check_eps(eps: object) -> tuple[torch.Tensor, bool]:
-    """ε as a float64 1-D tensor on the CPU, and whether the caller passed a scalar."""
+    """ε as a float64 1-D CPU tensor, and whether the caller passed a scalar.
+
+    Numbers and lists are checked in plain Python (so ``torch.compile`` can trace a call with a
+    constant ε); a tensor ε is read once (a host sync when it lives on a GPU).
+    """
     if eps is None:
         raise ValueError("eps is required: the threshold(s) ε > 0")
-    scalar = isinstance(eps, (int, float)) or (isinstance(eps, torch.Tensor) and eps.dim() == 0)
     if isinstance(eps, torch.Tensor):
         if eps.dim() > 1:
             raise ValueError(f"eps must be a scalar, a list or a 1-D tensor, got shape {tuple(eps.shape)}")
-        values = eps.detach().double().cpu().reshape(-1)
-    elif isinstance(eps, (int, float)):
-        values = torch.tensor([float(eps)], dtype=torch.float64)
+        scalar = eps.dim() == 0
+        values = [float(v) for v in eps.detach().double().cpu().reshape(-1).tolist()]
+    elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
+        scalar, values = True, [float(eps)]
     elif isinstance(eps, Sequence) and not isinstance(eps, str):
+        scalar = False
         try:
-            values = torch.tensor([float(e) for e in eps], dtype=torch.float64)
+            values = [float(e) for e in eps]
         except (TypeError, ValueError) as exc:
             raise TypeError(f"eps must contain numbers, got {eps!r}") from exc
     else:
         raise TypeError(f"eps must be a number, a list of numbers or a tensor, got {type(eps).__name__}")
-    if values.numel() == 0:
+    if not values:
         raise ValueError("eps is empty; give at least one threshold")
-    if bool(torch.isnan(values).any()) or bool(torch.isinf(values).any()):
-        raise ValueError(f"eps must be finite, got {values.tolist()}")
-    if bool((values <= 0).any()):
-        raise ValueError(f"eps must be > 0, got {values.tolist()}")
-    return values, scalar
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"eps must be finite, got {values}")
+    if not all(v > 0 for v in values):
+        raise ValueError(f"eps must be > 0, got {values}")
+    return torch.tensor(values, dtype=torch.float64), scalar
 
 
 def check_relative(relative: object) -> str | None:
-    if relative not in RELATIVE:
+    if relative is None:
+        return None
+    if relative not in ("max", "trace"):
         raise ValueError(f"relative must be None, 'max' or 'trace', got {relative!r}")
-    return relative  # type: ignore[return-value]
+    return str(relative)

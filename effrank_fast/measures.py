@@ -333,7 +333,13 @@ class Measures:
 
 
 def measures_from_eigenvalues(
-    lam: torch.Tensor, eps: torch.Tensor, relative: str | None, *, mode: str, center: bool, n: int | None,
+    lam: torch.Tensor,
+    eps: torch.Tensor,
+    relative: str | None,
+    *,
+    mode: str,
+    center: bool,
+    n: int | None,
     backend: str,
 ) -> Measures:
     """Every measure from one descending float64 spectrum ``lam`` [d] (no host sync)."""

@@ -1,0 +1,124 @@
+"""Per-layer running sums from which the Gram matrix is formed at a measured step.
+
+For the rows φ_k of every captured activation (one or several micro-batches, or one probe pass):
+
+    G = Σ w_k φ_k φ_kᵀ   [d, d],      s = Σ w_k φ_k   [d],      m = Σ w_k   (0-d)
+
+all on the activations' device. Plain sums compose across micro-batches and across data-parallel
+ranks (an all-reduce of (G, s, m) gives the global batch), and give
+
+    M = G − s sᵀ / m          (centred: the rank-1 downdate)   and divided by m for mode="mean".
+
+The downdate cancels when the mean is large against the spread, so ``center=True`` accumulates in
+float64 unless ``acc_dtype`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+import torch
+
+from effrank_fast.measures import gram
+from effrank_fast.monitor.layers import Fused
+from effrank_fast.ops.gram import default_acc_dtype
+
+FUSED_MODULE = "effrank_fast.ops.linear_act_gram"
+
+
+def load_fused_kernel() -> Callable[..., object]:
+    """``linear_act_gram`` from effrank_fast.ops.linear_act_gram, or an ImportError naming ``fused=``."""
+    try:
+        module = importlib.import_module(FUSED_MODULE)
+        kernel: Callable[..., object] = module.linear_act_gram
+        return kernel
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            f"fused=True needs {FUSED_MODULE}.linear_act_gram, which is not available in this installation "
+            f"({type(exc).__name__}: {exc}); use fused=False"
+        ) from exc
+
+
+class GramAccumulator:
+    """The sums (G, s, m) of one layer since the last reset; nothing here reads device data."""
+
+    def __init__(self, *, center: bool, acc_dtype: torch.dtype | None, backend: str) -> None:
+        self.center = center
+        self.acc_dtype = acc_dtype
+        self.backend = backend
+        self.reset()
+
+    def reset(self) -> None:
+        self.G: torch.Tensor | None = None
+        self.s: torch.Tensor | None = None
+        self.m: torch.Tensor | None = None
+        self.rows = 0  # host-side count of captured rows (from shapes, no sync)
+
+    @property
+    def empty(self) -> bool:
+        return self.G is None
+
+    def _dtype(self, phi_dtype: torch.dtype) -> torch.dtype:
+        if self.acc_dtype is not None:
+            return self.acc_dtype
+        return torch.float64 if self.center else default_acc_dtype(phi_dtype)
+
+    def _add_moments(self, phi: torch.Tensor, w: torch.Tensor | None, dtype: torch.dtype) -> None:
+        if w is None:
+            m = phi.new_full((), float(phi.shape[0]), dtype=dtype)  # a fill on the device, no host copy
+        else:
+            m = w.to(dtype).sum()
+        self.m = m if self.m is None else self.m + m
+        if self.center:
+            s = phi.to(dtype).sum(0) if w is None else w.to(dtype) @ phi.to(dtype)
+            self.s = s if self.s is None else self.s + s
+
+    def add(self, phi: torch.Tensor, w: torch.Tensor | None) -> None:
+        """Accumulate the rows of ``phi`` [N, d] with weights ``w`` [N] (None: unit weights)."""
+        dtype = self._dtype(phi.dtype)
+        g = gram(phi, w, mode="sum", backend=self.backend, acc_dtype=dtype, check=False)
+        self.G = g if self.G is None else self.G + g
+        self._add_moments(phi, w, dtype)
+        self.rows += phi.shape[0]
+
+    def add_fused(self, x: torch.Tensor, fused: Fused, w: torch.Tensor | None, kernel: Callable[..., object]) -> None:
+        """Accumulate h = act(x Wᵀ + b) from the Linear's input ``x`` [N, k] without forming h here."""
+        if self.center:
+            raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
+        lin = fused.linear
+        d = lin.out_features
+        # The kernel accumulates into an fp32 [d, d] buffer; a wider accumulator adds it afterwards.
+        direct = self.G is not None and self.G.dtype == torch.float32
+        out = self.G if direct else torch.zeros(d, d, dtype=torch.float32, device=x.device)
+        assert out is not None
+        wf = None if w is None else w.to(torch.float32)
+        bias = None if lin.bias is None else lin.bias.detach()
+        kernel(x.detach(), lin.weight.detach(), bias, fused.act, out, wf)
+        if not direct:
+            dtype = self.acc_dtype or torch.float32
+            self.G = out.to(dtype) if self.G is None else self.G + out.to(self.G.dtype)
+        assert self.G is not None
+        self._add_moments(x, w, self.G.dtype)
+        self.rows += x.shape[0]
+
+    def tensors(self) -> list[torch.Tensor]:
+        """The sums to all-reduce across data-parallel ranks, in a fixed order."""
+        assert self.G is not None and self.m is not None
+        return [self.G, self.m] + ([self.s] if self.s is not None else [])
+
+    def set_tensors(self, tensors: list[torch.Tensor]) -> None:
+        self.G, self.m = tensors[0], tensors[1]
+        if self.s is not None:
+            self.s = tensors[2]
+
+    def matrix(self, normalise: bool) -> torch.Tensor:
+        """M from the sums: centred if requested, divided by m when ``normalise`` (mode="mean", no weights)."""
+        assert self.G is not None and self.m is not None
+        M = self.G
+        if self.center:
+            assert self.s is not None
+            M = M - torch.outer(self.s, self.s) / self.m
+        if normalise:
+            M = M / self.m
+        return M

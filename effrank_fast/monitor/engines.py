@@ -1,0 +1,172 @@
+"""Spectral engines (``RankMonitor(tracker=...)``): Gram matrix M [d, d] → one packed row of measures.
+
+- ``"exact"`` (default): float64 ``eigvalsh`` of M at every measured step, through
+  :func:`effrank_fast.measures.measures_from_eigenvalues`; the full spectrum is available.
+- ``"warm"``: :class:`effrank_fast.SpectrumTracker` per layer (warm-started top-k subspace; the
+  counts come with a certified interval [eps_rank_lower, eps_rank_upper]). Imported lazily.
+- a callable ``factory(d=, eps=, relative=) -> tracker`` whose ``update(gram)`` returns an object
+  with the fields of ``TrackResult`` (eigenvalues, eps_rank, lambda_max, trace, stable_rank,
+  participation_ratio, entropy_rank; optionally eps_rank_lower/upper, entropy_rank_err).
+
+Every engine returns a float64 vector on M's device (no host sync) laid out as ``columns()``.
+A non-finite M is replaced before the solve (zeros for "exact", the layer's last finite M for
+trackers, so their warm state survives); the monitor masks that step's values as NaN.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from effrank_fast.measures import measures_from_eigenvalues
+
+SCALARS = ("entropy_rank", "stable_rank", "participation_ratio", "lambda_max", "trace")
+
+
+def eps_label(e: float) -> str:
+    return f"{e:g}"
+
+
+def _topk(lam: torch.Tensor, k: int) -> torch.Tensor:
+    top = lam[:k].double()
+    if top.shape[0] < k:
+        top = torch.cat([top, top.new_full((k - top.shape[0],), float("nan"))])
+    return top
+
+
+class ExactEngine:
+    """Float64 eigvalsh of every measured Gram matrix."""
+
+    name = "exact"
+
+    def __init__(self, eps: torch.Tensor, relative: str | None, topk: int, *, mode: str, center: bool) -> None:
+        self.eps, self.relative, self.topk = eps, relative, topk
+        self.mode, self.center = mode, center
+        self._eps_dev: dict[torch.device, torch.Tensor] = {}
+
+    def columns(self) -> list[str]:
+        return (
+            [f"eps_rank@{eps_label(e)}" for e in self.eps.tolist()]
+            + list(SCALARS)
+            + [f"lambda_{i + 1}" for i in range(self.topk)]
+        )
+
+    def record(self, layer: int, M: torch.Tensor, finite: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(packed values [width] float64, full spectrum [d] descending float64)."""
+        safe = torch.where(finite, M, torch.zeros((), dtype=M.dtype, device=M.device))
+        lam = torch.linalg.eigvalsh(safe.double()).flip(0)
+        eps = self._eps_dev.get(lam.device)
+        if eps is None:
+            eps = self._eps_dev[lam.device] = self.eps.to(lam.device)
+        m = measures_from_eigenvalues(
+            lam, eps, self.relative, mode=self.mode, center=self.center, n=None, backend="monitor"
+        )
+        scal = torch.stack([m.entropy_rank, m.stable_rank, m.participation_ratio, m.lambda_max, m.trace])
+        return torch.cat([m.eps_rank.double(), scal.double(), _topk(lam, self.topk)]), lam
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class TrackerEngine:
+    """One stateful tracker per layer (``tracker="warm"`` or a user factory)."""
+
+    def __init__(
+        self, factory: Callable[..., Any], name: str, eps: torch.Tensor, relative: str | None, topk: int
+    ) -> None:
+        self.factory, self.name = factory, name
+        self.eps, self.relative, self.topk = eps, relative, topk
+        self._trackers: dict[int, Any] = {}
+        self._last_good: dict[int, torch.Tensor] = {}
+        self._pending_state: dict[int, Any] = {}
+
+    def columns(self) -> list[str]:
+        labels = [eps_label(e) for e in self.eps.tolist()]
+        return (
+            [f"eps_rank@{e}" for e in labels]
+            + [f"eps_rank_lower@{e}" for e in labels]
+            + [f"eps_rank_upper@{e}" for e in labels]
+            + list(SCALARS)
+            + ["entropy_rank_err"]
+            + [f"lambda_{i + 1}" for i in range(self.topk)]
+        )
+
+    def _tracker(self, layer: int, d: int) -> Any:
+        tr = self._trackers.get(layer)
+        if tr is None:
+            tr = self._trackers[layer] = self.factory(d=d, eps=self.eps.tolist(), relative=self.relative)
+            state = self._pending_state.pop(layer, None)
+            if state is not None and hasattr(tr, "load_state_dict"):
+                tr.load_state_dict(state)
+        return tr
+
+    def record(self, layer: int, M: torch.Tensor, finite: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        last = self._last_good.get(layer)
+        safe = torch.where(finite, M, last if last is not None else torch.zeros_like(M))
+        self._last_good[layer] = safe
+        res = self._tracker(layer, M.shape[0]).update(safe)
+        dev = safe.device
+        E = self.eps.numel()
+
+        def vec(name: str, n: int) -> torch.Tensor:
+            v = getattr(res, name, None)
+            if v is None:
+                return torch.full((n,), float("nan"), dtype=torch.float64, device=dev)
+            return torch.as_tensor(v, device=dev).double().reshape(n)
+
+        parts = [vec("eps_rank", E), vec("eps_rank_lower", E), vec("eps_rank_upper", E)]
+        parts += [vec(s, 1) for s in SCALARS] + [vec("entropy_rank_err", 1)]
+        lam = torch.as_tensor(res.eigenvalues, device=dev).double()
+        parts.append(_topk(lam, self.topk))
+        return torch.cat(parts), lam
+
+    def state_dict(self) -> dict[str, Any]:
+        return {str(i): t.state_dict() for i, t in self._trackers.items() if hasattr(t, "state_dict")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending_state = {int(k): v for k, v in state.items()}
+
+
+def _warm_factory(options: dict[str, Any]) -> Callable[..., Any]:
+    try:
+        cls = importlib.import_module("effrank_fast").SpectrumTracker
+    except (ImportError, AttributeError) as exc:
+        raise ImportError(
+            "tracker='warm' needs effrank_fast.SpectrumTracker, which is not available in this installation "
+            f"({type(exc).__name__}: {exc}); use tracker='exact'"
+        ) from exc
+    opts = dict(options)
+    k_default = int(opts.pop("k", 64))
+
+    def make(d: int, eps: list[float], relative: str | None) -> Any:
+        return cls(k=min(d, k_default), eps=eps, relative=relative, **opts)
+
+    return make
+
+
+def make_engine(
+    tracker: object,
+    eps: torch.Tensor,
+    relative: str | None,
+    topk: int,
+    *,
+    mode: str,
+    center: bool,
+    options: dict[str, Any] | None,
+) -> ExactEngine | TrackerEngine:
+    """The engine for ``tracker=``; errors name the argument."""
+    if tracker == "exact":
+        if options:
+            raise ValueError(f"tracker_options {sorted(options)} apply to tracker='warm', not 'exact'")
+        return ExactEngine(eps, relative, topk, mode=mode, center=center)
+    if tracker == "warm":
+        return TrackerEngine(_warm_factory(options or {}), "warm", eps, relative, topk)
+    if callable(tracker) and not isinstance(tracker, str):
+        return TrackerEngine(tracker, getattr(tracker, "__name__", "custom"), eps, relative, topk)
+    raise ValueError(f"tracker must be 'exact', 'warm' or a callable factory(d=, eps=, relative=), got {tracker!r}")

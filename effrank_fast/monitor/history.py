@@ -1,0 +1,201 @@
+"""Device-side records between flushes, and the rows they become.
+
+Between flushes each measured step leaves, per layer, one packed float64 vector on the device
+(the engine's columns, then the readout norm and a finiteness flag), the loss as a detached 0-d
+tensor, and every ``spectrum_every`` steps the full spectrum. Nothing is read back until
+:meth:`Records.drain`, which moves everything to the host in one go (the flush's only sync) and
+returns plain rows::
+
+    {"step": 12, "layer": "hidden3", "loss": 0.107, "wall_time": 3.2,
+     "eps_rank@0.01": 10, ..., "entropy_rank": 17.3, ..., "lambda_1": 25.1, ...,
+     "nonfinite": False, "error": ""}
+
+A row whose activations held NaN/Inf has every measure NaN and ``nonfinite=True``; a row whose
+measurement raised has every measure NaN and the exception text in ``error``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+KEYS = ("step", "layer", "loss", "wall_time")
+FLAGS = ("nonfinite", "error")
+
+
+def is_int_column(name: str) -> bool:
+    return name.startswith("eps_rank")
+
+
+@dataclass
+class _Step:
+    step: int
+    wall: float
+    loss: torch.Tensor | float
+    values: torch.Tensor | None  # [L, width] on the device, or None when every layer failed
+    errors: dict[int, str]
+    spectra: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+
+class Records:
+    """Measured steps not yet flushed."""
+
+    def __init__(self, labels: list[str], columns: list[str]) -> None:
+        self.labels, self.columns = labels, columns
+        self._steps: list[_Step] = []
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def append(
+        self,
+        step: int,
+        wall: float,
+        loss: torch.Tensor | float | None,
+        values: torch.Tensor | None,
+        errors: dict[int, str],
+        spectra: list[tuple[int, torch.Tensor]],
+    ) -> None:
+        if isinstance(loss, torch.Tensor):
+            loss = loss.detach().reshape(())
+        self._steps.append(_Step(step, wall, float("nan") if loss is None else loss, values, errors, spectra))
+
+    def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(rows, spectrum rows) of every pending step; this is the flush's host sync."""
+        steps, self._steps = self._steps, []
+        if not steps:
+            return [], []
+        vals = [s.values for s in steps if s.values is not None]
+        host_vals = iter(torch.stack(vals).cpu().tolist()) if vals else iter(())
+        losses = [s.loss for s in steps if isinstance(s.loss, torch.Tensor)]
+        host_loss = iter(())
+        if losses:
+            host_loss = iter(torch.stack([x.to(losses[0].device) for x in losses]).double().cpu().tolist())
+        spec = [t for s in steps for _, t in s.spectra]
+        host_spec = iter([t.cpu().tolist() for t in spec])
+        ncol = len(self.columns)
+        rows: list[dict[str, Any]] = []
+        spectrum_rows: list[dict[str, Any]] = []
+        for s in steps:
+            loss = next(host_loss) if isinstance(s.loss, torch.Tensor) else float(s.loss)
+            block = next(host_vals) if s.values is not None else None
+            finite_layers: set[int] = set()
+            for li, label in enumerate(self.labels):
+                row: dict[str, Any] = {"step": s.step, "layer": label, "loss": loss, "wall_time": round(s.wall, 6)}
+                err = s.errors.get(li, "")
+                vec = block[li] if block is not None and not err else None
+                ok = vec is not None and vec[-1] == 1.0
+                if ok:
+                    finite_layers.add(li)
+                readout = vec[ncol] if vec is not None else math.nan
+                for j, col in enumerate(self.columns):
+                    v = vec[j] if ok and vec is not None else math.nan
+                    row[col] = int(v) if is_int_column(col) and math.isfinite(v) else v
+                if not math.isnan(readout):
+                    row["readout_norm"] = readout
+                row["nonfinite"] = vec is not None and not ok
+                row["error"] = err
+                rows.append(row)
+            for li, _ in s.spectra:
+                lam = next(host_spec)
+                if li not in finite_layers:
+                    lam = [math.nan] * len(lam)
+                spectrum_rows.append({"step": s.step, "layer": self.labels[li], "eigenvalues": lam})
+        return rows, spectrum_rows
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading run files back (the CLI's report, resume, and tests).
+
+
+def _from_json(v: Any) -> Any:
+    return math.nan if v is None else v
+
+
+def _from_json_value(v: Any) -> Any:
+    return [_from_json(x) for x in v] if isinstance(v, list) else _from_json(v)
+
+
+def read_jsonl(path: str | Path, *, warn: bool = True) -> list[dict[str, Any]]:
+    """Every valid line of a JSONL file (JSON null read as NaN).
+
+    A process killed in the middle of a write can leave a partial last line; such lines are
+    skipped with a warning, so a crashed run stays readable up to its last complete flush.
+    """
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows: list[dict[str, Any]] = []
+    bad = 0
+    with p.open("rb") as f:
+        for raw in f:
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except ValueError:
+                bad += 1
+                continue
+            rows.append({k: _from_json_value(v) for k, v in obj.items()})
+    if bad and warn:
+        warnings.warn(f"{p}: skipped {bad} incomplete line(s) (an interrupted write)", stacklevel=2)
+    return rows
+
+
+def parse_csv_value(key: str, text: str) -> Any:
+    if key == "layer" or key == "error":
+        return text
+    if key == "nonfinite":
+        return text == "true"
+    if key == "step":
+        return int(text)
+    if text == "":
+        return math.nan
+    if is_int_column(key) and text not in ("nan", "inf", "-inf"):
+        return int(text)
+    return float(text)
+
+
+def read_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a history.csv with the same types as :func:`read_jsonl` (empty cells omitted)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        return [{k: parse_csv_value(k, v) for k, v in row.items() if v != "" or k == "error"} for row in reader]
+
+
+def to_jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    """NaN/Inf → null, so every line is strict JSON."""
+
+    def conv(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+
+    return {k: conv(v) for k, v in row.items()}
+
+
+def csv_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def steps_below(rows: Iterable[dict[str, Any]], step: int) -> list[dict[str, Any]]:
+    return [r for r in rows if r["step"] < step]

@@ -1,0 +1,419 @@
+"""RankMonitor: a drop-in, every-step monitor of hidden-layer ranks.
+
+    mon = effrank_fast.RankMonitor(model, eps=[1e-2, 1e-3], log_dir="runs/x")
+    for x, y in data:
+        loss = loss_fn(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
+        mon.step(loss=loss)          # no host sync here
+    mon.close()                      # flushes; mon.history has one row per (step, layer)
+
+The training forward is never changed: hooks only read (detached) activations. ``step()``
+never raises: a failed measurement is recorded (NaN measures, ``error`` column) with a warning.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from effrank_fast import _backends, _validate
+from effrank_fast.monitor import distributed as dd
+from effrank_fast.monitor import layers as L
+from effrank_fast.monitor import runfiles
+from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
+from effrank_fast.monitor.capture import Capture, Probe
+from effrank_fast.monitor.engines import make_engine
+from effrank_fast.monitor.history import Records, read_jsonl
+from effrank_fast.monitor.sinks import HISTORY_JSONL
+
+
+def _positive_int(name: str, v: object, minimum: int = 1) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
+    return v
+
+
+class RankMonitor:
+    """Measure the rank of hidden-layer features every ``every`` training steps.
+
+    Args:
+        model: the ``nn.Module`` whose forward passes are observed (hooks are added to it).
+        layers: "last_hidden" (the input of the final ``nn.Linear`` call), "all_hidden", or a
+            list / ``{label: spec}`` dict of module names (``"net.3"`` output, ``"net.4:in"``
+            input), modules, or callables ``fn(model) -> nn.Module``. See :mod:`.layers`.
+        eps: thresholds ε of the ε-rank #{λ(M) > τ} (one or several; one spectrum serves all).
+        relative: None (τ = ε), "max" (τ = ε·λ_max) or "trace" (τ = ε·tr M).
+        every: measure every this many steps (``step % every == 0``).
+        probe: fixed input points [N, ...] (or a tuple of positional inputs): the model is run on
+            them under ``no_grad`` and in eval mode at each measured step (the paper's ∫_Ω).
+            Without a probe, the training forward passes since the last step are used
+            (micro-batches add up; forwards under ``no_grad`` are ignored).
+        weights: quadrature weights [N] of the probe (e.g. effrank_fast.quadrature.trapezoid).
+        mode: "mean" (w = 1/N), "sum" (w = 1) or "integral" (given weights summing to |Ω|).
+            Default: "integral" with weights, else "mean".
+        center: subtract the weighted mean of each feature (float64 accumulation by default).
+        accumulate: "step" (each measured step stands alone) or "ema" (M ← β·M + (1−β)·M_step).
+        ema_decay: β for ``accumulate="ema"``.
+        topk: how many of the largest eigenvalues to log per row (``lambda_1``…).
+        spectrum_every: keep the full spectrum every this many steps (0: never).
+        flush_every: copy results to the host and the files every this many steps.
+        log_dir: run folder for history.jsonl, history.csv, spectrum.jsonl, meta.json (and
+            TensorBoard events); None keeps the rows in memory only.
+        tensorboard: None (when installed and ``log_dir`` is set), True or False.
+        tracker: spectral engine: "exact" (float64 eigvalsh), "warm"
+            (effrank_fast.SpectrumTracker) or a factory ``fn(d=, eps=, relative=)``.
+        tracker_options: keyword arguments of the tracker (e.g. ``{"k": 64, "refresh_every": 50}``).
+        gram_backend: backend of :func:`effrank_fast.gram` ("auto", "torch", "native", "triton").
+        acc_dtype: Gram accumulation dtype (None: effrank_fast.gram's default; float64 if centred).
+        fused: form the Gram of h = act(xWᵀ + b) from the producing Linear's input with
+            effrank_fast.ops.linear_act_gram (Linear→activation layers in an nn.Sequential).
+        distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic).
+        keep_history: keep flushed rows in ``mon.history`` (files are written either way).
+        meta: extra run metadata saved in meta.json under "run".
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: object = "last_hidden",
+        eps: float | Sequence[float] | torch.Tensor = (1e-2, 1e-3, 1e-4),
+        *,
+        relative: str | None = None,
+        every: int = 1,
+        probe: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+        weights: torch.Tensor | None = None,
+        mode: str | None = None,
+        center: bool = False,
+        accumulate: str = "step",
+        ema_decay: float = 0.9,
+        topk: int = 8,
+        spectrum_every: int = 100,
+        flush_every: int = 100,
+        log_dir: str | Path | None = None,
+        tensorboard: bool | None = None,
+        tracker: object = "exact",
+        tracker_options: dict[str, Any] | None = None,
+        gram_backend: str = "auto",
+        acc_dtype: torch.dtype | None = None,
+        fused: bool = False,
+        distributed: bool | None = None,
+        keep_history: bool = True,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.eps, _ = _validate.check_eps(eps)
+        self.relative = _validate.check_relative(relative)
+        self.every = _positive_int("every", every)
+        self.flush_every = _positive_int("flush_every", flush_every)
+        self.topk = _positive_int("topk", topk, 0)
+        self.spectrum_every = _positive_int("spectrum_every", spectrum_every or 0, 0)
+        if accumulate not in ("step", "ema"):
+            raise ValueError(f"accumulate must be 'step' or 'ema', got {accumulate!r}")
+        if not 0.0 < float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay!r}")
+        self.accumulate, self.ema_decay = accumulate, float(ema_decay)
+        if probe is None and weights is not None:
+            raise ValueError("weights= are the probe's quadrature weights; give probe= as well")
+        self.probe = None if probe is None else Probe(probe, weights)
+        if self.probe is not None and weights is not None:
+            _validate.check_weights(weights, self.probe.n, weights.device, check_values=True)
+        self.weights = weights
+        self.mode = _validate.check_mode(mode or ("integral" if weights is not None else "mean"), weights)
+        self.center = bool(center)
+        _backends.requested_backend(gram_backend)
+        if acc_dtype not in (None, torch.float32, torch.float64):
+            raise TypeError(f"acc_dtype must be None, torch.float32 or torch.float64, got {acc_dtype}")
+        if fused and center:
+            raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
+        self.fused = bool(fused)
+        self.engine = make_engine(
+            tracker, self.eps, self.relative, self.topk, mode=self.mode, center=self.center, options=tracker_options
+        )
+        self.distributed = dd.resolve(distributed)
+        self.rank, self.world = (dd.rank(), dd.world_size()) if self.distributed else (0, 1)
+        L.check_spec(layers, model)
+        self.gram_backend, self.acc_dtype = gram_backend, acc_dtype
+        self.log_dir = None if log_dir is None else Path(log_dir)
+        self.keep_history = keep_history
+        self.run_meta = dict(meta or {})
+
+        self._ema: dict[str, torch.Tensor] = {}
+        self._records: Records | None = None
+        self._history: list[dict[str, Any]] = []
+        self._warned: set[str] = set()
+        self._step = 0
+        self._since_flush = 0
+        self._armed = True
+        self._closed = False
+        self._t0, self._wall_offset = time.perf_counter(), 0.0
+        self.files = runfiles.RunFiles(log_dir, tensorboard) if log_dir is not None and self.rank == 0 else None
+        self.capture = Capture(
+            model,
+            layers,
+            make_acc=lambda: GramAccumulator(center=self.center, acc_dtype=acc_dtype, backend=gram_backend),
+            fused_kernel=load_fused_kernel() if fused else None,
+            probe_mode=self.probe is not None,
+            batch_gate=lambda: self._armed and torch.is_grad_enabled(),
+            on_resolved=self._on_layers,
+            warn=self._warn,
+        )
+        if self.probe is not None and not self.capture.layers:  # resolve now: configuration errors surface here
+            self.capture.raise_discovery = True
+            try:
+                self.probe.run(model, self.capture, measure=False, shard=self._shard)
+            finally:
+                self.capture.raise_discovery = False
+            if not self.capture.layers:
+                raise ValueError(f"layers={layers!r}: the probe forward did not reach an nn.Linear")
+
+    @property
+    def layers(self) -> list[L.Layer]:
+        """The resolved layers (empty until the first forward pass for automatic specs without a probe)."""
+        return self.capture.layers
+
+    @property
+    def _shard(self) -> tuple[int, int] | None:
+        return (self.rank, self.world) if self.distributed else None
+
+    def _on_layers(self, layers: list[L.Layer]) -> None:
+        columns = self.engine.columns()
+        self._records = Records([l.label for l in layers], columns)
+        self._width = len(columns) + 2  # + readout norm + finiteness flag
+        self._write_meta()
+
+    # ------------------------------------------------------------------ the training-loop API
+    def step(self, loss: torch.Tensor | float | None = None, *, step: int | None = None) -> None:
+        """Record one training step (call it once per optimizer step, after the forward).
+
+        On a measured step this runs the probe (if any), forms each layer's Gram matrix and its
+        measures on the device; nothing is copied to the host until the next flush.
+        """
+        if self._closed:
+            self._warn("closed", "RankMonitor.step() after close() is ignored")
+            return
+        s = self._step if step is None else int(step)
+        if s % self.every == 0:
+            self._measure_step(s, loss)
+        self.capture.reset()
+        self._step = s + 1
+        self._armed = self._step % self.every == 0
+        self._since_flush += 1
+        if self._since_flush >= self.flush_every:
+            self.flush()
+
+    def _measure_step(self, s: int, loss: torch.Tensor | float | None) -> None:
+        wall = self._wall()
+        errors: dict[int, str] = {}
+        values: torch.Tensor | None = None
+        spectra: list[tuple[int, torch.Tensor]] = []
+        try:
+            if self.probe is not None:
+                self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
+            if not self.layers:
+                self._warn(
+                    "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
+                )
+                return
+            values, errors, spectra = self._measure(s)
+        except Exception as exc:
+            msg = f"{type(exc).__name__}: {exc}"
+            errors = dict.fromkeys(range(len(self.layers)), msg)
+            self._warn("measure:" + type(exc).__name__, f"RankMonitor: measuring step {s} failed ({msg})")
+        if self._records is not None:
+            self._records.append(s, wall, loss, values, errors, spectra)
+
+    def _measure(self, s: int) -> tuple[torch.Tensor, dict[int, str], list[tuple[int, torch.Tensor]]]:
+        errors: dict[int, str] = {}
+        accs = self.capture.acc
+        for li, acc in enumerate(accs):
+            if li in self.capture.errors:
+                errors[li] = self.capture.errors[li]
+            elif acc.empty:
+                how = "the probe forward" if self.probe is not None else "a forward pass with grad enabled"
+                errors[li] = f"no activations captured since the last step (expected {how})"
+        if self.distributed:
+            live = [acc for li, acc in enumerate(accs) if li not in errors]
+            flat = [t for acc in live for t in acc.tensors()]
+            reduced = dd.all_reduce_sum(flat)
+            for acc in live:
+                k = len(acc.tensors())
+                acc.set_tensors(reduced[:k])
+                reduced = reduced[k:]
+        normalise = self.mode == "mean" and self.weights is None
+        take_spectrum = self.spectrum_every > 0 and s % self.spectrum_every == 0
+        rows: list[torch.Tensor | None] = []
+        spectra = []
+        for li, (layer, acc) in enumerate(zip(self.layers, accs, strict=True)):
+            if li in errors:
+                rows.append(None)
+                continue
+            try:
+                M = acc.matrix(normalise)
+                finite = torch.isfinite(M).all()
+                M = self._ema_update(layer.label, M, finite)
+                vec, lam = self.engine.record(li, M, finite)
+                ro = layer.readout
+                nan1 = vec.new_full((1,), float("nan"))
+                norm = ro.weight.detach().double().norm().reshape(1) if ro is not None else nan1
+                rows.append(torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)]))
+                if take_spectrum:
+                    spectra.append((li, lam))
+            except Exception as exc:
+                errors[li] = f"{type(exc).__name__}: {exc}"
+                rows.append(None)
+        for li, msg in errors.items():
+            self._warn(f"layer:{li}:{msg[:40]}", f"RankMonitor: layer {self.layers[li].label!r} at step {s}: {msg}")
+        device = next((r.device for r in rows if r is not None), torch.device("cpu"))
+        nan = torch.full((self._width,), float("nan"), dtype=torch.float64, device=device)
+        return torch.stack([nan if r is None else r for r in rows]), errors, spectra
+
+    def _ema_update(self, label: str, M: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+        if self.accumulate != "ema":
+            return M
+        prev = self._ema.get(label)
+        if prev is None:
+            new = M
+        else:
+            prev = prev.to(M.device, M.dtype)
+            new = torch.where(finite, self.ema_decay * prev + (1.0 - self.ema_decay) * M, prev)
+        self._ema[label] = new
+        return new
+
+    # ------------------------------------------------------------------ results and files
+    def flush(self) -> None:
+        """Copy pending results to the host (one sync), append them to history and the files."""
+        self._since_flush = 0
+        if self._records is None or not len(self._records):
+            return
+        try:
+            rows, spectrum = self._records.drain()
+        except Exception as exc:
+            self._warn("drain", f"RankMonitor: could not read back results ({type(exc).__name__}: {exc})")
+            return
+        if self.keep_history:
+            self._history.extend(rows)
+        bad = sorted({(r["layer"], r["step"]) for r in rows if r["nonfinite"]})
+        if bad:
+            warnings.warn(
+                f"RankMonitor: non-finite activations (NaN/Inf) at {len(bad)} (layer, step) pairs, first "
+                f"{bad[:5]}; their measures are logged as NaN with nonfinite=true",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        if self.files is not None:
+            try:
+                self.files.write(rows, spectrum)
+            except Exception as exc:
+                self._warn("files", f"RankMonitor: writing {self.files.dir} failed ({type(exc).__name__}: {exc})")
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """The rows so far, one per (measured step, layer); flushes first (a host sync)."""
+        self.flush()
+        return self._history
+
+    def layer_info(self) -> dict[str, dict[str, object]]:
+        """{label: where the features come from} for the resolved layers."""
+        return {l.label: l.info() for l in self.layers}
+
+    def close(self) -> None:
+        """Flush, remove every hook and close the files. Safe to call twice."""
+        if self._closed:
+            return
+        self.flush()
+        self._closed = True
+        self.capture.close()
+        if self.files is not None:
+            self.files.close(self._meta(closed=True))
+
+    def __enter__(self) -> RankMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ checkpointing
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume (flushes first, so the files hold every step before ``step``)."""
+        self.flush()
+        state: dict[str, Any] = {
+            "version": 1,
+            "step": self._step,
+            "wall_time": self._wall(),
+            "ema": {k: v.detach().cpu() for k, v in self._ema.items()},
+            "engine": self.engine.state_dict(),
+        }
+        if self.files is None and self.keep_history:
+            state["history"] = list(self._history)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a run: same step counter, same history and files, rows after ``state['step']`` dropped."""
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("state must be a dict from RankMonitor.state_dict()")
+        self._step = int(state["step"])
+        self._armed = self._step % self.every == 0
+        self._wall_offset, self._t0 = float(state.get("wall_time", 0.0)), time.perf_counter()
+        self._ema = dict(state.get("ema", {}))
+        self.engine.load_state_dict(state.get("engine", {}))
+        if self.files is not None:
+            self._history = self.files.resume(self._step) if self.keep_history else []
+        elif "history" in state:
+            self._history = [r for r in state["history"] if r["step"] < self._step]
+        elif self.log_dir is not None and self.keep_history:  # another rank writes the files: read them
+            rows = read_jsonl(self.log_dir / HISTORY_JSONL, warn=False)
+            self._history = [r for r in rows if r["step"] < self._step]
+
+    # ------------------------------------------------------------------ internals
+    def _wall(self) -> float:
+        return self._wall_offset + time.perf_counter() - self._t0
+
+    def _warn(self, key: str, msg: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+
+    def _meta(self, closed: bool = False) -> dict[str, Any]:
+        from effrank_fast import __version__
+
+        n_probe = None if self.probe is None else self.probe.n
+        return {
+            "effrank_fast": __version__,
+            "torch": torch.__version__,
+            "eps": self.eps.tolist(),
+            "relative": self.relative,
+            "mode": self.mode,
+            "center": self.center,
+            "source": "probe" if self.probe is not None else "batch",
+            "probe_points": n_probe,
+            "probe_weight_sum": None if self.weights is None else float(self.weights.double().sum()),
+            "every": self.every,
+            "flush_every": self.flush_every,
+            "spectrum_every": self.spectrum_every,
+            "topk": self.topk,
+            "tracker": self.engine.name,
+            "accumulate": self.accumulate,
+            "ema_decay": self.ema_decay if self.accumulate == "ema" else None,
+            "gram_backend": self.gram_backend,
+            "acc_dtype": str(self.acc_dtype) if self.acc_dtype is not None else None,
+            "fused": self.fused,
+            "world_size": self.world,
+            "layers": self.layer_info(),
+            "columns": self.engine.columns(),
+            "closed": closed,
+            "run": self.run_meta,
+        }
+
+    def _write_meta(self) -> None:
+        if self.files is not None:
+            try:
+                self.files.meta(self._meta())
+            except Exception as exc:
+                self._warn("meta", f"RankMonitor: writing meta.json failed ({type(exc).__name__}: {exc})")

@@ -1,0 +1,163 @@
+"""Where flushed rows go: JSONL, CSV and TensorBoard (rank 0 only).
+
+Files are appended once per flush with a single ``os.write`` of whole lines followed by
+``os.fsync``, so a crash (even SIGKILL) loses at most the rows after the last flush and leaves
+every line complete. Files in a run folder:
+
+- ``history.jsonl`` and ``history.csv``: one row per (measured step, layer);
+- ``spectrum.jsonl``: ``{"step", "layer", "eigenvalues"}`` every ``spectrum_every`` steps
+  (7 significant digits);
+- ``meta.json``: the monitor's conventions (ε, relative, mode, layers, ...), replaced atomically.
+
+A run folder that already holds rows keeps one timeline: before the first write, rows at steps
+≥ the first new step are dropped (a resumed run overwrites what happened after its checkpoint).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from effrank_fast.monitor.history import csv_text, read_csv, read_jsonl, steps_below, to_jsonable
+
+HISTORY_JSONL = "history.jsonl"
+HISTORY_CSV = "history.csv"
+SPECTRUM_JSONL = "spectrum.jsonl"
+META_JSON = "meta.json"
+
+
+def _append(path: Path, text: str) -> None:
+    data = text.encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (temp file, fsync, rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
+    _replace(run_dir / META_JSON, json.dumps(to_jsonable(meta), indent=2, default=str) + "\n")
+
+
+def _jsonl_lines(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(to_jsonable(r), allow_nan=False) + "\n" for r in rows)
+
+
+class JsonlSink:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def truncate(self, first_step: int) -> int:
+        """Drop rows at steps ≥ ``first_step``; returns how many rows were dropped."""
+        rows = read_jsonl(self.path, warn=False)
+        keep = steps_below(rows, first_step)
+        if len(keep) != len(rows) or (self.path.exists() and self._has_partial_line()):
+            _replace(self.path, _jsonl_lines(keep))
+        return len(rows) - len(keep)
+
+    def _has_partial_line(self) -> bool:
+        with self.path.open("rb") as f:
+            data = f.read()
+        return bool(data) and not data.endswith(b"\n")
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            _append(self.path, _jsonl_lines(rows))
+
+
+class CsvSink:
+    """CSV with a header fixed by the first rows (extra keys later are added by a rewrite)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.columns: list[str] | None = None
+
+    def _render(self, rows: list[dict[str, Any]], header: bool) -> str:
+        assert self.columns is not None
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        if header:
+            w.writerow(self.columns)
+        for r in rows:
+            w.writerow([csv_text(r[c]) if c in r else "" for c in self.columns])
+        return buf.getvalue()
+
+    def truncate(self, first_step: int) -> int:
+        if not self.path.exists():
+            return 0
+        rows = read_csv(self.path)
+        with self.path.open(newline="") as f:
+            self.columns = next(csv.reader(f), None)
+        keep = steps_below(rows, first_step)
+        if not self.columns:
+            self.columns = None
+        elif len(keep) != len(rows):
+            _replace(self.path, self._render(keep, header=True))
+        return len(rows) - len(keep)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        if self.columns is None:
+            self.columns = keys
+            _append(self.path, self._render(rows, header=True))
+            return
+        extra = [k for k in keys if k not in self.columns]
+        if extra:  # a new column (e.g. a layer with a readout norm appeared): rewrite with the union
+            old = read_csv(self.path)
+            self.columns = self.columns + extra
+            _replace(self.path, self._render(old, header=True))
+        _append(self.path, self._render(rows, header=False))
+
+
+class TensorBoardSink:
+    """``SummaryWriter`` scalars ``rank/<layer>/<metric>`` and ``rank/loss``."""
+
+    SKIP = ("step", "layer", "loss", "wall_time", "nonfinite", "error")
+
+    def __init__(self, log_dir: Path, purge_step: int | None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+        self._last_loss_step: int | None = None
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            step = r["step"]
+            if step != self._last_loss_step:
+                self.writer.add_scalar("rank/loss", r["loss"], step)
+                self._last_loss_step = step
+            for k, v in r.items():
+                if k not in self.SKIP and isinstance(v, (int, float)):
+                    self.writer.add_scalar(f"rank/{r['layer']}/{k}", v, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -1,0 +1,65 @@
+"""The exact step of the tracker: a float64 eigh of M gives every field exactly (``refresh_every``)."""
+
+from __future__ import annotations
+
+import torch
+
+from effrank_fast import spectral
+from effrank_fast.ops.tracker.result import TrackPath, TrackResult
+from effrank_fast.ops.tracker.slq import entropy_rank_terms, erank_from_terms
+
+__all__ = ["exact_step"]
+
+
+def exact_step(
+    gram: torch.Tensor,
+    eps: torch.Tensor,
+    relative: str | None,
+    k: int,
+    q: int,
+    trace: torch.Tensor,
+    fro_sq: torch.Tensor,
+    step: int,
+    dtype: torch.dtype,
+) -> tuple[TrackResult, torch.Tensor]:
+    """(the exact TrackResult, the top-q eigenvectors [d, q] in ``dtype`` to re-seed the basis).
+
+    ``torch.linalg.eigh`` reads its error flag back to the host on CUDA: a refresh step syncs.
+    """
+    m = gram.double()
+    lam, vec = torch.linalg.eigh(m)
+    lam, vec = lam.flip(0), vec.flip(1)
+    basis = vec[:, :q].to(dtype)
+    k = min(k, q)
+    resid = torch.linalg.vector_norm(m @ vec[:, :k] - vec[:, :k] * lam[:k], dim=0)
+    tau = spectral.thresholds_for(eps, relative, lam[0], lam.sum())
+    counts = spectral.eps_counts(lam, tau)
+    zero = torch.zeros((), dtype=torch.float64, device=gram.device)
+    result = TrackResult(
+        eigenvalues=lam[:k],
+        eigenvectors=basis[:, :k],
+        residuals=resid,
+        eps=eps,
+        relative=relative,
+        thresholds=tau,
+        eps_rank=counts,
+        eps_rank_lower=counts.clone(),
+        eps_rank_upper=counts.clone(),
+        path=torch.full_like(counts, int(TrackPath.EIGH)),
+        lambda_max=lam[0],
+        lambda_max_upper=lam[0],
+        trace=trace,
+        fro_sq=fro_sq,
+        stable_rank=spectral.stable_rank_from_eigenvalues(lam),
+        participation_ratio=spectral.participation_ratio_from_moments(trace, fro_sq),
+        entropy_rank=erank_from_terms(*entropy_rank_terms(lam)),
+        entropy_rank_err=zero,
+        margin=zero,
+        accepted=torch.ones((), dtype=torch.bool, device=gram.device),
+        iterations=0,
+        restarted=False,
+        refreshed=True,
+        k=k,
+        step=step,
+    )
+    return result, basis

@@ -1,0 +1,78 @@
+"""One Rayleigh–Ritz step with its certificate, count bounds and decision flags (device only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from effrank_fast import spectral
+from effrank_fast.ops.jacobi_eigh import default_tol
+from effrank_fast.ops.tracker.certify import Certificate, certify, count_bounds
+from effrank_fast.ops.tracker.subspace import Ritz, rayleigh_ritz
+
+__all__ = ["Step", "ritz_step"]
+
+
+@dataclass
+class Step:
+    """Device-side products of one Rayleigh–Ritz + certificate."""
+
+    ritz: Ritz
+    cert: Certificate
+    tau: torch.Tensor  # reported thresholds [E]
+    tau_lo: torch.Tensor  # the certificate covers every τ in [tau_lo, tau_hi]
+    tau_hi: torch.Tensor
+    lower: torch.Tensor  # [E] int64
+    upper: torch.Tensor  # [E] int64
+    ritz_count: torch.Tensor  # [E] #{θ_i > τ}, clamped into [lower, upper]
+    accepted: torch.Tensor  # 0-d bool
+    flags: torch.Tensor  # int64 [3 + E]: accepted, non-finite, grow, open_e
+
+
+def ritz_step(
+    g: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    trace: torch.Tensor,
+    fro_sq: torch.Tensor,
+    eps: torch.Tensor,
+    relative: str | None,
+    k: int,
+    tol: float,
+    grow_count: float | None,
+    u: float,
+    extra: float,
+    max_sweeps: int,
+    backend: str,
+) -> Step:
+    """Rayleigh–Ritz of M = ``g`` on span(V) and everything derived from it.
+
+    ``grow_count``: raise the grow flag when some certified lower count reaches it (None: never).
+    The Jacobi solve stops once its off-diagonal is 10⁻³·``tol`` relative (or at rounding level):
+    what it leaves is re-measured in VᵀMV, so it enters the residuals and the certificate, and at
+    that size it changes neither the acceptance nor (beyond rounding) the intervals. On a warm
+    basis this saves about one of four sweeps.
+    """
+    d = g.shape[0]
+    q = v.shape[1]
+    jacobi_tol = max(default_tol(q, g.dtype), 1e-3 * tol)
+    ritz = rayleigh_ritz(v, g @ v, max_sweeps=max_sweeps, backend=backend, tol=jacobi_tol)
+    cert = certify(ritz.theta, ritz.hp, ritz.resid, fro_sq, d, u, extra)
+    if relative == "max":
+        tau_lo, tau_hi = eps * cert.lam_lo, eps * cert.lam_hi
+        tau = eps * (cert.lam_lo + cert.margin)
+    else:
+        tau = spectral.thresholds_for(eps, relative, trace, trace)
+        slack = tau.abs() * (4 * d * torch.finfo(torch.float64).eps)  # rounding of tr M in float64
+        tau_lo, tau_hi = tau - slack, tau + slack
+    lower, upper = count_bounds(cert, tau_lo, tau_hi)
+    ritz_count = torch.minimum(torch.maximum((ritz.theta.unsqueeze(0) > tau.unsqueeze(1)).sum(1), lower), upper)
+    k = min(k, ritz.theta.shape[0])
+    finite = torch.isfinite(ritz.resid).all() & torch.isfinite(ritz.theta).all()
+    accepted = finite & (ritz.resid[:k].amax() <= tol * cert.lam_lo.clamp_min(0))
+    grow = torch.zeros_like(accepted)
+    if grow_count is not None and eps.numel():
+        grow = lower.amax() >= grow_count
+    flags = torch.cat([torch.stack([accepted, ~finite, grow]).long(), (lower < upper).long()])
+    return Step(ritz, cert, tau, tau_lo, tau_hi, lower, upper, ritz_count, accepted, flags)

@@ -1,0 +1,398 @@
+"""SpectrumTracker: warm-started top-k eigenpairs and certified ε-counts of a drifting Gram matrix.
+
+Per :meth:`SpectrumTracker.update` (research/algorithms.md §5):
+
+1. tr M and ‖M‖_F² (one pass over M): trace, participation ratio.
+2. Rayleigh–Ritz on last step's Ritz basis V (q = k + p columns): W = MV (the one d×d×q GEMM),
+   H = VᵀW, H = YΘYᵀ by the warm Jacobi eigensolver, V ← VY, W ← WY, residuals ‖Mv_i − θ_iv_i‖.
+   While a residual of the top k exceeds ``tol``·θ_1: a subspace iteration V ← orth(W) and a new
+   Rayleigh–Ritz; after ``max_iters`` of them, a cold restart (random basis, ``cold_iters``
+   iterations).
+3. A certified interval per ε (:mod:`.certify`); an interval that is not a single point is
+   settled by the exact inertia count (float64 LDLᵀ of M − τI), or by eigvalsh.
+4. The entropy rank: exact top-k plus SLQ on the deflated remainder (:mod:`.slq`).
+5. Every ``refresh_every`` steps an exact float64 eigh replaces all of it and re-seeds V.
+
+Host synchronisation — the decisions that need data, and where they are taken:
+
+* ``sync="step"`` (default): after each Rayleigh–Ritz the tracker reads ONE small flag tensor
+  (accepted? which intervals are open? grow k?) — one host sync per Rayleigh–Ritz, normally one
+  per update — and acts on it within the same update, so every reported count is exact.
+  Escalations through the inertia kernel may read its reliability flag (another sync, only on
+  steps that escalate); a refresh step runs ``eigh`` (which syncs on CUDA).
+* ``sync="deferred"``: no host sync at all. Every update runs a fixed amount of work
+  (``min_iters`` iterations plus one Rayleigh–Ritz); the flags are copied to pinned host memory
+  without blocking and read at the *next* update once their CUDA event has completed. From them
+  the next update adds an iteration (residuals too large), restarts cold (``max_iters`` failed
+  updates in a row or non-finite values), grows k, and runs the exact count for the ε whose
+  interval was open (speculatively: the threshold that was uncertain last step). A threshold
+  whose interval opens for the first time is reported as UNRESOLVED (its interval still holds).
+  Refresh steps still call ``eigh``; leave ``refresh_every=None`` for a strictly sync-free loop.
+* ``side_stream=True`` (CUDA, requires ``sync="deferred"``): the update runs on a private stream
+  that waits for the current one; ``update`` returns the *previous* step's result (None first),
+  whose tensors are ready for the current stream. ``flush()`` returns the last pending one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from effrank_fast import _validate, spectral
+from effrank_fast.ops.jacobi_eigh import why_not_native
+from effrank_fast.ops.tracker.certify import unit_roundoff
+from effrank_fast.ops.tracker.deferred import HostFlags, SideStream
+from effrank_fast.ops.tracker.escalate import settle_counts
+from effrank_fast.ops.tracker.refresh import exact_step
+from effrank_fast.ops.tracker.result import TrackPath, TrackResult
+from effrank_fast.ops.tracker.slq import entropy_rank_slq, entropy_rank_terms, erank_from_terms
+from effrank_fast.ops.tracker.step import Step, ritz_step
+from effrank_fast.ops.tracker.subspace import orthonormalize
+
+__all__ = ["SpectrumTracker"]
+
+_SYNC = ("step", "deferred")
+
+
+def _int_arg(name: str, value: object, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
+class SpectrumTracker:
+    """Tracks the top-k eigenpairs of M_t = Φ_tᵀ W Φ_t across training steps, warm-started.
+
+    Args:
+        k: eigenpairs to track (grows automatically, see ``auto_grow``).
+        oversample: p extra Ritz vectors (q = k + p); they speed up convergence of the top k.
+        eps: thresholds ε (scalar, list or 1-D tensor); None tracks no counts.
+        relative: None (τ = ε), "max" (τ = ε·λ_max) or "trace" (τ = ε·tr M).
+        refresh_every: every this many updates, an exact float64 eigh (None: never).
+        tol: accept when max_{i<k} ‖Mv_i − θ_iv_i‖ ≤ tol·θ_1.
+        max_iters: subspace iterations per update before a cold restart.
+        min_iters: iterations always run (the fixed work of ``sync="deferred"``).
+        cold_iters: iterations after a cold start, a restart or a growth of k.
+        auto_grow, grow_at, grow_factor, max_k: when the certified lower count of some ε reaches
+            ``grow_at``·k, k ← min(max_k, ⌈grow_factor·k⌉) from the next update (max_k default d/2).
+        escalate: settle open intervals with exact counts (else report them UNRESOLVED).
+        sync: "step" or "deferred" (see the module docstring).
+        side_stream: run on a private CUDA stream, results one step late.
+        slq_probes, slq_steps, erank_every: the entropy-rank estimate (probes = 0 disables it;
+            otherwise it runs every ``erank_every`` updates and is NaN in between).
+        dtype: working precision of the subspace arithmetic (float64 default: certificates
+            with a negligible rounding margin; float32 halves the GEMM bytes).
+        jacobi_sweeps: at most this many sweeps in the Rayleigh–Ritz eigensolve.
+        eigensolver: the (k+p)² eigensolve: "jacobi" (native warm Jacobi, decides convergence on the
+            device), "eigh" (torch.linalg.eigh: LAPACK on CPU; on CUDA it syncs) or "auto" (jacobi
+            on CUDA when built, eigh on CPU where LAPACK is faster and nothing can sync).
+        seed: seeds the random starts and probes.
+
+    Example:
+        >>> tr = SpectrumTracker(k=64, eps=[1e-2, 1e-3], relative="max")
+        >>> for step in range(steps):
+        ...     res = tr.update(effrank_fast.gram(phi))   # res.eps_rank, res.path, res.entropy_rank
+    """
+
+    def __init__(
+        self,
+        k: int = 64,
+        oversample: int = 16,
+        eps: float | list[float] | torch.Tensor | None = None,
+        relative: str | None = None,
+        refresh_every: int | None = None,
+        tol: float = 1e-4,
+        max_iters: int = 4,
+        min_iters: int = 0,
+        cold_iters: int = 30,
+        auto_grow: bool = True,
+        grow_at: float = 0.9,
+        grow_factor: float = 1.5,
+        max_k: int | None = None,
+        escalate: bool = True,
+        sync: str = "step",
+        side_stream: bool = False,
+        slq_probes: int = 8,
+        slq_steps: int = 20,
+        erank_every: int = 1,
+        dtype: torch.dtype = torch.float64,
+        jacobi_sweeps: int = 8,
+        eigensolver: str = "auto",
+        seed: int = 0,
+    ) -> None:
+        self.k = _int_arg("k", k, 1)
+        self.oversample = _int_arg("oversample", oversample, 0)
+        if eps is None:
+            self._eps = torch.zeros(0, dtype=torch.float64)
+        else:
+            self._eps = _validate.check_eps(eps)[0].reshape(-1)
+        self.relative = _validate.check_relative(relative)
+        self.refresh_every = None if refresh_every is None else _int_arg("refresh_every", refresh_every, 1)
+        if not (isinstance(tol, (int, float)) and tol > 0):
+            raise ValueError(f"tol must be a positive number, got {tol!r}")
+        self.tol = float(tol)
+        self.max_iters = _int_arg("max_iters", max_iters, 0)
+        self.min_iters = _int_arg("min_iters", min_iters, 0)
+        self.cold_iters = _int_arg("cold_iters", cold_iters, 0)
+        self.auto_grow = bool(auto_grow)
+        if not 0 < grow_at <= 1:
+            raise ValueError(f"grow_at must be in (0, 1], got {grow_at!r}")
+        if not grow_factor > 1:
+            raise ValueError(f"grow_factor must be > 1, got {grow_factor!r}")
+        self.grow_at, self.grow_factor = float(grow_at), float(grow_factor)
+        self.max_k = None if max_k is None else _int_arg("max_k", max_k, 1)
+        self.escalate = bool(escalate)
+        if sync not in _SYNC:
+            raise ValueError(f"sync must be one of {_SYNC}, got {sync!r}")
+        self.sync = sync
+        if side_stream and sync != "deferred":
+            raise ValueError("side_stream=True needs sync='deferred' (a host sync would stall the side stream's host)")
+        self.side_stream = bool(side_stream)
+        self.slq_probes = _int_arg("slq_probes", slq_probes, 0)
+        if self.slq_probes == 1:
+            raise ValueError("slq_probes must be 0 (off) or >= 2 (the error estimate needs two probes)")
+        self.slq_steps = _int_arg("slq_steps", slq_steps, 2)
+        self.erank_every = _int_arg("erank_every", erank_every, 1)
+        if dtype not in (torch.float32, torch.float64):
+            raise TypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.dtype = dtype
+        self.jacobi_sweeps = _int_arg("jacobi_sweeps", jacobi_sweeps, 1)
+        if eigensolver not in ("auto", "jacobi", "eigh"):
+            raise ValueError(f"eigensolver must be 'auto', 'jacobi' or 'eigh', got {eigensolver!r}")
+        self.eigensolver = eigensolver
+        self.seed = int(seed)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget the basis and all pending decisions (the next update starts cold)."""
+        self._v: torch.Tensor | None = None
+        self._d: int | None = None
+        self._device: torch.device | None = None
+        self._gen: torch.Generator | None = None
+        self._eps_dev = self._eps
+        self._gram_dtype = torch.float32
+        self._step = 0
+        self._grow_next = False
+        self._restart_next = False
+        self._extra_next = 0
+        self._streak = 0
+        self._open_prev: list[int] = []
+        self._flags = HostFlags()
+        self._side = SideStream()
+
+    @property
+    def q(self) -> int:
+        """Ritz basis size k + p (capped at d once d is known)."""
+        q = self.k + self.oversample
+        return q if self._d is None else min(q, self._d)
+
+    # ------------------------------------------------------------------ public
+    def update(self, gram: torch.Tensor) -> TrackResult | None:
+        """Track one step. ``gram``: M [d, d] symmetric (float32/float64; others are upcast).
+
+        Returns this step's :class:`TrackResult`, or with ``side_stream=True`` the previous
+        step's (None on the first call).
+        """
+        _validate.check_gram(gram, check_values=False)
+        d = gram.shape[0]
+        if self._d is None:
+            if self.k > d:
+                raise ValueError(f"k = {self.k} exceeds the Gram size d = {d}")
+            if self.side_stream and gram.device.type != "cuda":
+                raise ValueError("side_stream=True needs a CUDA gram")
+            self._d, self._device = d, gram.device
+            self._gen = torch.Generator(device=gram.device).manual_seed(self.seed)
+            self._eps_dev = self._eps.to(gram.device)  # once: a host→device copy syncs
+        elif d != self._d or gram.device != self._device:
+            raise ValueError(
+                f"gram changed from [{self._d}, {self._d}] on {self._device} to {tuple(gram.shape)} on {gram.device}; "
+                "call reset() to track a new matrix"
+            )
+        if gram.dtype not in (torch.float32, torch.float64):
+            gram = gram.float()
+        return self._side.run(gram, self._update) if self.side_stream else self._update(gram)
+
+    def flush(self) -> TrackResult | None:
+        """With ``side_stream=True``: the result still pending (the current stream waits for it)."""
+        return self._side.flush()
+
+    # ------------------------------------------------------------------ one update
+    def _update(self, gram: torch.Tensor) -> TrackResult:
+        self._step += 1
+        self._consume_flags()
+        trace = torch.diagonal(gram).sum(dtype=torch.float64)
+        fro_sq = torch.linalg.vector_norm(gram, dtype=torch.float64).square()
+        if self.refresh_every is not None and self._step % self.refresh_every == 0:
+            return self._refresh(gram, trace, fro_sq)
+        g = gram.to(self.dtype)
+        self._gram_dtype = gram.dtype
+
+        iterations, restarted, cold = 0, False, False
+        v = self._v
+        if v is None or self._restart_next:
+            restarted, cold = v is not None, True
+            v, n = self._cold(g), self.cold_iters
+            iterations += n
+        elif self._grow_next:
+            v, n = self._grow(g, v), self.cold_iters
+            iterations += n
+        self._restart_next = self._grow_next = False
+        n_more = self.min_iters + self._extra_next
+        for _ in range(n_more):
+            v = orthonormalize(g @ v, fallback=v)
+        iterations += n_more
+
+        st = self._rayleigh_ritz(g, v, trace, fro_sq)
+        if self.sync == "step":
+            tries = 0
+            while True:
+                flags = st.flags.tolist()  # THE sync point of sync="step"
+                if flags[0] or (cold and tries >= self.max_iters):
+                    break
+                if tries >= self.max_iters:
+                    v, restarted, cold, tries = self._cold(g), True, True, 0
+                    iterations += self.cold_iters
+                else:
+                    v, tries = orthonormalize(st.ritz.gv, fallback=st.ritz.vectors), tries + 1
+                    iterations += 1
+                st = self._rayleigh_ritz(g, v, trace, fro_sq)
+            self._grow_next = bool(flags[2])
+            # Non-finite data (a NaN Gram): nothing to settle, and eigvalsh would raise on it.
+            open_idx = [] if flags[1] else [e for e, o in enumerate(flags[3:]) if o]
+        else:
+            open_idx = list(self._open_prev)
+            self._flags.publish(st.flags)
+        self._v = st.ritz.vectors
+        path = torch.where(st.lower == st.upper, int(TrackPath.CERTIFIED), int(TrackPath.UNRESOLVED))
+        counts = st.ritz_count
+        if self.escalate:
+            eps = self._eps_dev
+            sync_ok = self.sync == "step"
+            counts, path = settle_counts(
+                gram, eps, self.relative, st.tau_lo, st.tau_hi, counts, path, open_idx, sync_ok
+            )
+        erank, erank_err = self._entropy(gram, st, trace)
+        k = min(self.k, st.ritz.vectors.shape[1])
+        theta_max = st.cert.lam_lo + st.cert.margin
+        return TrackResult(
+            eigenvalues=st.ritz.theta[:k],
+            eigenvectors=st.ritz.vectors[:, :k],
+            residuals=st.ritz.resid[:k],
+            eps=self._eps_dev,
+            relative=self.relative,
+            thresholds=st.tau,
+            eps_rank=counts,
+            eps_rank_lower=st.lower,
+            eps_rank_upper=st.upper,
+            path=path,
+            lambda_max=theta_max,
+            lambda_max_upper=st.cert.lam_hi,
+            trace=trace,
+            fro_sq=fro_sq,
+            stable_rank=trace / torch.where(theta_max > 0, theta_max, torch.ones_like(theta_max)),
+            participation_ratio=spectral.participation_ratio_from_moments(trace, fro_sq),
+            entropy_rank=erank,
+            entropy_rank_err=erank_err,
+            margin=st.cert.margin,
+            accepted=st.accepted,
+            iterations=iterations,
+            restarted=restarted,
+            refreshed=False,
+            k=k,
+            step=self._step,
+        )
+
+    # ------------------------------------------------------------------ pieces
+    def _solver(self, device: torch.device) -> str:
+        """jacobi_eigh backend for the small eigensolves."""
+        if self.eigensolver == "jacobi":
+            return "native" if why_not_native(device) is None else "ref"
+        if self.eigensolver == "eigh" or device.type == "cpu":
+            return "eigh"
+        return "native" if why_not_native(device) is None else "eigh"
+
+    def _randn(self, d: int, n: int) -> torch.Tensor:
+        return torch.randn(d, n, generator=self._gen, device=self._device, dtype=self.dtype)
+
+    def _cold(self, g: torch.Tensor) -> torch.Tensor:
+        d = g.shape[0]
+        v = orthonormalize(self._randn(d, self.q))
+        for _ in range(self.cold_iters):
+            v = orthonormalize(g @ v, fallback=v)
+        return v
+
+    def _grow(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        d = g.shape[0]
+        cap = self.max_k if self.max_k is not None else max(1, d // 2)
+        self.k = max(self.k, min(cap, max(self.k + 1, math.ceil(self.k * self.grow_factor))))
+        extra = self.q - v.shape[1]
+        if extra > 0:
+            v = orthonormalize(torch.cat([v, self._randn(d, extra)], dim=1))
+        for _ in range(self.cold_iters):
+            v = orthonormalize(g @ v, fallback=v)
+        return v
+
+    def _rayleigh_ritz(self, g: torch.Tensor, v: torch.Tensor, trace: torch.Tensor, fro_sq: torch.Tensor) -> Step:
+        d = g.shape[0]
+        cap = self.max_k if self.max_k is not None else max(1, d // 2)
+        u = unit_roundoff(self.dtype)
+        return ritz_step(
+            g,
+            v,
+            trace=trace,
+            fro_sq=fro_sq,
+            eps=self._eps_dev,
+            relative=self.relative,
+            k=self.k,
+            tol=self.tol,
+            grow_count=self.grow_at * self.k if self.auto_grow and self.k < cap else None,
+            u=u,
+            extra=u if self._gram_dtype == torch.float64 and self.dtype == torch.float32 else 0.0,
+            max_sweeps=self.jacobi_sweeps,
+            backend=self._solver(g.device),
+        )
+
+    def _entropy(self, g: torch.Tensor, st: Step, trace: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        nan = torch.full((), float("nan"), dtype=torch.float64, device=g.device)
+        if self.slq_probes == 0 or self._step % self.erank_every != 0:
+            return nan, nan
+        k = min(self.k, st.ritz.theta.shape[0])
+        backend = self._solver(g.device)
+        if k >= g.shape[0]:  # the basis is complete: nothing left to estimate
+            est = erank_from_terms(*entropy_rank_terms(st.ritz.theta))
+            return est, torch.zeros_like(est)
+        return entropy_rank_slq(
+            g,
+            st.ritz.vectors[:, :k],
+            st.ritz.theta[:k],
+            trace,
+            probes=self.slq_probes,
+            steps=self.slq_steps,
+            generator=self._gen,
+            backend=backend,
+        )
+
+    def _refresh(self, gram: torch.Tensor, trace: torch.Tensor, fro_sq: torch.Tensor) -> TrackResult:
+        eps = self._eps_dev
+        res, self._v = exact_step(gram, eps, self.relative, self.k, self.q, trace, fro_sq, self._step, self.dtype)
+        self._restart_next = self._grow_next = False
+        self._extra_next, self._streak = 0, 0
+        return res
+
+    # ------------------------------------------------------------------ deferred decisions
+    def _consume_flags(self) -> None:
+        """Act on the last published flags if they have arrived (never waits)."""
+        if self.sync != "deferred":
+            return
+        f = self._flags.poll()
+        if f is None:
+            return  # not there yet: keep the previous decisions
+        accepted, nonfinite, grow = bool(f[0]), bool(f[1]), bool(f[2])
+        self._streak = 0 if accepted else self._streak + 1
+        self._extra_next = 0 if accepted else 1
+        if nonfinite or self._streak > self.max_iters:
+            self._restart_next, self._streak, self._extra_next = True, 0, 0
+        self._grow_next = grow
+        self._open_prev = [e for e, o in enumerate(f[3:]) if o]

@@ -1,0 +1,193 @@
+"""Summaries and figures of a run folder written by :class:`effrank_fast.RankMonitor`.
+
+``report(run_dir)`` reads history.jsonl, spectrum.jsonl and meta.json (a run killed mid-way is
+read up to its last flush), finds the staircase of every layer and ε
+(:func:`effrank_fast.staircase.detect`), writes ``summary.json`` and the figures
+``staircase``, ``layers`` and ``spectrum`` (PNG + SVG), and returns the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from effrank_fast import staircase
+from effrank_fast.monitor.engines import eps_label
+from effrank_fast.monitor.history import read_jsonl, to_jsonable
+from effrank_fast.monitor.sinks import HISTORY_JSONL, META_JSON, SPECTRUM_JSONL
+
+SUMMARY_JSON = "summary.json"
+
+
+@dataclass
+class Run:
+    dir: Path
+    meta: dict[str, Any]
+    rows: list[dict[str, Any]]
+    spectrum: list[dict[str, Any]]
+
+    @property
+    def layers(self) -> list[str]:
+        names = list(self.meta.get("layers") or {})
+        seen = list(dict.fromkeys(r["layer"] for r in self.rows))
+        return [n for n in names if n in seen] + [n for n in seen if n not in names]
+
+    @property
+    def eps(self) -> list[float]:
+        return [float(e) for e in self.meta.get("eps", [])]
+
+    def series(self, layer: str) -> dict[str, np.ndarray]:
+        """Columns of one layer's rows as arrays, in step order."""
+        rows = sorted((r for r in self.rows if r["layer"] == layer), key=lambda r: r["step"])
+        keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("layer", "error")))
+        return {k: np.array([r.get(k, math.nan) for r in rows], dtype=np.float64) for k in keys}
+
+
+def load_run(run_dir: str | Path) -> Run:
+    d = Path(run_dir)
+    if not (d / HISTORY_JSONL).exists():
+        raise FileNotFoundError(f"{d} is not a run folder: no {HISTORY_JSONL}")
+    meta = json.loads((d / META_JSON).read_text()) if (d / META_JSON).exists() else {}
+    rows = read_jsonl(d / HISTORY_JSONL)
+    if not rows:
+        raise ValueError(f"{d / HISTORY_JSONL} holds no complete rows yet (nothing was flushed)")
+    if not meta.get("eps"):
+        meta["eps"] = sorted({float(k.split("@")[1]) for k in rows[0] if k.startswith("eps_rank@")}, reverse=True)
+    return Run(d, meta, rows, read_jsonl(d / SPECTRUM_JSONL))
+
+
+def _col(e: float) -> str:
+    return f"eps_rank@{eps_label(e)}"
+
+
+def summarize(run: Run) -> dict[str, Any]:
+    """Stairs per layer and ε, final ranks, loss and timing (plain JSON-able values)."""
+    layers, eps = run.layers, run.eps
+    last = layers[-1]
+    stairs: dict[str, dict[str, Any]] = {}
+    final: dict[str, dict[str, Any]] = {}
+    for layer in layers:
+        s = run.series(layer)
+        stairs[layer], final[layer] = {}, {}
+        for e in eps:
+            r = s[_col(e)]
+            stairs[layer][f"{e:g}"] = staircase.detect(s["step"], r, s["loss"]).to_dict()
+            fin = r[np.isfinite(r)]
+            final[layer][f"{e:g}"] = int(fin[-1]) if len(fin) else None
+    s = run.series(last)
+    loss = s["loss"][np.isfinite(s["loss"])]
+    run_info = run.meta.get("run") or {}
+    return {
+        "run_dir": str(run.dir),
+        "complete": bool(run.meta.get("closed", False)) and bool(run_info.get("finished", True)),
+        "measured_steps": int(len(s["step"])),
+        "last_step": int(s["step"][-1]),
+        "final_loss": float(loss[-1]) if len(loss) else None,
+        "min_loss": float(loss.min()) if len(loss) else None,
+        "wall_time_s": float(run_info.get("wall_time_s", s["wall_time"][-1])),
+        "monitor_wall_time_s": float(s["wall_time"][-1]),
+        "last_layer": last,
+        "eps": eps,
+        "relative": run.meta.get("relative"),
+        "mode": run.meta.get("mode"),
+        "final_ranks": final,
+        "stairs": {layer: {e: v["stairs"] for e, v in d.items()} for layer, d in stairs.items()},
+        "spearman": {layer: {e: v["spearman"] for e, v in d.items()} for layer, d in stairs.items()},
+        "staircase": stairs,
+        "config": run_info,
+    }
+
+
+def _subtitle(run: Run) -> str:
+    """Two grey lines: what was trained, then how M and the ε-rank are defined."""
+    m, cfg = run.meta, run.meta.get("run") or {}
+    what = [str(cfg[k]) for k in ("task", "model", "optimizer") if cfg.get(k)]
+    if m.get("source") == "probe":
+        w = m.get("probe_weight_sum")
+        how = f"M = Σ w φφᵀ on {m.get('probe_points')} probe points"
+        if w is not None and m.get("mode") == "integral":
+            how += f" (weights sum to |Ω| = {w:g}: M ≈ ∫Ω φφᵀ dx)"
+    else:
+        how = f"M = Σ w φφᵀ over the training batch (mode {m.get('mode')})"
+    rel = m.get("relative")
+    how += " · ε-rank = #{λ(M) > ε}" + (f", ε relative to λ {rel}" if rel else " (absolute ε)")
+    return "\n".join([" · ".join(what), how]) if what else how
+
+
+def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
+    from effrank_fast import plotting
+
+    out: list[Path] = []
+    eps, last = run.eps, summary["last_layer"]
+    s = run.series(last)
+    jump_eps = max(eps)
+    sc = staircase.detect(s["step"], s[_col(jump_eps)], s["loss"])
+    rho = summary["spearman"][last].get(f"{jump_eps:g}")
+    name = "last hidden layer" if last in ("last_hidden", f"hidden{len(run.layers)}") else f"layer {last}"
+    title = f"Staircase: ε-rank of the {name} vs training loss"
+    if rho is not None and math.isfinite(rho):
+        title += f"  (Spearman ρ = {rho:.2f} at ε = {jump_eps:g})".replace("-", "−")
+    sub = _subtitle(run)
+    plotting.staircase_plot(
+        s["step"],
+        s["loss"],
+        {e: s[_col(e)] for e in eps},
+        jumps=sc.jumps,
+        jump_eps=jump_eps,
+        title=title,
+        subtitle=sub,
+        layer=f"{name} ({last})" if name != f"layer {last}" else last,
+        stem=run.dir / "staircase",
+    )
+    out += [run.dir / "staircase.png", run.dir / "staircase.svg"]
+    ranks = {}
+    for layer in run.layers:
+        sl = run.series(layer)
+        ranks[layer] = {e: np.interp(s["step"], sl["step"], sl[_col(e)]) for e in eps}
+    plotting.layers_plot(s["step"], ranks, eps, subtitle=sub, stem=run.dir / "layers")
+    out += [run.dir / "layers.png", run.dir / "layers.svg"]
+    spec = sorted((r for r in run.spectrum if r["layer"] == last), key=lambda r: r["step"])
+    if spec:
+        lam = np.array([r["eigenvalues"] for r in spec], dtype=np.float64)
+        steps = np.array([r["step"] for r in spec])
+        plotting.spectrum_plot(steps, lam, eps, subtitle=sub, layer=last, stem=run.dir / "spectrum")
+        out += [run.dir / "spectrum.png", run.dir / "spectrum.svg"]
+    return out
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    eps = [f"{e:g}" for e in summary["eps"]]
+    head = f"{'layer':<12}" + "".join(f"{'ε=' + e:>10}" for e in eps) + f"{'stairs':>9}{'ρ(rank,loss)':>14}"
+    e0 = eps[0]
+    lines = [
+        f"run folder   {summary['run_dir']}" + ("" if summary["complete"] else "   (incomplete run)"),
+        f"steps        {summary['last_step'] + 1}   final loss {summary['final_loss']:.3g}   "
+        f"min loss {summary['min_loss']:.3g}   wall time {summary['wall_time_s']:.1f} s",
+        f"final ε-ranks; stairs and Spearman ρ at ε = {e0}:",
+        head,
+        "-" * len(head),
+    ]
+    for layer, fr in summary["final_ranks"].items():
+        rho = summary["spearman"][layer][e0]
+        cells = "".join(f"{'-' if fr[e] is None else fr[e]:>10}" for e in eps)
+        rho_s = f"{rho:.2f}" if rho is not None and math.isfinite(rho) else "-"
+        lines.append(f"{layer:<12}{cells}{summary['stairs'][layer][e0]:>9}{rho_s:>14}")
+    return "\n".join(lines)
+
+
+def report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
+    """Summarise (and plot) a run folder; writes summary.json there and returns it."""
+    run = load_run(run_dir)
+    summary = summarize(run)
+    if plots:
+        summary["figures"] = [p.name for p in make_plots(run, summary)]
+    (run.dir / SUMMARY_JSON).write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+    return summary
+
+
+__all__ = ["Run", "format_table", "load_run", "make_plots", "report", "summarize"]

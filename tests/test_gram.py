@@ -1,0 +1,90 @@
+"""The Gram matrix of every CPU backend against a float64 Gram of the same stored inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import effrank_fast as ef
+from effrank_fast import _native
+from effrank_fast.ops.gram import gram_ref
+from effrank_fast.testing import gram_error_bound
+
+BACKENDS = [
+    b for b in ("torch", "native") if ef._backends.BACKENDS[b].why_not(torch.device("cpu"), torch.float32) is None
+]
+CHUNK = 8192  # the largest chunk either CPU backend sums before adding to the total
+needs_native = pytest.mark.skipif(not _native.has_kernel("gram_native", "cpu"), reason=str(_native.NATIVE_ERROR))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("n,d", [(1, 1), (1, 13), (7, 1), (4099, 33), (300, 130)])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_gram_within_accumulation_bound(backend, dtype, n, d, weighted):
+    phi = (torch.randn(n, d) * 3 + 1).to(dtype)
+    w = torch.rand(n, dtype=torch.float64) + 0.01 if weighted else None
+    m = ef.gram(phi, w, mode="sum", backend=backend)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    assert m.dtype == acc and m.shape == (d, d)
+    assert torch.equal(m, m.T), "the Gram must be exactly symmetric"
+    ref = ef.reference.gram(phi, w, mode="sum")
+    bound = gram_error_bound(phi, w, acc, CHUNK)
+    assert ((m.double() - ref).abs() <= bound).all()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_centering_matches_reference(backend):
+    n, d = 5000, 20
+    phi = torch.randn(n, d) + 100.0  # a large mean: one-pass downdating would cancel badly here
+    w = torch.rand(n, dtype=torch.float64)
+    m = ef.gram(phi, w, center=True, backend=backend)
+    ref = ef.reference.gram(phi, w, center=True)
+    # Each centred entry carries the error of μ (a length-N weighted sum) on top of the
+    # accumulation: bound with inputs of magnitude |φ| and K = N + chunk terms.
+    bound = gram_error_bound(phi.abs() + 100.0, w, torch.float32, CHUNK + n)
+    assert ((m.double() - ref).abs() <= bound).all()
+    # a rank-one-downdate would lose ~ (mean/std)² = 1e4 × fp32 eps relative; two passes do not
+    assert (m.double() - ref).abs().max() / ref.abs().max() < 1e-5
+
+
+def test_backends_agree_with_gram_ref():
+    phi = torch.randn(1000, 40, dtype=torch.float64)
+    w = torch.rand(1000, dtype=torch.float64)
+    ref = gram_ref(phi, w, True, torch.float64)
+    for backend in BACKENDS:
+        torch.testing.assert_close(ef.gram(phi, w, center=True, backend=backend), ref, rtol=1e-12, atol=1e-12)
+
+
+@needs_native
+def test_opcheck_gram_native():
+    op = torch.ops.effrank_fast.gram_native.default
+    for args in [
+        (torch.randn(50, 7), None, False, torch.float32),
+        (torch.randn(50, 7, dtype=torch.float64), torch.rand(50, dtype=torch.float64), True, torch.float64),
+        (torch.randn(9, 3).bfloat16(), torch.rand(9), True, torch.float32),
+    ]:
+        torch.library.opcheck(op, args)
+
+
+@needs_native
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_compile_fullgraph(backend):
+    torch._dynamo.reset()
+
+    def f(phi, w):
+        return ef.gram(phi, w, center=True, backend=backend, check=False)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    phi, w = torch.randn(64, 9), torch.rand(64)
+    torch.testing.assert_close(compiled(phi, w), f(phi, w))
+
+
+@needs_native
+def test_native_op_rejects_bad_arguments():
+    with pytest.raises(RuntimeError, match="phi must be a 2-D tensor"):
+        torch.ops.effrank_fast.gram_native(torch.randn(3), None, False, torch.float32)
+    with pytest.raises(RuntimeError, match="weights must be"):
+        torch.ops.effrank_fast.gram_native(torch.randn(3, 2), torch.ones(4), False, torch.float32)
+    with pytest.raises(RuntimeError, match="acc_dtype must be float32 or float64"):
+        torch.ops.effrank_fast.gram_native(torch.randn(3, 2), None, False, torch.float16)
