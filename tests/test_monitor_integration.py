@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -49,3 +50,29 @@ def test_fused_mode_matches_unfused_counts():
         assert (p["step"], p["layer"]) == (f["step"], f["layer"])
         assert abs(p["stable_rank"] - f["stable_rank"]) <= 1e-4 * p["stable_rank"]
         assert p["eps_rank@0.01"] == f["eps_rank@0.01"]
+
+
+def test_submodule_forward_without_root_call_resolves_and_sums_micro_batches():
+    """Like Lightning's training_step calling ``self.net(x)``: the monitored root is never called.
+    Layers resolve at step(), and afterwards every micro-batch of a step adds to the Gram."""
+
+    class Wrapper(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(3, 10), nn.Tanh(), nn.Linear(10, 1))
+
+    torch.manual_seed(0)
+    model = Wrapper()
+    batches = [torch.randn(16, 3) for _ in range(6)]
+    with ef.RankMonitor(model, eps=[1e-3], mode="sum", flush_every=1, spectrum_every=1) as mon:
+        for step in range(3):
+            for x in batches[2 * step : 2 * step + 2]:  # two micro-batches per step
+                model.net(x).sum().backward()
+            mon.step()
+    rows = mon.history
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    for step in (1, 2):  # step 0 resolves the layers from the first forward only
+        feats = torch.cat([torch.tanh(model.net[0](x)) for x in batches[2 * step : 2 * step + 2]]).detach()
+        want = ef.reference.eigenvalues(feats, mode="sum")
+        assert rows[step]["lambda_1"] == pytest.approx(float(want[0]), rel=1e-5)
+        assert rows[step]["eps_rank@0.001"] == int(ef.reference.eps_rank(feats, 1e-3, mode="sum"))

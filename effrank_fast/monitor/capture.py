@@ -62,6 +62,7 @@ class Capture:
         self._discovery: list[L.LinearCall] | None = None
         self._disc_handles: list[torch.utils.hooks.RemovableHandle] = []
         self._root_inputs: list[torch.Tensor] = []
+        self._root_active = False  # inside a forward of ``model`` itself
         if isinstance(spec, str) and spec in L.AUTO_SPECS:
             self._discovery = []
             names = {id(m): n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
@@ -104,13 +105,36 @@ class Capture:
                 self._handles.append(module.register_forward_hook(self._post_hook))
         self.on_resolved(layers)
 
+    def resolve_pending(self) -> None:
+        """Resolve automatic layers when ``model`` itself was never called.
+
+        Lightning's ``training_step`` often calls a submodule (``self.net(x)``), so the root hooks
+        never fire. The Linear calls seen so far, up to the first repeat of the first one, are
+        then taken as one forward pass, and from now on a call of that first Linear marks the
+        start of a new forward (so call indices of reused modules stay per forward).
+        """
+        if not self._discovery:
+            return
+        calls = self._discovery
+        first = calls[0].module
+        end = next((j for j in range(1, len(calls)) if calls[j].module is first), len(calls))
+        self._discovery, self._root_inputs = calls[:end], [calls[0].input]
+        self._handles.append(first.register_forward_pre_hook(self._new_forward, prepend=True))
+        self._root_post(self.model, (), None)
+
+    def _new_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        if not self._root_active:
+            self._calls.clear()
+
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self._root_active = True
         self._calls.clear()
         if self._discovery is not None:
             self._root_inputs = [a for a in args if isinstance(a, torch.Tensor)]
 
     def _root_post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         """End of a forward pass: during discovery, resolve the layers from the Linear calls seen."""
+        self._root_active = False
         if self._discovery is None:
             return
         calls, self._discovery = self._discovery, None

@@ -217,6 +217,8 @@ class RankMonitor:
             if self.probe is not None:
                 self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
             if not self.layers:
+                self.capture.resolve_pending()
+            if not self.layers:
                 self._warn(
                     "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
                 )
