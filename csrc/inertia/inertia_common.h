@@ -17,13 +17,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifndef EFF_HD
-#if defined(__CUDACC__)
-#define EFF_HD __host__ __device__
-#else
-#define EFF_HD
-#endif
-#endif
+#include "host_device.h"
 
 namespace effrank_fast {
 namespace inertia {

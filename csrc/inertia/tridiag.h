@@ -8,13 +8,7 @@
 #include <cfloat>
 #include <cmath>
 
-#ifndef EFF_HD
-#if defined(__CUDACC__)
-#define EFF_HD __host__ __device__
-#else
-#define EFF_HD
-#endif
-#endif
+#include "host_device.h"
 
 namespace effrank_fast {
 namespace tridiag {
