@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common.h"
+#include "inertia/inertia_args.h"
 #include "inertia/inertia_common.h"
 #include "inertia/tridiag.h"
 
@@ -136,14 +137,7 @@ Result factor_count(at::Tensor A, int64_t block, double band_rel) {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> inertia_cpu(
     const at::Tensor& gram, const at::Tensor& thresholds, double band_rel, int64_t block_size) {
-  EFF_CHECK_SQUARE(gram, "gram");
-  EFF_CHECK_FLOAT(gram, "gram");
-  TORCH_CHECK(gram.size(0) > 0, "gram must not be empty (d = 0)");
-  TORCH_CHECK(thresholds.dim() == 1, "thresholds must be 1-D [E], got ", thresholds.sizes());
-  EFF_CHECK_FLOAT(thresholds, "thresholds");
-  EFF_CHECK_SAME_DEVICE(gram, thresholds, "gram", "thresholds");
-  TORCH_CHECK(block_size >= 0, "block_size must be >= 0 (0 = default), got ", block_size);
-  TORCH_CHECK(band_rel >= 0, "band_rel must be non-negative, got ", band_rel);
+  check_inertia_args(gram, thresholds, band_rel, block_size);
   const int64_t block = block_size > 0 ? block_size : kDefaultBlockCpu;
   const int64_t e = thresholds.size(0);
   at::Tensor M = gram.to(at::kDouble).contiguous();

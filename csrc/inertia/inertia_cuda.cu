@@ -22,6 +22,7 @@
 #include "common.h"
 
 #define EFF_CHECK_LAUNCH() C10_CUDA_KERNEL_LAUNCH_CHECK()
+#include "inertia/inertia_args.h"
 #include "inertia/inertia_kernels.cuh"
 
 namespace effrank_fast {
@@ -70,14 +71,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                                                                     const at::Tensor& thresholds,
                                                                                     double band_rel,
                                                                                     int64_t block_size) {
-  EFF_CHECK_SQUARE(gram, "gram");
-  EFF_CHECK_FLOAT(gram, "gram");
-  TORCH_CHECK(gram.size(0) > 0, "gram must not be empty (d = 0)");
-  TORCH_CHECK(thresholds.dim() == 1, "thresholds must be 1-D [E], got ", thresholds.sizes());
-  EFF_CHECK_FLOAT(thresholds, "thresholds");
-  EFF_CHECK_SAME_DEVICE(gram, thresholds, "gram", "thresholds");
-  TORCH_CHECK(block_size >= 0, "block_size must be >= 0 (0 = default), got ", block_size);
-  TORCH_CHECK(band_rel >= 0, "band_rel must be non-negative, got ", band_rel);
+  check_inertia_args(gram, thresholds, band_rel, block_size);
   TORCH_CHECK(gram.size(0) < (int64_t(1) << 31), "gram is too large for cuBLAS 32-bit dimensions");
   const c10::cuda::CUDAGuard guard(gram.device());
   const int64_t d = gram.size(0), e = thresholds.size(0);

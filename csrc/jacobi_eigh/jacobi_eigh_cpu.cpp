@@ -12,6 +12,7 @@
 
 #include "common.h"
 #include "jacobi_eigh/jacobi_core.h"
+#include "jacobi_eigh/jacobi_outputs.h"
 
 namespace effrank_fast {
 namespace {
@@ -135,17 +136,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> jacobi_eigh_cpu(const
   TORCH_CHECK(tol >= 0, "tol must be non-negative, got ", tol);
   const int64_t n = a.size(-1);
   TORCH_CHECK(n <= (int64_t(1) << 20), "a is too large for the Jacobi solver: n = ", n);
-  auto batch_shape = a.sizes().slice(0, a.dim() - 2).vec();
-  at::Tensor a3 = a.reshape({-1, n, n}).contiguous();
+  const JacobiOutputs outs = make_jacobi_outputs(a);
+  at::Tensor a3 = outs.a3, w = outs.w, v = outs.v, off = outs.off, sweeps = outs.sweeps;
   const int64_t B = a3.size(0);
-  std::vector<int64_t> w_shape = batch_shape, v_shape = batch_shape;
-  w_shape.push_back(n);
-  v_shape.push_back(n);
-  v_shape.push_back(n);
-  at::Tensor w = at::full(w_shape, std::numeric_limits<double>::quiet_NaN(), a.options());
-  at::Tensor v = at::full(v_shape, std::numeric_limits<double>::quiet_NaN(), a.options());
-  at::Tensor off = at::zeros(batch_shape, a.options().dtype(at::kDouble));
-  at::Tensor sweeps = at::zeros(batch_shape, a.options().dtype(at::kLong));
   if (n == 0 || B == 0) return {w, v, off, sweeps};
   const Layout L = jacobi::make_layout(static_cast<int>(n));
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "jacobi_eigh_cpu", [&] {

@@ -13,6 +13,7 @@
 
 #include "common.h"
 #include "jacobi_eigh/jacobi_kernels.cuh"
+#include "jacobi_eigh/jacobi_outputs.h"
 
 namespace effrank_fast {
 namespace {
@@ -94,17 +95,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> jacobi_eigh_cuda(cons
   const int64_t n = a.size(-1);
   TORCH_CHECK(n <= 16384, "jacobi_eigh on CUDA supports n ≤ 16384, got n = ", n);
   const c10::cuda::CUDAGuard guard(a.device());
-  auto batch_shape = a.sizes().slice(0, a.dim() - 2).vec();
-  at::Tensor a3 = a.reshape({-1, n, n}).contiguous();
-  std::vector<int64_t> w_shape = batch_shape, v_shape = batch_shape;
-  w_shape.push_back(n);
-  v_shape.push_back(n);
-  v_shape.push_back(n);
-  // NaN-poisoned: a NaN input leaves ranks ambiguous, and the unwritten slots then say so.
-  at::Tensor w = at::full(w_shape, std::numeric_limits<double>::quiet_NaN(), a.options());
-  at::Tensor v = at::full(v_shape, std::numeric_limits<double>::quiet_NaN(), a.options());
-  at::Tensor off = at::zeros(batch_shape, a.options().dtype(at::kDouble));
-  at::Tensor sweeps = at::zeros(batch_shape, a.options().dtype(at::kLong));
+  const JacobiOutputs outs = make_jacobi_outputs(a);
+  at::Tensor a3 = outs.a3, w = outs.w, v = outs.v, off = outs.off, sweeps = outs.sweeps;
   if (n == 0 || a3.size(0) == 0) return {w, v, off, sweeps};
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "jacobi_eigh_cuda", [&] {
