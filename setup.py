@@ -72,6 +72,7 @@ def get_extensions() -> list:
             f"building C++ and CUDA kernels ({len(cuda_sources)} .cu files) for "
             f"TORCH_CUDA_ARCH_LIST={os.environ['TORCH_CUDA_ARCH_LIST']}"
         )
+        _write_build_config(os.environ["TORCH_CUDA_ARCH_LIST"])
         ext = CUDAExtension(
             "effrank_fast._C",
             cpp_sources + cuda_sources,
@@ -82,6 +83,7 @@ def get_extensions() -> list:
     else:
         if cuda_sources:
             _say(f"skipping the CUDA kernels: {reason}. Building the C++ CPU kernels only.")
+        _write_build_config(None)
         ext = CppExtension(
             "effrank_fast._C",
             cpp_sources,
@@ -90,6 +92,14 @@ def get_extensions() -> list:
             include_dirs=[os.path.join(ROOT, "csrc")],
         )
     return [ext]
+
+
+def _write_build_config(cuda_arch_list: str | None) -> None:
+    """Record what the CUDA kernels were built for, so that a GPU they cannot run on is refused
+    with a reason instead of a "no kernel image" error (effrank_fast/_native.py)."""
+    path = os.path.join(ROOT, "effrank_fast", "_build_config.py")
+    with open(path, "w") as f:
+        f.write(f'"""Written by setup.py at build time (not tracked)."""\n\nCUDA_ARCH_LIST = {cuda_arch_list!r}\n')
 
 
 def get_cmdclass() -> dict:

@@ -6,6 +6,9 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+import torch
+
 import effrank_fast as ef
 
 
@@ -88,3 +91,38 @@ def test_info_reports_backends_and_reasons():
     for name in ("torch", "native", "triton"):
         assert f"  {name}" in out
     assert "count method inertia" in out
+
+
+@pytest.mark.parametrize(
+    ("archs", "capability", "runs"),
+    [
+        ("9.0a", (9, 0), True),
+        ("9.0a", (8, 0), False),  # the default build: Hopper only
+        ("9.0a", (10, 0), False),  # arch-specific cubins do not carry forward
+        ("8.0", (8, 6), True),  # a cubin runs on later minors of its major
+        ("8.6", (8, 0), False),
+        ("8.0", (9, 0), False),
+        ("8.0+PTX", (9, 0), True),  # PTX is JIT-compiled for newer GPUs
+        ("7.5;8.0 9.0a", (9, 0), True),
+        ("7.5,8.0", (8, 9), True),
+        ("", (9, 0), False),
+    ],
+)
+def test_cuda_arch_compatibility_rule(archs, capability, runs):
+    from effrank_fast._native import arch_runs_on
+
+    assert arch_runs_on(archs, capability) is runs
+
+
+def test_build_records_its_cuda_arch_list():
+    from effrank_fast import _native
+
+    if not _native.HAS_NATIVE:
+        pytest.skip(f"no native extension: {_native.NATIVE_ERROR}")
+    archs = _native.built_cuda_archs()
+    if _native.has_kernel("inertia", "cuda"):
+        assert archs  # a CUDA build says what it targets
+    else:
+        assert archs is None
+    assert _native.kernel_missing_reason("inertia", "cpu") is None
+    assert _native.kernel_missing_reason("inertia", torch.device("cpu")) is None
