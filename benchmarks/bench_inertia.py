@@ -82,7 +82,7 @@ def bench_size(d: int, svd_max: int, variants: bool) -> dict:
     eps_rel = tau_v / float(lam[0])
     row: dict = {"d": d, "tau": tau_v, "eps_rel": eps_rel, "exact": k, "gap_rel": float((lam[k - 1] - lam[k]) / lam[0])}
     op = torch.ops.effrank_fast.inertia
-    out = op(m, tau, 1e-7, 0)
+    out = op(m, tau, 0)
     row.update(
         count=int(out[0][0]),
         min_pivot_rel=float(out[1][0]),
@@ -90,14 +90,18 @@ def bench_size(d: int, svd_max: int, variants: bool) -> dict:
         band=int(out[3][0]),
         delta=float(out[4][0]),
         scale=float(out[5][0]),
+        max_abs_l=float(out[6][0]),
     )
     verdict = inertia_count(m, tau, fallback=False)  # the default tolerance and the probabilistic δ_p
     row["reliable"] = bool(verdict.reliable[0])
+    cert = inertia_count(m.double(), tau, fallback=False)  # float64 M: certified by counts at τ ± 2δ
+    row["certified_fp64"] = bool(cert.certified[0])  # type: ignore[index]
     row["delta_p"] = float(verdict.error_estimate[0])  # type: ignore[index]
     r = reps_for(d)
-    row["inertia_ms"] = timed(lambda: op(m, tau, 1e-7, 0), reps=r)
-    row["inertia_fp64in_ms"] = timed(lambda: op(m.double(), tau, 1e-7, 0), reps=r)
+    row["inertia_ms"] = timed(lambda: op(m, tau, 0), reps=r)
+    row["inertia_fp64in_ms"] = timed(lambda: op(m.double(), tau, 0), reps=r)
     row["inertia_count_ms"] = timed(lambda: inertia_count(m, tau), reps=r)
+    row["inertia_certified_fp64_ms"] = timed(lambda: inertia_count(m.double(), tau, fallback=False), reps=r)
     rel = inertia_count_relative(m, [eps_rel])
     row["relative_count"] = int(rel.counts[0])
     row["relative_exact"] = int((lam > eps_rel * lam[0]).sum())
@@ -118,8 +122,8 @@ def bench_size(d: int, svd_max: int, variants: bool) -> dict:
             for trailing in ("blocks", "syrkx", "gemm"):
                 os.environ["EFFRANK_INERTIA_TRAILING"] = trailing
                 key = f"var_p{panel}_{trailing}_ms"
-                row[key] = timed(lambda p=panel: op(m, tau, 1e-7, p), reps=r)
-                assert int(op(m, tau, 1e-7, panel)[0][0]) == row["count"]
+                row[key] = timed(lambda p=panel: op(m, tau, p), reps=r)
+                assert int(op(m, tau, panel)[0][0]) == row["count"]
         os.environ.pop("EFFRANK_INERTIA_TRAILING", None)
     return row
 
@@ -156,13 +160,17 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"info": info, "rows": rows}, f, indent=1)
-    hdr = "d      count/exact rel  inertia  count()  relative  eig32   eig64   chol32  chol64  svd     x_eig32 x_chol64"
+    hdr = (
+        "d      count/exact rel  inertia  count()  cert64  relative  eig32   eig64   chol32  chol64  svd     "
+        "x_eig32 x_chol64"
+    )
     print(hdr)
     for r in rows:
         svd = r.get("svdvals_ms", float("nan"))
         print(
             f"{r['d']:<6d} {r['count']:>5d}/{r['exact']:<5d} {'ok' if r['reliable'] else 'NO'}  "
-            f"{r['inertia_ms']:7.2f}  {r['inertia_count_ms']:7.2f}  {r['relative_ms']:8.2f}  "
+            f"{r['inertia_ms']:7.2f}  {r['inertia_count_ms']:7.2f}  "
+            f"{r['inertia_certified_fp64_ms']:6.2f}{'' if r['certified_fp64'] else '!'} {r['relative_ms']:8.2f}  "
             f"{r['eigvalsh_fp32_ms']:7.1f} {r['eigvalsh_fp64_ms']:7.1f} {r['cholesky_fp32_ms']:6.2f}  "
             f"{r['cholesky_fp64_ms']:6.2f}  {svd:8.1f} {r['eigvalsh_fp32_ms'] / r['inertia_ms']:7.1f} "
             f"{r['inertia_ms'] / r['cholesky_fp64_ms']:7.2f}"
@@ -192,7 +200,7 @@ def _synced(fn):
 
 def test_inertia_one_threshold(benchmark):
     m, tau = _bench_case()
-    out = benchmark(_synced(lambda: torch.ops.effrank_fast.inertia(m, tau, 1e-6, 0)))
+    out = benchmark(_synced(lambda: torch.ops.effrank_fast.inertia(m, tau, 0)))
     assert int(out[0][0]) == m.shape[0] // 10
 
 

@@ -26,12 +26,14 @@ from effrank_fast.measures import (
     stable_rank,
 )
 from effrank_fast.monitor import RankMonitor
+from effrank_fast.ops.inertia import InertiaFallbackWarning
 from effrank_fast.ops.tracker import SpectrumTracker, TrackPath, TrackResult
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "InertiaFallbackWarning",
     "Measures",
     "SpectrumTracker",
     "TrackPath",

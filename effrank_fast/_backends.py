@@ -118,7 +118,7 @@ def explain(device: torch.device, dtype: torch.dtype = torch.float32) -> dict[st
 
 
 def inertia_why_not(device: torch.device) -> str | None:
-    return _native.kernel_missing_reason("inertia", device.type)
+    return _native.kernel_missing_reason("inertia", device)
 
 
 # How many d³/3 inertia factorisations cost less than one float64 eigvalsh, by device and size:
@@ -138,10 +138,12 @@ INERTIA_BUDGET: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
-def inertia_factorisations(n_thresholds: int, relative: str | None) -> int:
-    """Factorisations an inertia ε-count costs: one per threshold; ε·λ_max costs both ends of the
-    λ_max bracket per ε, one to certify the bracket and about one more for the Lanczos steps."""
-    return 2 * n_thresholds + 2 if relative == "max" else n_thresholds
+def inertia_factorisations(n_thresholds: int, relative: str | None, certify: bool = False) -> int:
+    """Factorisations an inertia ε-count costs: one per threshold (three when certified, as for a
+    float64 M: ops/inertia); ε·λ_max costs both ends of the λ_max bracket per ε, one to prove the
+    bracket and about one more for the Lanczos steps."""
+    per = 3 if certify else 1
+    return 2 * per * n_thresholds + 2 if relative == "max" else per * n_thresholds
 
 
 def inertia_budget(device: torch.device, dim: int) -> int:
@@ -160,14 +162,16 @@ def select_count_method(
     gram_backend: str,
     dim: int | None = None,
     relative: str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> str:
     """``eigh`` or ``inertia`` for an ε-count.
 
     ``auto`` takes inertia when the native kernel exists, the torch backend was not forced, and the
     factorisations it needs (:func:`inertia_factorisations`) cost less than one eigvalsh on this
-    device at this size (:data:`INERTIA_BUDGET`; without ``dim``: at most 3 thresholds). Both are
-    exact; eigvalsh serves any number of thresholds from one spectrum, the inertia count pays d³/3
-    per threshold but no tridiagonalisation.
+    device at this size (:data:`INERTIA_BUDGET`; without ``dim``: at most 3 thresholds). A float64
+    M (``dtype``) is certified, three factorisations per threshold. Both are exact; eigvalsh serves
+    any number of thresholds from one spectrum, the inertia count pays d³/3 per threshold but no
+    tridiagonalisation.
     """
     if method not in ("auto", *COUNT_METHODS):
         raise ValueError(f"method must be 'auto', 'eigh' or 'inertia', got {method!r}")
@@ -180,6 +184,6 @@ def select_count_method(
         return "inertia"
     if reason is not None or gram_backend == "torch":
         return "eigh"
-    needed = inertia_factorisations(n_thresholds, relative)
+    needed = inertia_factorisations(n_thresholds, relative, certify=dtype == torch.float64)
     budget = 3 if dim is None else inertia_budget(device, dim)
     return "inertia" if needed <= budget else "eigh"

@@ -9,9 +9,9 @@ Ops:
     gram_native(phi[N, d], weights[N]?, center, acc_dtype) -> M[d, d]
         M = (Φ − 1μᵀ)ᵀ diag(w) (Φ − 1μᵀ), μ the w-weighted mean when ``center``;
         accumulated in ``acc_dtype`` (float32 or float64) over row chunks.
-    inertia(gram[d, d], thresholds[E], band_rel, block_size)
+    inertia(gram[d, d], thresholds[E], block_size)
         -> (counts[E] int64, min_pivot_rel[E] f64, growth[E] f64, band_counts[E] int64,
-            error_bound[E] f64, scale[E] f64)
+            error_bound[E] f64, scale[E] f64, max_abs_l[E] f64)
         Sylvester inertia of M − τ_e I by a pivot-free blocked LDLᵀ in float64: counts[e] is
         #{λ(M) > τ_e}, exact unless an eigenvalue lies within error_bound[e] of τ_e; the
         diagnostics are defined in effrank_fast/ops/inertia/schema.py.

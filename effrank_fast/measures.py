@@ -16,13 +16,14 @@ Results stay on the input's device as tensors (counts are int64), so nothing syn
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 
 from effrank_fast import _backends, _validate, spectral
 from effrank_fast.ops.gram import compute_gram, default_acc_dtype, weighted_mean
-from effrank_fast.ops.inertia import inertia_count, inertia_count_relative
+from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, inertia_count_relative
 
 __all__ = [
     "Measures",
@@ -200,10 +201,11 @@ def eps_rank(
         phi: features [N, d], or pass ``gram=`` [d, d].
         eps: ε > 0, a scalar, a list or a 1-D tensor; several ε share one computation.
         method: "auto", "eigh" (float64 eigvalsh) or "inertia" (float64 LDLᵀ of M − τI,
-            no eigensolver; an unreliable factorisation falls back to eigvalsh, which reads one
-            flag from the device). ``relative="max"`` with inertia brackets λ_max by Lanczos and
-            counts at both ends. "auto" picks inertia where it is measured to be faster
-            (``effrank_fast._backends.INERTIA_BUDGET``).
+            no eigensolver; exact to M's own rounding, and proven exact for a float64 M by two
+            extra counts at τ ± 2δ; an unreliable count falls back to eigvalsh, which reads one
+            flag from the device and warns with ``InertiaFallbackWarning``). ``relative="max"``
+            with inertia brackets λ_max by Lanczos and counts at both ends. "auto" picks inertia
+            where it is measured to be faster (``effrank_fast._backends.INERTIA_BUDGET``).
 
     Returns:
         int64 tensor on the input's device: 0-d for a scalar ε, else [E].
@@ -214,19 +216,27 @@ def eps_rank(
     device = sp.matrix.device
     eps_dev = eps_vals.to(device)
     chosen = _backends.select_count_method(
-        method, device, eps_vals.numel(), sp.backend, dim=sp.matrix.shape[0], relative=relative
+        method, device, eps_vals.numel(), sp.backend, dim=sp.matrix.shape[0], relative=relative, dtype=sp.matrix.dtype
     )
     if chosen == "eigh":
         lam = _eigenvalues_desc(sp)
         tau = spectral.thresholds_for(eps_dev, relative, lam[0], lam.sum())
         counts = spectral.eps_counts(lam, tau)
-    elif relative == "max":
-        # λ_max bracketed by Lanczos, counted at both ends (+1 certifying factorisation)
-        counts = inertia_count_relative(sp.matrix, eps_dev).counts
     else:
-        trace = sp.matrix.diagonal().double().sum()
-        tau = spectral.thresholds_for(eps_dev, relative, trace, trace)
-        counts = inertia_count(sp.matrix, tau).counts
+        if relative == "max":  # λ_max bracketed by Lanczos, proven, counted at both ends
+            res = inertia_count_relative(sp.matrix, eps_dev)
+        else:
+            trace = sp.matrix.diagonal().double().sum()
+            res = inertia_count(sp.matrix, spectral.thresholds_for(eps_dev, relative, trace, trace))
+        if res.fallback_method is not None:  # known on the host already: the fallback decision synced
+            warnings.warn(
+                f"eps_rank: the inertia count was not reliable for some ε (an eigenvalue within its "
+                f"error bound of the threshold, or pivot growth); those were recounted by "
+                f"{res.fallback_method}. effrank_fast.ops.inertia.inertia_count returns the diagnostics.",
+                InertiaFallbackWarning,
+                stacklevel=2,
+            )
+        counts = res.counts
     return counts[0] if scalar else counts
 
 

@@ -51,6 +51,24 @@ def check_weyl(res: InertiaResult, m: torch.Tensor, tau: torch.Tensor) -> None:
         assert lo <= c <= hi, f"count {c} outside [{lo}, {hi}] at τ={t:.6e}, δ={delta:.3e}"
 
 
+def check_verdicts(
+    res: InertiaResult, lam: torch.Tensor, tau: torch.Tensor, exact_true: torch.Tensor, what: str
+) -> None:
+    """The contract, against the known spectrum: exact where the gap at τ exceeds δ; every count
+    called reliable is exact; float64 M is certified wherever the gap clearly exceeds the bracket
+    τ ± 2δ (8δ: the ends' own δ± ≈ δ, plus room)."""
+    assert res.error_bound is not None and res.certified is not None
+    lam, tau, exact_true = lam.to(res.counts.device), tau.to(res.counts.device), exact_true.to(res.counts.device)
+    gap = (lam.unsqueeze(0) - tau.unsqueeze(1)).abs().amin(1)
+    delta = res.error_bound
+    clear = gap > delta
+    assert torch.equal(res.counts[clear], exact_true[clear]), f"{what}: wrong count with gap > δ"
+    assert torch.equal(res.counts[res.reliable], exact_true[res.reliable]), f"{what}: a reliable count is wrong"
+    wide = gap > 8 * delta
+    assert bool(res.certified[wide].all()), f"{what}: not certified, gap {gap[wide]} vs δ {delta[wide]}"
+    assert bool((res.reliable | ~res.certified).all())
+
+
 def adversarial_cases(d: int) -> list[tuple[str, torch.Tensor, list[float]]]:
     """(name, λ ascending-agnostic [d], thresholds) with every threshold ≥ 1e-7 relative from λ."""
     cases = []
@@ -81,3 +99,22 @@ def crafted_growth(d: int = 120) -> tuple[torch.Tensor, torch.Tensor]:
     m = spectrum_matrix(lam, seed=17)
     tau = m[0, 0] - 1e-12 * m[0, 0]
     return m, tau.reshape(1)
+
+
+def near_miss(seed: int, s: float, g: float, d: int = 200) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(M, τ [1], λ) with both failure causes at once: τ = M_00(1 − s) makes the first pivot s·M_00
+    (growth ~1/s), and one eigenvalue is placed g away from τ (g ≪ δ), so the pivot-free count can
+    be off by one while its Weyl bracket still holds."""
+    gen = torch.Generator().manual_seed(seed)
+    q, r = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=F64))
+    q = q * torch.sign(torch.diagonal(r))
+    lam = torch.logspace(0, -4, d, dtype=F64)
+    j = d // 2
+    others = lam.clone()
+    others[j] = 0
+    # M_00 = Σ q_0i² λ_i; solve λ_j so that λ_j − τ = g with τ = M_00 (1 − s)
+    c, qj2 = float((q[0] ** 2 * others).sum()), float(q[0, j] ** 2)
+    lam[j] = (c * (1 - s) + g) / (1 - qj2 * (1 - s))
+    m = (q * lam) @ q.T
+    m = (m + m.T) / 2
+    return m, torch.tensor([float(m[0, 0]) * (1 - s)], dtype=F64), lam

@@ -4,9 +4,10 @@ Matrices M = Q diag(λ) Qᵀ with known spectra (tests/inertia_cases.py). The pr
 promises (Weyl, with its reported bound δ) is checked for every raw count:
     #{λ̂ > τ + δ + e_ref} ≤ count ≤ #{λ̂ > τ − δ − e_ref}.
 So the count equals the reference whenever the gap at τ exceeds δ (+ e_ref), and otherwise the
-eigenvalues inside the band cover the difference. Separately, the thresholds here sit at gaps of
-1e-7 relative or more, far above δ, so the counts must be exact and reliable — except the crafted
-matrices whose job is to break the pivot-free factorisation and trigger the fallback.
+eigenvalues inside the band cover the difference. The verdicts are checked against the known
+spectrum (``check_verdicts``): every count called reliable is exact, float64 matrices are certified
+wherever the gap clearly exceeds δ, and with the fallback every count is exact. The crafted
+matrices break the pivot-free factorisation on purpose, to trigger the fallback.
 """
 
 from __future__ import annotations
@@ -15,11 +16,23 @@ import math
 
 import pytest
 import torch
-from inertia_cases import F64, U, adversarial_cases, between, check_weyl, crafted_growth, power_law, spectrum_matrix
+from inertia_cases import (
+    F64,
+    U,
+    adversarial_cases,
+    between,
+    check_verdicts,
+    check_weyl,
+    crafted_growth,
+    near_miss,
+    power_law,
+    spectrum_matrix,
+)
 
-from effrank_fast import _native
+from effrank_fast import InertiaFallbackWarning, _native, eps_rank
 from effrank_fast.ops.inertia import (
     bunch_kaufman_counts,
+    default_band_rel,
     inertia_count,
     inertia_count_relative,
     inertia_ref,
@@ -45,10 +58,72 @@ def test_adversarial_spectra_exact(d):
         ref = inertia_ref(m, tau)
         exact_true = (lam.unsqueeze(0) > tau.unsqueeze(1)).sum(1)
         assert torch.equal(ref, exact_true), f"{name}: reference disagrees with the known spectrum"
-        # The gaps (≥ 1e-7 relative) dwarf δ here, so the pivot-free counts are exact and certified.
-        assert torch.equal(res.counts, ref), f"{name}, d={d}: {res.counts.tolist()} vs {ref.tolist()}"
-        assert bool(res.reliable.all()), f"{name}, d={d}: δ={res.error_bound}"
-        assert not bool(res.fell_back.any())
+        check_verdicts(res, lam, tau, exact_true, f"{name}, d={d}")
+        assert torch.equal(inertia_count(m, tau).counts, exact_true), f"{name}, d={d}: with the fallback"
+
+
+@pytest.mark.parametrize(("seed", "g"), [(29, -1e-11), (30, 1e-11), (33, 1e-11), (36, 1e-11)])
+def test_near_miss_is_caught_by_the_certificate(seed, g):
+    # A tiny first pivot (growth 1e7) and an eigenvalue 1e-11 from τ: the pivot-free count is off
+    # by one — inside its Weyl bracket — and a 1e-6 tolerance alone would have called it reliable.
+    m, tau, lam = near_miss(seed, 1e-7, g)
+    truth = (lam > tau).sum().reshape(1)
+    loose = inertia_count(m, tau, band_rel=1e-6, certify=False, fallback=False)
+    check_weyl(loose, m, tau)
+    assert not torch.equal(loose.counts, truth), "the case no longer miscounts: it tests nothing"
+    assert bool(loose.reliable[0]) and int(loose.band_counts[0]) >= 1
+    res = inertia_count(m, tau, fallback=False)  # float64 M: certificate at τ ± 2δ
+    assert not bool(res.reliable[0]) and not bool(res.certified[0])  # type: ignore[index]
+    fixed = inertia_count(m, tau)
+    assert bool(fixed.fell_back[0]) and torch.equal(fixed.counts, truth)
+    with pytest.warns(InertiaFallbackWarning, match="recounted by eigh"):
+        got = eps_rank(gram=m, eps=float(tau[0]), method="inertia")
+    assert int(got) == int(truth[0])
+
+
+def test_fp32_gram_uses_its_own_rounding_as_the_tolerance():
+    lam = power_law(150)
+    m = spectrum_matrix(lam, seed=4)
+    tau = torch.tensor([between(lam, k) for k in (3, 70)], dtype=F64)
+    res = inertia_count(m.float(), tau, fallback=False)
+    assert res.band_rel == pytest.approx(16 * torch.finfo(torch.float32).eps / 2)
+    assert res.certified is not None and not bool(res.certified.any())  # one factorisation only
+    assert bool(res.reliable.all()) and res.counts.tolist() == [3, 70]
+    assert default_band_rel(torch.float64) == pytest.approx(16 * 2.0**-53)
+
+
+def _ldl_pivots(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """D and L of the pivot-free LDLᵀ, unblocked, float64: an independent reference for the diagnostics."""
+    a = a.clone()
+    n = a.shape[0]
+    L = torch.eye(n, dtype=F64)
+    for k in range(n):
+        L[k + 1 :, k] = a[k + 1 :, k] / a[k, k]
+        a[k + 1 :, k + 1 :] -= torch.outer(L[k + 1 :, k], a[k, k + 1 :])
+    return a.diagonal().clone(), L
+
+
+def test_diagnostics_against_an_unblocked_ldl():
+    lam = torch.linspace(-1, 1, 90, dtype=F64) + 0.01
+    m = spectrum_matrix(lam, seed=21)
+    tau = torch.tensor([0.0, 0.3], dtype=F64)
+    res = inertia_count(m, tau, certify=False, fallback=False)
+    assert res.error_bound is not None and res.scale is not None and res.max_abs_l is not None
+    for e in range(2):
+        piv, L = _ldl_pivots(m - tau[e] * torch.eye(90, dtype=F64))
+        assert int(res.counts[e]) == int((piv > 0).sum())
+        # band = #{|D_ii| ≤ δ}: δ is huge next to the pivots' rounding, so no pivot sits on the edge
+        assert int(res.band_counts[e]) == int((piv.abs() <= res.error_bound[e]).sum())
+        assert float(res.max_abs_l[e]) == pytest.approx(float(L.abs().max()), rel=1e-8)
+        growth = float((piv.abs() * L.abs().amax(0) ** 2).max()) / float(res.scale[e])
+        assert float(res.growth[e]) == pytest.approx(growth, rel=1e-8)
+        assert float(res.min_pivot_rel[e]) == pytest.approx(float(piv.abs().min()) / float(res.scale[e]), rel=1e-8)
+
+
+def test_band_counts_every_pivot_after_a_zero_pivot():
+    m, _ = crafted_growth(50)
+    out = torch.ops.effrank_fast.inertia(m, m[0, 0].reshape(1), 0)
+    assert math.isinf(float(out[4][0])) and int(out[3][0]) == 50 and math.isinf(float(out[6][0]))
 
 
 @pytest.mark.parametrize("block_size", [1, 7, 16, 64, 100, 1000])
@@ -66,9 +141,9 @@ def test_several_thresholds_equal_single_calls():
     lam = power_law(90)
     m = spectrum_matrix(lam, seed=5)
     tau = torch.tensor([between(lam, k) for k in (3, 30, 60, 89)], dtype=F64)
-    batched = torch.ops.effrank_fast.inertia(m, tau, 1e-7, 0)
+    batched = torch.ops.effrank_fast.inertia(m, tau, 0)
     for e in range(tau.shape[0]):
-        single = torch.ops.effrank_fast.inertia(m, tau[e : e + 1], 1e-7, 0)
+        single = torch.ops.effrank_fast.inertia(m, tau[e : e + 1], 0)
         for b, s in zip(batched, single, strict=True):
             assert torch.equal(b[e : e + 1], s)
 
@@ -261,9 +336,9 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="block_size"):
         inertia_count(m, [0.5], block_size=-2)
     with pytest.raises(RuntimeError, match="gram must be square"):
-        torch.ops.effrank_fast.inertia(torch.ones(3, 4, dtype=F64), torch.ones(1, dtype=F64), 1e-7, 0)
+        torch.ops.effrank_fast.inertia(torch.ones(3, 4, dtype=F64), torch.ones(1, dtype=F64), 0)
     with pytest.raises(RuntimeError, match="thresholds must be 1-D"):
-        torch.ops.effrank_fast.inertia(m, torch.ones(1, 1, dtype=F64), 1e-7, 0)
+        torch.ops.effrank_fast.inertia(m, torch.ones(1, 1, dtype=F64), 0)
     with pytest.raises(RuntimeError, match="beta must be 1-D"):
         torch.ops.effrank_fast.tridiag_top(torch.ones(3, dtype=F64), torch.ones(3, dtype=F64))
     with pytest.raises(ValueError, match="steps"):
@@ -273,8 +348,8 @@ def test_argument_errors():
 def test_opcheck_cpu():
     m = spectrum_matrix(power_law(70), seed=0)
     tau = torch.tensor([1e-2, 1e-3], dtype=F64)
-    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m, tau, 1e-7, 0))
-    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m.float(), tau, 1e-7, 32))
+    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m, tau, 0))
+    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m.float(), tau, 32))
     alpha, beta = torch.randn(9, dtype=F64), torch.randn(8, dtype=F64)
     torch.library.opcheck(torch.ops.effrank_fast.tridiag_top.default, (alpha, beta))
 
@@ -284,7 +359,7 @@ def test_torch_compile_fullgraph_cpu():
     tau = torch.tensor([between(power_law(96), k) for k in (2, 40)], dtype=F64)
 
     def count(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c, _, _, _, delta, scale = torch.ops.effrank_fast.inertia(g, t, 1e-7, 0)
+        c, _, _, _, delta, scale, _ = torch.ops.effrank_fast.inertia(g, t, 0)
         return torch.where(delta <= 1e-7 * scale, c, -1)
 
     compiled = torch.compile(count, fullgraph=True)  # inductor: the op is opaque, the rest is fused
@@ -307,6 +382,12 @@ def test_count_method_rule():
     assert pick("inertia", cpu, 9, "torch", dim=8) == "inertia"
     assert pick("eigh", cpu, 1, "given", dim=500) == "eigh"
     assert _backends.inertia_factorisations(4, "max") == 10 and _backends.inertia_factorisations(4, None) == 4
+    # a float64 M is certified: three factorisations per threshold
+    assert _backends.inertia_factorisations(4, None, certify=True) == 12
+    assert _backends.inertia_factorisations(4, "max", certify=True) == 26
+    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float32) == "inertia"
+    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float64) == "eigh"  # 3 > 2 at d ≥ 128
+    assert pick("auto", cpu, 1, "given", dim=300, dtype=torch.float64) == "inertia"
     with pytest.raises(ValueError, match="method"):
         pick("svd", cpu, 1, "given")
 
@@ -325,7 +406,7 @@ def test_eps_rank_through_inertia_matches_eigh():
         got = ef.eps_rank(gram=m, eps=eps, relative=relative, method="inertia")
         assert got.tolist() == [3, 75], relative
         assert torch.equal(got, ef.eps_rank(gram=m, eps=eps, relative=relative, method="eigh"))
-    assert int(ef.eps_rank(gram=m, eps=eps_abs[1])) == 75  # auto: inertia at this size
+    assert int(ef.eps_rank(gram=m.float(), eps=eps_abs[1])) == 75  # auto: inertia for an fp32 M at this size
     phi = torch.randn(400, 60, dtype=F64) * torch.logspace(0, -3, 60, dtype=F64)
     ref = ef.reference.eps_rank(phi, [1e-2, 1e-5])
     assert torch.equal(ef.eps_rank(phi, [1e-2, 1e-5], method="inertia"), torch.as_tensor(ref))

@@ -11,7 +11,16 @@ import math
 
 import pytest
 import torch
-from inertia_cases import F64, adversarial_cases, between, check_weyl, crafted_growth, power_law, spectrum_matrix
+from inertia_cases import (
+    F64,
+    adversarial_cases,
+    between,
+    check_verdicts,
+    check_weyl,
+    crafted_growth,
+    power_law,
+    spectrum_matrix,
+)
 
 from effrank_fast import _native
 from effrank_fast.ops.inertia import (
@@ -39,8 +48,8 @@ def test_cuda_adversarial_spectra_exact(d):
         check_weyl(res, m, tau)
         exact_true = (lam.unsqueeze(0) > tau.cpu().unsqueeze(1)).sum(1)
         assert torch.equal(inertia_ref(m, tau).cpu(), exact_true)
-        assert torch.equal(res.counts.cpu(), exact_true), f"{name}, d={d}"
-        assert bool(res.reliable.all()), f"{name}, d={d}: δ={res.error_bound}"
+        check_verdicts(res, lam, tau, exact_true, f"{name}, d={d}")
+        assert torch.equal(inertia_count(m, tau).counts.cpu(), exact_true), f"{name}, d={d}: with the fallback"
 
 
 @pytest.mark.parametrize("d", [8192, 16384])
@@ -64,12 +73,13 @@ def test_cuda_panel_and_trailing_variants_match_cpu(panel, trailing, monkeypatch
     lam = power_law(d)
     m = spectrum_matrix(lam, seed=21)
     tau = torch.tensor([between(lam, k) for k in (1, 37, 500, 999)], dtype=F64)
-    cpu = torch.ops.effrank_fast.inertia(m, tau, 1e-7, 0)
-    gpu = torch.ops.effrank_fast.inertia(m.cuda(), tau.cuda(), 1e-7, panel)
+    cpu = torch.ops.effrank_fast.inertia(m, tau, 0)
+    gpu = torch.ops.effrank_fast.inertia(m.cuda(), tau.cuda(), panel)
     assert torch.equal(gpu[0].cpu(), cpu[0]) and gpu[0].tolist() == [1, 37, 500, 999]
     # Diagnostics are the same sums in another order: equal to far below their own meaning.
-    for k in (2, 4, 5):  # growth, δ, ‖A‖_F
+    for k in (1, 2, 4, 5, 6):  # min pivot, growth, δ, ‖A‖_F, max |L|
         torch.testing.assert_close(gpu[k].cpu(), cpu[k], rtol=1e-6, atol=0)
+    assert torch.equal(gpu[3].cpu(), cpu[3])  # #{|D| ≤ δ}: no pivot within 1e-6 of δ here
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
@@ -127,7 +137,7 @@ def test_cuda_no_host_sync():
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        torch.ops.effrank_fast.inertia(m, tau, 1e-7, 0)
+        torch.ops.effrank_fast.inertia(m, tau, 0)
         res = inertia_count(m, tau, fallback=False)
         b = lambda_max_bounds(m)
         rel = inertia_count_relative(m, eps, fallback=False)
@@ -142,8 +152,8 @@ def test_cuda_no_host_sync():
 def test_cuda_opcheck():
     m = spectrum_matrix(power_law(300), seed=0, device="cuda")
     tau = torch.tensor([1e-2, 1e-3], dtype=F64, device="cuda")
-    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m, tau, 1e-7, 0))
-    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m.float(), tau, 1e-7, 128))
+    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m, tau, 0))
+    torch.library.opcheck(torch.ops.effrank_fast.inertia.default, (m.float(), tau, 128))
     alpha, beta = torch.randn(9, dtype=F64, device="cuda"), torch.randn(8, dtype=F64, device="cuda")
     torch.library.opcheck(torch.ops.effrank_fast.tridiag_top.default, (alpha, beta))
 
@@ -154,7 +164,7 @@ def test_cuda_compile_fullgraph():
     tau = torch.tensor([between(lam, k) for k in (2, 200)], dtype=F64, device="cuda")
 
     def count(g: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        c, _, _, _, delta, scale = torch.ops.effrank_fast.inertia(g, t, 1e-7, 0)
+        c, _, _, _, delta, scale, _ = torch.ops.effrank_fast.inertia(g, t, 0)
         return torch.where(delta <= 1e-7 * scale, c, -1)
 
     compiled = torch.compile(count, fullgraph=True)

@@ -58,14 +58,14 @@ def emulator(tmp_path_factory) -> Path:
 
 
 def run_emulated(exe: Path, m: torch.Tensor, tau: list[float], *, panel=256, trailing="syrkx", col_block=1024):
-    """[(count, min_pivot_rel, growth, band, error_bound, scale)] per threshold."""
+    """[(count, min_pivot_rel, growth, band, error_bound, scale, max_abs_l)] per threshold."""
     dtype = 0 if m.dtype == torch.float64 else 1
     hdr = struct.pack("6q", m.shape[0], len(tau), dtype, panel, TRAILING[trailing], col_block)
     body = np.asarray(tau, dtype=np.float64).tobytes() + m.contiguous().numpy().tobytes()
-    out = subprocess.run([str(exe)], input=hdr + struct.pack("d", 1e-7) + body, capture_output=True, timeout=300)
+    out = subprocess.run([str(exe)], input=hdr + body, capture_output=True, timeout=300)
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     rows = [line.split() for line in out.stdout.decode().strip().splitlines()]
-    return [(int(r[0]), float(r[1]), float(r[2]), int(r[3]), float(r[4]), float(r[5])) for r in rows]
+    return [(int(r[0]), float(r[1]), float(r[2]), int(r[3]), float(r[4]), float(r[5]), float(r[6])) for r in rows]
 
 
 @pytest.mark.parametrize(
@@ -85,16 +85,19 @@ def test_cuda_kernels_emulated_match_cpu(emulator, d, panel, trailing, col_block
     ks = sorted({k for k in (1, d // 2, d - 1) if 0 < k < d})
     tau = [between(lam, k) for k in ks] or [0.5]
     got = run_emulated(emulator, m, tau, panel=panel, trailing=trailing, col_block=col_block)
-    cpu = torch.ops.effrank_fast.inertia(m, torch.tensor(tau, dtype=F64), 1e-7, 0)
+    cpu = torch.ops.effrank_fast.inertia(m, torch.tensor(tau, dtype=F64), 0)
     assert [g[0] for g in got] == cpu[0].tolist() == (ks or [1])
-    for k in (2, 4, 5):  # growth, δ, ‖A‖_F
+    for k in (1, 2, 4, 5, 6):  # min pivot, growth, δ, ‖A‖_F, max |L|
         torch.testing.assert_close(torch.tensor([g[k] for g in got], dtype=F64), cpu[k], rtol=1e-6, atol=0)
+    assert [g[3] for g in got] == cpu[3].tolist()  # #{|D| ≤ δ}, the second pass of finalize_kernel
 
 
 def test_cuda_kernels_emulated_report_a_zero_pivot(emulator):
     m, tau = crafted_growth(70)
     got = run_emulated(emulator, m, [float(m[0, 0]), float(tau[0])], panel=64)
     assert math.isinf(got[0][2]) and math.isinf(got[0][4])  # exact zero pivot: growth, δ = inf
-    cpu = torch.ops.effrank_fast.inertia(m, tau, 1e-7, 0)
+    assert got[0][3] == 70 and math.isinf(got[0][6])  # every pivot in the (infinite) band
+    cpu = torch.ops.effrank_fast.inertia(m, tau, 0)
     assert got[1][0] == int(cpu[0][0])  # the tiny pivot: same count, huge δ
     assert got[1][4] > 1e-7 * got[1][5]
+    assert got[1][3] == int(cpu[3][0]) >= 1  # the tiny pivot lies inside the band |D| ≤ δ

@@ -30,7 +30,7 @@ constexpr int64_t kColumnBlock = 256;  // block-column width of the lower-triang
 
 struct Result {
   int64_t positive = 0;
-  double min_pivot_rel = 0.0, growth = 0.0, error_bound = 0.0, scale = 0.0;
+  double min_pivot_rel = 0.0, growth = 0.0, error_bound = 0.0, scale = 0.0, max_abs_l = 1.0;
   int64_t band = 0;
 };
 
@@ -56,7 +56,7 @@ bool ldlt_unblocked(double* a, int64_t lda, int64_t kb, double* colsq, double* c
   return true;
 }
 
-Result factor_count(at::Tensor A, int64_t block, double band_rel) {
+Result factor_count(at::Tensor A, int64_t block) {
   // A: d×d float64 contiguous, overwritten.
   const int64_t d = A.size(0);
   double* a = A.data_ptr<double>();
@@ -115,29 +115,30 @@ Result factor_count(at::Tensor A, int64_t block, double band_rel) {
   Result out;
   out.scale = norm;
   if (bad || !std::isfinite(norm)) {
-    out.growth = out.error_bound = std::numeric_limits<double>::infinity();
-    return out;  // a zero or non-finite pivot: the caller falls back
+    out.growth = out.error_bound = out.max_abs_l = std::numeric_limits<double>::infinity();
+    out.band = d;  // δ = inf: every pivot is uncertain (counts is meaningless; the caller falls back)
+    return out;
   }
   double min_pivot = std::numeric_limits<double>::infinity(), growth = 0.0, trace_ldl = 0.0;
-  const double band_abs = band_rel * norm;
   for (int64_t i = 0; i < d; ++i) {
     const double p = pivots[i], ap = std::abs(p);
     if (p > 0) ++out.positive;
     min_pivot = std::min(min_pivot, ap);
     growth = sticky_max(growth, ap * colmax[i] * colmax[i]);
+    out.max_abs_l = sticky_max(out.max_abs_l, colmax[i]);
     trace_ldl += ap * (1.0 + colsq[i]);
-    if (ap <= band_abs) ++out.band;
   }
   out.min_pivot_rel = min_pivot / norm_safe;
   out.growth = std::isfinite(growth) ? growth / norm_safe : std::numeric_limits<double>::infinity();
   const double delta = inertia::error_bound(d, trace_ldl, norm);
   out.error_bound = std::isfinite(delta) ? delta : std::numeric_limits<double>::infinity();
+  // Pivots inside the uncertainty band: their sign is what a perturbation of size δ could change.
+  for (int64_t i = 0; i < d; ++i) out.band += !(std::abs(pivots[i]) > out.error_bound);
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> inertia_cpu(
-    const at::Tensor& gram, const at::Tensor& thresholds, double band_rel, int64_t block_size) {
-  check_inertia_args(gram, thresholds, band_rel, block_size);
+InertiaOutputs inertia_cpu(const at::Tensor& gram, const at::Tensor& thresholds, int64_t block_size) {
+  check_inertia_args(gram, thresholds, block_size);
   const int64_t block = block_size > 0 ? block_size : kDefaultBlockCpu;
   const int64_t e = thresholds.size(0);
   at::Tensor M = gram.to(at::kDouble).contiguous();
@@ -147,19 +148,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   auto i64 = gram.options().dtype(at::kLong);
   at::Tensor counts = at::empty({e}, i64), band = at::empty({e}, i64);
   at::Tensor min_piv = at::empty({e}, f64), growth = at::empty({e}, f64), delta = at::empty({e}, f64);
-  at::Tensor scale = at::empty({e}, f64);
+  at::Tensor scale = at::empty({e}, f64), max_l = at::empty({e}, f64);
   for (int64_t t = 0; t < e; ++t) {
     at::Tensor A = M.clone();
     A.diagonal().sub_(tau_p[t]);
-    const Result r = factor_count(A, block, band_rel);
+    const Result r = factor_count(A, block);
     counts.data_ptr<int64_t>()[t] = r.positive;
     band.data_ptr<int64_t>()[t] = r.band;
     min_piv.data_ptr<double>()[t] = r.min_pivot_rel;
     growth.data_ptr<double>()[t] = r.growth;
     delta.data_ptr<double>()[t] = r.error_bound;
     scale.data_ptr<double>()[t] = r.scale;
+    max_l.data_ptr<double>()[t] = r.max_abs_l;
   }
-  return {counts, min_piv, growth, band, delta, scale};
+  return {counts, min_piv, growth, band, delta, scale, max_l};
 }
 
 std::tuple<at::Tensor, at::Tensor> tridiag_top_cpu(const at::Tensor& alpha, const at::Tensor& beta) {

@@ -67,11 +67,8 @@ struct CublasOps {
   }
 };
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> inertia_cuda(const at::Tensor& gram,
-                                                                                    const at::Tensor& thresholds,
-                                                                                    double band_rel,
-                                                                                    int64_t block_size) {
-  check_inertia_args(gram, thresholds, band_rel, block_size);
+InertiaOutputs inertia_cuda(const at::Tensor& gram, const at::Tensor& thresholds, int64_t block_size) {
+  check_inertia_args(gram, thresholds, block_size);
   TORCH_CHECK(gram.size(0) < (int64_t(1) << 31), "gram is too large for cuBLAS 32-bit dimensions");
   const c10::cuda::CUDAGuard guard(gram.device());
   const int64_t d = gram.size(0), e = thresholds.size(0);
@@ -86,7 +83,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor counts = at::empty({e}, i64), band = at::empty({e}, i64);
   at::Tensor min_piv = at::empty({e}, f64), growth = at::empty({e}, f64), delta = at::empty({e}, f64);
   at::Tensor scale = at::zeros({e}, f64);  // ‖A‖_F² accumulated by shift_copy_kernel, then ‖A‖_F
-  if (e == 0) return {counts, min_piv, growth, band, delta, scale};
+  at::Tensor max_l = at::empty({e}, f64);
+  if (e == 0) return {counts, min_piv, growth, band, delta, scale, max_l};
 
   at::Tensor work = at::empty({d * d}, f64);  // column-major A
   at::Tensor wbuf = at::empty({std::min(panel, d) * d}, f64);
@@ -103,11 +101,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   for (int64_t t = 0; t < e; ++t) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, m.scalar_type(), "inertia_cuda", [&] {
       factor_threshold(blas, stream, plan, ws, m.data_ptr<scalar_t>(), tau.data_ptr<double>() + t, scale_p + t,
-                       band_rel, counts.data_ptr<int64_t>() + t, min_piv.data_ptr<double>() + t,
-                       growth.data_ptr<double>() + t, band.data_ptr<int64_t>() + t, delta.data_ptr<double>() + t);
+                       counts.data_ptr<int64_t>() + t, min_piv.data_ptr<double>() + t, growth.data_ptr<double>() + t,
+                       band.data_ptr<int64_t>() + t, delta.data_ptr<double>() + t, max_l.data_ptr<double>() + t);
     });
   }
-  return {counts, min_piv, growth, band, delta, scale};
+  return {counts, min_piv, growth, band, delta, scale, max_l};
 }
 
 }  // namespace

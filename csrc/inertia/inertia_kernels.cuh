@@ -227,43 +227,43 @@ __global__ void __launch_bounds__(kThreads) panel_kernel(double* __restrict__ a,
   }
 }
 
-// Count, diagnostics and δ from the pivots and column statistics (one CTA of 1024 threads).
+// Count, diagnostics and δ from the pivots and column statistics (one CTA of 1024 threads); then,
+// with δ known, the pivots inside the uncertainty band |D_ii| ≤ δ (a second pass over D).
 __global__ void finalize_kernel(const double* __restrict__ piv, const double* __restrict__ colsq,
                                 const u64* __restrict__ colmax, int64_t d, double* __restrict__ scale,
-                                double band_rel, int64_t* __restrict__ counts, double* __restrict__ min_piv_rel,
+                                int64_t* __restrict__ counts, double* __restrict__ min_piv_rel,
                                 double* __restrict__ growth_out, int64_t* __restrict__ band_out,
-                                double* __restrict__ delta_out) {
-  __shared__ double s_min[32], s_growth[32], s_trace[32];
-  __shared__ long long s_pos[32], s_band[32], s_bad[32];
+                                double* __restrict__ delta_out, double* __restrict__ max_l_out) {
+  __shared__ double s_min[32], s_growth[32], s_trace[32], s_maxl[32], s_delta;
+  __shared__ long long s_pos[32], s_bad[32];
   const double norm = sqrt(*scale);  // ‖A‖_F (scale holds ‖A‖_F² until the end of this kernel)
-  const double band_abs = band_rel * norm;
-  double mn = INFINITY, gr = 0.0, tr = 0.0;
-  long long pos = 0, band = 0, bad = 0;
+  double mn = INFINITY, gr = 0.0, tr = 0.0, ml = 1.0;
+  long long pos = 0, bad = 0;
   for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
     const double p = piv[i], ap = fabs(p);
     const double cm = __longlong_as_double(static_cast<long long>(colmax[i]));
     if (!(ap > 0.0) || !isfinite(p) || !isfinite(cm) || !isfinite(colsq[i])) bad = 1;
     pos += p > 0.0;
-    band += ap <= band_abs;
     mn = fmin(mn, ap);
     gr = sticky_max(gr, ap * cm * cm);
+    ml = sticky_max(ml, cm);
     tr += ap * (1.0 + colsq[i]);
   }
   for (int o = 16; o > 0; o >>= 1) {
     mn = fmin(mn, __shfl_xor_sync(0xffffffffu, mn, o));
     gr = sticky_max(gr, __shfl_xor_sync(0xffffffffu, gr, o));
+    ml = sticky_max(ml, __shfl_xor_sync(0xffffffffu, ml, o));
     tr += __shfl_xor_sync(0xffffffffu, tr, o);
     pos += __shfl_xor_sync(0xffffffffu, pos, o);
-    band += __shfl_xor_sync(0xffffffffu, band, o);
     bad |= __shfl_xor_sync(0xffffffffu, bad, o);
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = blockDim.x >> 5;
   if (lane == 0) {
     s_min[warp] = mn;
     s_growth[warp] = gr;
+    s_maxl[warp] = ml;
     s_trace[warp] = tr;
     s_pos[warp] = pos;
-    s_band[warp] = band;
     s_bad[warp] = bad;
   }
   __syncthreads();
@@ -271,20 +271,32 @@ __global__ void finalize_kernel(const double* __restrict__ piv, const double* __
     for (int w = 1; w < nwarps; ++w) {
       mn = fmin(mn, s_min[w]);
       gr = sticky_max(gr, s_growth[w]);
+      ml = sticky_max(ml, s_maxl[w]);
       tr += s_trace[w];
       pos += s_pos[w];
-      band += s_band[w];
       bad |= s_bad[w];
     }
     *scale = norm;
     const double norm_safe = fmax(norm, 2.2250738585072014e-308);
     const bool ok = !bad && isfinite(norm) && isfinite(gr) && isfinite(tr);
-    *counts = pos;
-    *band_out = band;
+    *counts = pos;  // meaningless when δ = inf (the caller falls back)
     *min_piv_rel = ok ? mn / norm_safe : 0.0;
     *growth_out = ok ? gr / norm_safe : INFINITY;
+    *max_l_out = ok ? ml : INFINITY;
     const double delta = inertia::error_bound(d, tr, norm);
-    *delta_out = (ok && isfinite(delta)) ? delta : INFINITY;
+    s_delta = (ok && isfinite(delta)) ? delta : INFINITY;
+    *delta_out = s_delta;
+  }
+  __syncthreads();
+  const double delta = s_delta;
+  long long band = 0;
+  for (int64_t i = threadIdx.x; i < d; i += blockDim.x) band += !(fabs(piv[i]) > delta);
+  for (int o = 16; o > 0; o >>= 1) band += __shfl_xor_sync(0xffffffffu, band, o);
+  if (lane == 0) s_pos[warp] = band;  // s_pos is free again: thread 0 read it before the barrier
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < nwarps; ++w) band += s_pos[w];
+    *band_out = band;
   }
 }
 
@@ -326,8 +338,8 @@ struct Plan {
 // provides gemm_nt (C −= A·Bᵀ) and syrkx_ln (lower(C) −= lower(A·Bᵀ)), column-major.
 template <class Blas, typename scalar_t>
 void factor_threshold(Blas& blas, cudaStream_t stream, const Plan& plan, const Work& ws, const scalar_t* m,
-                      const double* tau, double* scale, double band_rel, int64_t* count, double* min_piv,
-                      double* growth, int64_t* band, double* delta) {
+                      const double* tau, double* scale, int64_t* count, double* min_piv, double* growth,
+                      int64_t* band, double* delta, double* max_l) {
   const int64_t d = plan.d;
   const dim3 copy_grid(static_cast<unsigned>((d + 31) / 32), static_cast<unsigned>((d + 31) / 32));
   const dim3 copy_block(32, 8);
@@ -360,7 +372,7 @@ void factor_threshold(Blas& blas, cudaStream_t stream, const Plan& plan, const W
     }
   }
   EFF_LAUNCH(finalize_kernel, 1, 1024, 0, stream)
-  (ws.piv, ws.colsq, ws.colmax, d, scale, band_rel, count, min_piv, growth, band, delta);
+  (ws.piv, ws.colsq, ws.colmax, d, scale, count, min_piv, growth, band, delta, max_l);
   EFF_CHECK_LAUNCH();
 }
 

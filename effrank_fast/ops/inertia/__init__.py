@@ -5,19 +5,31 @@ no eigensolver is needed. The native kernel (csrc/inertia/) returns counts with 
 rigorous error bound δ (``effrank_fast/ops/inertia/schema.py``): the count is that of some M + E
 with ‖E‖₂ ≤ δ, so it is exact whenever no eigenvalue lies within δ of τ.
 
-Robustness ladder (every step is recorded in :class:`InertiaResult`, none is silent):
+When is a count trusted (``reliable``)? Either of two verdicts, both recorded in
+:class:`InertiaResult`:
+
+- **tolerance**: δ_p ≤ ``band_rel``·‖M − τI‖_F, δ_p the probabilistic counterpart of δ
+  (:func:`probabilistic_bound`). The default ``band_rel`` = 16·u of M's dtype: the factorisation
+  then perturbs M by less than storing M in its dtype did (an fp32 Gram carries more than that from
+  its accumulation, algorithms.md §2.4), so it is as exact as any count of that M can be.
+- **certificate** (default for float64 M, whose rounding is too small for the tolerance to pass):
+  two more factorisations at τ ± a, a = 2δ. With δ_± ≤ a, Weyl gives
+  count(τ + a) ≤ #{λ(M) > τ} ≤ count(τ − a); equal ends prove the count at τ. This is exact —
+  no eigensolver gives more — for 3 factorisations; it fails only when an eigenvalue lies within
+  ~3δ of τ, and then the fallback decides.
+
+Robustness ladder (every step is recorded, none is silent):
 
 1. optional random butterfly congruence (``rbt=True``): same inertia, smaller pivot growth;
-2. the verdict ``reliable`` = δ_p ≤ ``band_rel``·‖M − τI‖_F (a tiny or zero pivot, or large
-   growth, makes it large or infinite), where δ_p is the probabilistic counterpart of the kernel's
-   worst-case bound δ (:func:`probabilistic_bound`);
+2. the verdicts above (a tiny or zero pivot, or large growth, makes δ large or infinite);
 3. ``fallback="eigh"`` (default) recounts the unreliable thresholds with a float64 eigvalsh,
    ``fallback="ldl"`` with Bunch–Kaufman (``torch.linalg.ldl_factor_ex``, 2×2 pivots honoured).
    Deciding whether to fall back reads one flag from the device: **a host sync**. With
    ``fallback=False`` nothing synchronises and ``reliable`` tells the caller which counts to trust.
 
 Relative thresholds τ = ε·λ_max (:func:`inertia_count_relative`) bracket λ_max by Lanczos
-(:mod:`.lanczos`), count at both ends of the bracket and fall back when the two counts differ.
+(:mod:`.lanczos`), prove the upper end by one factorisation, count at both ends of the bracket and
+fall back when the two counts differ.
 """
 
 from __future__ import annotations
@@ -33,12 +45,14 @@ from effrank_fast.ops.inertia.reference import inertia_ref, symmetric_from_lower
 from effrank_fast.ops.inertia.robust import RBT_DEPTH, bunch_kaufman_counts, butterfly_congruence
 
 __all__ = [
-    "DEFAULT_BAND_REL",
+    "BAND_ULPS",
     "DEFAULT_BLOCK",
     "DEFAULT_LANCZOS_STEPS",
+    "InertiaFallbackWarning",
     "InertiaResult",
     "LambdaMaxBounds",
     "bunch_kaufman_counts",
+    "default_band_rel",
     "inertia_count",
     "inertia_count_relative",
     "inertia_ref",
@@ -47,11 +61,11 @@ __all__ = [
 ]
 
 DEFAULT_BLOCK = 0  # the device's default panel width (CPU 64, CUDA 256)
-# Allowed factorisation error δ_p relative to ‖M − τI‖_F (≥ ‖M − τI‖₂): no more than the rounding
-# error of an fp32 Gram matrix (1e-7…2e-6·λ_max measured, research/algorithms.md §2.4), so the LDLᵀ
-# adds no uncertainty the Gram did not already carry. Benign factorisations sit at 1e-11…3e-9 up
-# to d = 4096 (δ_p grows about like d^1.8); tiny pivots push it to 1e-3 and beyond.
-DEFAULT_BAND_REL = 1e-6
+# The default tolerance of the one-sided verdict, in units of M's unit roundoff: 16u (≈ 1e-6 for an
+# fp32 Gram, below its measured accumulation error of 1e-7…2e-6·λ_max, research/algorithms.md §2.4).
+# Benign factorisations sit at δ_p = 1e-11…3e-9·‖A‖_F up to d = 4096 (growing about like d^1.8);
+# tiny pivots push δ_p to 1e-3 and beyond.
+BAND_ULPS = 16
 FALLBACKS = ("eigh", "ldl")
 PROB_LAMBDA = 12.0
 _U64 = 2.0**-53
@@ -71,23 +85,35 @@ def probabilistic_bound(error_bound: torch.Tensor, scale: torch.Tensor, n: int) 
     return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
 
 
+class InertiaFallbackWarning(RuntimeWarning):
+    """An inertia count was not reliable and was recounted by the fallback (never silent)."""
+
+
+def default_band_rel(dtype: torch.dtype) -> float:
+    """16·u of ``dtype`` (u = eps/2): the factorisation may perturb M as much as storing it did."""
+    return BAND_ULPS * torch.finfo(dtype).eps / 2
+
+
 @dataclass
 class InertiaResult:
     """ε-counts with the evidence behind them; tensors are on the input's device, shape [E].
 
     Attributes:
         counts: #{λ > τ_e} (int64); from the LDLᵀ, or from the fallback where ``fell_back``.
-        reliable: the LDLᵀ count is trusted: δ_p ≤ band_rel·‖M − τI‖_F (and, for relative
-            thresholds, both ends of the λ_max bracket gave the same count and λ_max ≤ upper).
+        reliable: the LDLᵀ count is trusted: δ_p ≤ band_rel·‖M − τI‖_F, or ``certified`` (and,
+            for relative thresholds, both ends of the proven λ_max bracket gave the same count).
+        certified: the count at τ is proven by equal counts at τ ± 2δ (see the module docstring).
         fell_back: the count was recomputed by ``fallback_method`` because it was not reliable.
-        min_pivot_rel, growth, band_counts: the kernel's diagnostics (see the op's schema).
+        min_pivot_rel, growth, band_counts, max_abs_l: the kernel's diagnostics (see the op's
+            schema): min|D|/‖M − τI‖_F, entry growth of |L||D||Lᵀ|, #{|D_ii| ≤ δ}, max|L_ij|.
         error_bound: δ, absolute, worst case: the count is exact if no eigenvalue lies within δ of τ.
-        error_estimate: δ_p, the probabilistic bound behind ``reliable`` (:func:`probabilistic_bound`).
+        error_estimate: δ_p, the probabilistic bound behind the tolerance (:func:`probabilistic_bound`).
         scale: ‖M − τI‖_F, the reference of the relative diagnostics.
+        band_rel: the tolerance that was applied.
         thresholds: the absolute thresholds τ that were counted.
         fallback_method: "eigh" or "ldl" when a fallback ran, else None.
         rbt: whether the random butterfly congruence was applied.
-        lambda_max: (lower, upper) bracket of λ_max (relative thresholds only).
+        lambda_max: (lower, upper) bracket of λ_max, upper proven (relative thresholds only).
         count_bounds: (count at ε·upper, count at ε·lower): the true count lies between them when
             both are exact (relative thresholds only).
     """
@@ -98,6 +124,9 @@ class InertiaResult:
     min_pivot_rel: torch.Tensor
     growth: torch.Tensor
     band_counts: torch.Tensor
+    certified: torch.Tensor | None = None
+    max_abs_l: torch.Tensor | None = None
+    band_rel: float | None = None
     error_bound: torch.Tensor | None = None
     scale: torch.Tensor | None = None
     thresholds: torch.Tensor | None = None
@@ -115,8 +144,10 @@ def _check(gram: object, band_rel: object, block_size: object, fallback: object)
         raise ValueError(f"gram must be square [d, d] with d >= 1, got shape {tuple(gram.shape)}")
     if not gram.is_floating_point():
         raise TypeError(f"gram must be floating point, got {gram.dtype}")
-    if isinstance(band_rel, bool) or not isinstance(band_rel, (int, float)) or not band_rel >= 0:
-        raise ValueError(f"band_rel must be a non-negative number, got {band_rel!r}")
+    if band_rel is not None and (
+        isinstance(band_rel, bool) or not isinstance(band_rel, (int, float)) or not band_rel >= 0
+    ):
+        raise ValueError(f"band_rel must be None or a non-negative number, got {band_rel!r}")
     if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 0:
         raise ValueError(f"block_size must be an int >= 0 (0 = default), got {block_size!r}")
     if fallback is True:
@@ -136,36 +167,62 @@ def _thresholds(thresholds: object, device: torch.device) -> torch.Tensor:
 
 
 def _require_kernel(device: torch.device) -> None:
-    reason = _native.kernel_missing_reason("inertia", device.type)
+    reason = _native.kernel_missing_reason("inertia", device)
     if reason is not None:
         from effrank_fast._backends import BackendUnavailableError
 
         raise BackendUnavailableError(f"the inertia count cannot run on {device.type}: {reason}")
 
 
-def _factor_rbt(gram: torch.Tensor, tau: torch.Tensor, band_rel: float, block_size: int, seed: int):
-    """The op's outputs for M − τI after a random butterfly congruence, δ (and δ_p) mapped back to
-    M − τI: an error E in Ã = UᵀAU is the error U⁻ᵀEU⁻¹ in A, ‖U⁻¹‖₂ ≤ inv_norm."""
+def _factor_rbt(gram: torch.Tensor, tau: torch.Tensor, block_size: int, seed: int) -> tuple[torch.Tensor, ...]:
+    """The op's outputs for M − τI after a random butterfly congruence, δ mapped back to M − τI: an
+    error E in Ã = UᵀAU is the error U⁻ᵀEU⁻¹ in A, ‖U⁻¹‖₂ ≤ inv_norm."""
     m = symmetric_from_lower(gram)
     zero = tau.new_zeros(1)
     outs = []
     for t in range(tau.shape[0]):
         a = m - tau[t] * torch.eye(m.shape[0], dtype=m.dtype, device=m.device)
         at, pad, inv_norm, round_err = butterfly_congruence(a, depth=RBT_DEPTH, seed=seed)
-        c, mp, g, band, delta, scale_t = torch.ops.effrank_fast.inertia(at, zero, band_rel, block_size)
-        delta_p = probabilistic_bound(delta, scale_t, at.shape[0])
+        c, mp, g, band, delta, _, max_l = torch.ops.effrank_fast.inertia(at, zero, block_size)
         scale = torch.linalg.matrix_norm(a).reshape(1)
-        outs.append(
-            (c - pad, mp, g, band, inv_norm**2 * (delta + round_err), scale, inv_norm**2 * (delta_p + round_err))
-        )
+        # the pad adds exactly `pad` positive eigenvalues (module robust)
+        outs.append((c - pad, mp, g, band, inv_norm**2 * (delta + round_err), scale, max_l))
     return tuple(torch.cat(parts) for parts in zip(*outs, strict=True))
+
+
+class _Factored:
+    """The op's outputs for thresholds τ [E] (optionally through the butterfly), plus δ_p."""
+
+    def __init__(self, gram: torch.Tensor, tau: torch.Tensor, block_size: int, rbt: bool, seed: int) -> None:
+        if rbt:
+            outs = _factor_rbt(gram, tau, block_size, seed)
+        else:
+            outs = torch.ops.effrank_fast.inertia(gram, tau, block_size)
+        self.counts, self.min_piv, self.growth, self.band, self.delta, self.scale, self.max_l = outs
+        n = gram.shape[0]
+        self.delta_p = probabilistic_bound(self.delta, self.scale, n)
+
+
+def _certify(
+    gram: torch.Tensor, tau: torch.Tensor, delta: torch.Tensor, block_size: int, rbt: bool, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(certified [E] bool, count [E]) from counts at τ ± a, a = 2δ: with δ_± ≤ a, Weyl gives
+    count(τ + a) ≤ #{λ(M) > τ} ≤ count(τ − a), so equal ends prove the count. On the device."""
+    finite = torch.isfinite(delta)
+    a = torch.where(finite, 2 * delta, torch.zeros_like(delta))
+    ends = _Factored(gram, torch.cat([tau - a, tau + a]), block_size, rbt, seed)
+    e = tau.shape[0]
+    lo, hi = ends.counts[:e], ends.counts[e:]
+    covered = (ends.delta[:e] <= a) & (ends.delta[e:] <= a)
+    return finite & covered & (lo == hi), lo
 
 
 def inertia_count(
     gram: torch.Tensor,
     thresholds: torch.Tensor | float | list[float],
     *,
-    band_rel: float = DEFAULT_BAND_REL,
+    band_rel: float | None = None,
+    certify: bool | None = None,
     block_size: int = DEFAULT_BLOCK,
     fallback: bool | str | None = "eigh",
     rbt: bool = False,
@@ -176,29 +233,33 @@ def inertia_count(
     Args:
         gram: M [d, d], any float dtype, CPU or CUDA.
         thresholds: τ, a scalar or [E] (absolute).
-        band_rel: the tolerance of the ``reliable`` verdict, relative to ‖M − τI‖_F.
+        band_rel: tolerance of the one-sided verdict δ_p ≤ band_rel·‖M − τI‖_F; None: 16·u of M's
+            dtype (:func:`default_band_rel`).
+        certify: prove counts the tolerance does not accept by counting at τ ± 2δ (two more
+            factorisations per threshold); None: for float64 M only.
         block_size: panel width of the blocked factorisation; 0 = the device's default.
         fallback: "eigh" (or True), "ldl", or False/None for no fallback and no host sync.
         rbt: apply a random butterfly congruence first (O(d²) per threshold; curbs pivot growth).
         rbt_seed: seed of the butterfly.
 
     Returns:
-        :class:`InertiaResult`. Cost: one d³/3 factorisation per threshold, plus with a fallback
-        one eigvalsh (or one sytrf per unreliable threshold) and one host sync.
+        :class:`InertiaResult`. Cost: one d³/3 factorisation per threshold (three when
+        certifying), plus with a fallback one eigvalsh (or one sytrf per unreliable threshold) and
+        one host sync.
     """
     method = _check(gram, band_rel, block_size, fallback)
     _require_kernel(gram.device)
+    tol = default_band_rel(gram.dtype) if band_rel is None else float(band_rel)
+    do_certify = gram.dtype == torch.float64 if certify is None else bool(certify)
     tau = _thresholds(thresholds, gram.device)
-    if rbt:
-        counts, min_piv, growth, band, delta, scale, delta_p = _factor_rbt(
-            gram, tau, float(band_rel), block_size, rbt_seed
-        )
-    else:
-        counts, min_piv, growth, band, delta, scale = torch.ops.effrank_fast.inertia(
-            gram, tau, float(band_rel), block_size
-        )
-        delta_p = probabilistic_bound(delta, scale, gram.shape[0])
-    reliable = torch.isfinite(delta) & (delta_p <= band_rel * scale)
+    f = _Factored(gram, tau, block_size, rbt, rbt_seed)
+    counts = f.counts
+    reliable = torch.isfinite(f.delta) & (f.delta_p <= tol * f.scale)
+    certified = torch.zeros_like(reliable)
+    if do_certify and tau.numel():
+        certified, proven = _certify(gram, tau, f.delta, block_size, rbt, rbt_seed)
+        counts = torch.where(certified, proven, counts)
+        reliable = reliable | certified
     fell_back = torch.zeros_like(reliable)
     used = None
     if method is not None and tau.numel() and not bool(reliable.all()):  # host sync
@@ -210,15 +271,18 @@ def inertia_count(
         counts=counts,
         reliable=reliable,
         fell_back=fell_back,
-        min_pivot_rel=min_piv,
-        growth=growth,
-        band_counts=band,
-        error_bound=delta,
-        scale=scale,
+        min_pivot_rel=f.min_piv,
+        growth=f.growth,
+        band_counts=f.band,
+        certified=certified,
+        max_abs_l=f.max_l,
+        band_rel=tol,
+        error_bound=f.delta,
+        scale=f.scale,
         thresholds=tau,
         fallback_method=used,
         rbt=rbt,
-        error_estimate=delta_p,
+        error_estimate=f.delta_p,
     )
 
 
@@ -226,37 +290,48 @@ def inertia_count_relative(
     gram: torch.Tensor,
     eps: torch.Tensor | float | list[float],
     *,
-    band_rel: float = DEFAULT_BAND_REL,
+    band_rel: float | None = None,
+    certify: bool | None = None,
     block_size: int = DEFAULT_BLOCK,
     fallback: bool | str | None = "eigh",
     rbt: bool = False,
     lanczos_steps: int = DEFAULT_LANCZOS_STEPS,
-    certify: bool = True,
     seed: int = 0,
 ) -> InertiaResult:
     """#{λ(M) > ε_e·λ_max(M)} without an eigensolver.
 
-    λ_max is bracketed by :func:`lambda_max_bounds`; each ε is counted at both ends of the bracket
-    (two factorisations), and with ``certify`` one more factorisation checks #{λ > upper} = 0. The
-    count is reliable when both ends agree, both factorisations are reliable and the bracket is
-    certified; otherwise (with a fallback) it is recounted from a float64 eigvalsh (λ_max needs the
-    spectrum, so the "ldl" fallback also uses eigvalsh here). Cost: 2E (+1) factorisations and
-    ``lanczos_steps`` + 1 products M·v; the fallback decision is one host sync.
+    λ_max is bracketed by :func:`lambda_max_bounds`: the lower end is a Ritz value (≤ λ_max), the
+    upper end is proven by one factorisation (#{λ > upper} = 0 gives λ_max ≤ upper + δ). Each ε is
+    then counted at both ends of the proven bracket with the verdicts of :func:`inertia_count`
+    (``band_rel`` and ``certify`` as there, defaults from ``gram``'s dtype). The count is reliable
+    when both ends are and agree; otherwise (with a fallback) it is recounted from a float64
+    eigvalsh (λ_max needs the spectrum, so the "ldl" fallback also uses eigvalsh here). Cost: 2E + 1
+    factorisations (6E + 1 when certifying) and ``lanczos_steps`` + 1 products M·v; the fallback
+    decision is one host sync.
     """
     method = _check(gram, band_rel, block_size, fallback)
     _require_kernel(gram.device)
+    tol = default_band_rel(gram.dtype) if band_rel is None else float(band_rel)
+    do_certify = gram.dtype == torch.float64 if certify is None else bool(certify)
     eps_t = _thresholds(eps, gram.device)
     e = eps_t.numel()
     m = symmetric_from_lower(gram)
     bounds = lambda_max_bounds(gram, steps=lanczos_steps, seed=seed, matrix=m)
-    parts = [eps_t * bounds.lower, eps_t * bounds.upper]
-    if certify:
-        parts.append(bounds.upper.reshape(1))
-    res = inertia_count(m, torch.cat(parts), band_rel=band_rel, block_size=block_size, fallback=False, rbt=rbt)
+    top = _Factored(m, bounds.upper.reshape(1), block_size, False, seed)
+    upper_ok = ((top.counts == 0) & torch.isfinite(top.delta)).reshape(())
+    # λ_max ≤ upper + δ is proven when nothing counts above `upper` (Weyl on the factored M + E)
+    upper = torch.where(upper_ok, bounds.upper + top.delta.reshape(()), bounds.upper)
+    res = inertia_count(
+        m,
+        torch.cat([eps_t * bounds.lower, eps_t * upper]),
+        band_rel=tol,
+        certify=do_certify,
+        block_size=block_size,
+        fallback=False,
+        rbt=rbt,
+    )
     at_lo, at_hi = res.counts[:e], res.counts[e : 2 * e]
-    ok = (at_lo == at_hi) & res.reliable[:e] & res.reliable[e : 2 * e]
-    if certify:
-        ok = ok & (res.counts[2 * e] == 0) & res.reliable[2 * e]
+    ok = (at_lo == at_hi) & res.reliable[:e] & res.reliable[e : 2 * e] & upper_ok
     counts = at_hi
     fell_back = torch.zeros_like(ok)
     used = None
@@ -271,6 +346,7 @@ def inertia_count_relative(
         return pick(x[:e], x[e : 2 * e])
 
     assert res.error_bound is not None and res.scale is not None and res.error_estimate is not None
+    assert res.certified is not None and res.max_abs_l is not None
     return InertiaResult(
         counts=counts,
         reliable=ok,
@@ -278,12 +354,15 @@ def inertia_count_relative(
         min_pivot_rel=worse(res.min_pivot_rel, torch.minimum),
         growth=worse(res.growth),
         band_counts=worse(res.band_counts),
+        certified=res.certified[:e] & res.certified[e : 2 * e] & (at_lo == at_hi) & upper_ok,
+        max_abs_l=worse(res.max_abs_l),
+        band_rel=tol,
         error_bound=worse(res.error_bound),
         scale=res.scale[e : 2 * e],
-        thresholds=eps_t * bounds.upper,
+        thresholds=eps_t * upper,
         fallback_method=used,
         rbt=rbt,
-        lambda_max=(bounds.lower, bounds.upper),
+        lambda_max=(bounds.lower, upper),
         count_bounds=(at_hi, at_lo),
         error_estimate=worse(res.error_estimate),
     )
