@@ -29,6 +29,7 @@ from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
 from effrank_fast.monitor.capture import Capture, Probe
 from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, read_jsonl
+from effrank_fast.monitor.measure import LayerMeasurer
 from effrank_fast.monitor.sinks import HISTORY_JSONL
 
 
@@ -138,13 +139,20 @@ class RankMonitor:
         )
         self.distributed = dd.resolve(distributed)
         self.rank, self.world = (dd.rank(), dd.world_size()) if self.distributed else (0, 1)
+        self.measurer = LayerMeasurer(
+            self.engine,
+            normalise=self.mode == "mean" and weights is None,
+            ema_decay=self.ema_decay if accumulate == "ema" else None,
+            spectrum_every=self.spectrum_every,
+            distributed=self.distributed,
+            probe=probe is not None,
+        )
         L.check_spec(layers, model)
         self.gram_backend, self.acc_dtype = gram_backend, acc_dtype
         self.log_dir = None if log_dir is None else Path(log_dir)
         self.keep_history = keep_history
         self.run_meta = dict(meta or {})
 
-        self._ema: dict[str, torch.Tensor] = {}
         self._records: Records | None = None
         self._history: list[dict[str, Any]] = []
         self._warned: set[str] = set()
@@ -183,9 +191,7 @@ class RankMonitor:
         return (self.rank, self.world) if self.distributed else None
 
     def _on_layers(self, layers: list[L.Layer]) -> None:
-        columns = self.engine.columns()
-        self._records = Records([l.label for l in layers], columns)
-        self._width = len(columns) + 2  # + readout norm + finiteness flag
+        self._records = Records([l.label for l in layers], self.engine.columns())
         self._write_meta()
 
     # ------------------------------------------------------------------ the training-loop API
@@ -223,70 +229,15 @@ class RankMonitor:
                     "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
                 )
                 return
-            values, errors, spectra = self._measure(s)
+            values, errors, spectra = self.measurer.measure(
+                s, self.layers, self.capture.acc, self.capture.errors, self._warn
+            )
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}"
             errors = dict.fromkeys(range(len(self.layers)), msg)
             self._warn("measure:" + type(exc).__name__, f"RankMonitor: measuring step {s} failed ({msg})")
         if self._records is not None:
             self._records.append(s, wall, loss, values, errors, spectra)
-
-    def _measure(self, s: int) -> tuple[torch.Tensor, dict[int, str], list[tuple[int, torch.Tensor]]]:
-        errors: dict[int, str] = {}
-        accs = self.capture.acc
-        for li, acc in enumerate(accs):
-            if li in self.capture.errors:
-                errors[li] = self.capture.errors[li]
-            elif acc.empty:
-                how = "the probe forward" if self.probe is not None else "a forward pass with grad enabled"
-                errors[li] = f"no activations captured since the last step (expected {how})"
-        if self.distributed:
-            live = [acc for li, acc in enumerate(accs) if li not in errors]
-            flat = [t for acc in live for t in acc.tensors()]
-            reduced = dd.all_reduce_sum(flat)
-            for acc in live:
-                k = len(acc.tensors())
-                acc.set_tensors(reduced[:k])
-                reduced = reduced[k:]
-        normalise = self.mode == "mean" and self.weights is None
-        take_spectrum = self.spectrum_every > 0 and s % self.spectrum_every == 0
-        rows: list[torch.Tensor | None] = []
-        spectra = []
-        for li, (layer, acc) in enumerate(zip(self.layers, accs, strict=True)):
-            if li in errors:
-                rows.append(None)
-                continue
-            try:
-                M = acc.matrix(normalise)
-                finite = torch.isfinite(M).all()
-                M = self._ema_update(layer.label, M, finite)
-                vec, lam = self.engine.record(li, M, finite)
-                ro = layer.readout
-                nan1 = vec.new_full((1,), float("nan"))
-                norm = ro.weight.detach().double().norm().reshape(1) if ro is not None else nan1
-                rows.append(torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)]))
-                if take_spectrum:
-                    spectra.append((li, lam))
-            except Exception as exc:
-                errors[li] = f"{type(exc).__name__}: {exc}"
-                rows.append(None)
-        for li, msg in errors.items():
-            self._warn(f"layer:{li}:{msg[:40]}", f"RankMonitor: layer {self.layers[li].label!r} at step {s}: {msg}")
-        device = next((r.device for r in rows if r is not None), torch.device("cpu"))
-        nan = torch.full((self._width,), float("nan"), dtype=torch.float64, device=device)
-        return torch.stack([nan if r is None else r for r in rows]), errors, spectra
-
-    def _ema_update(self, label: str, M: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
-        if self.accumulate != "ema":
-            return M
-        prev = self._ema.get(label)
-        if prev is None:
-            new = M
-        else:
-            prev = prev.to(M.device, M.dtype)
-            new = torch.where(finite, self.ema_decay * prev + (1.0 - self.ema_decay) * M, prev)
-        self._ema[label] = new
-        return new
 
     # ------------------------------------------------------------------ results and files
     def flush(self) -> None:
@@ -349,7 +300,7 @@ class RankMonitor:
             "version": 1,
             "step": self._step,
             "wall_time": self._wall(),
-            "ema": {k: v.detach().cpu() for k, v in self._ema.items()},
+            "ema": {k: v.detach().cpu() for k, v in self.measurer.ema.items()},
             "engine": self.engine.state_dict(),
         }
         if self.files is None and self.keep_history:
@@ -363,7 +314,7 @@ class RankMonitor:
         self._step = int(state["step"])
         self._armed = self._step % self.every == 0
         self._wall_offset, self._t0 = float(state.get("wall_time", 0.0)), time.perf_counter()
-        self._ema = dict(state.get("ema", {}))
+        self.measurer.ema = dict(state.get("ema", {}))
         self.engine.load_state_dict(state.get("engine", {}))
         if self.files is not None:
             self._history = self.files.resume(self._step) if self.keep_history else []

@@ -1,0 +1,116 @@
+"""One measured step of RankMonitor: accumulated Gram sums → one row of measures per layer.
+
+Everything stays on the device: the rows are stacked into one [layers, width] float64 tensor that
+the monitor copies to the host only at a flush. A layer that fails gets a NaN row and an error
+message; the other layers are still measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from effrank_fast.monitor import distributed as dd
+from effrank_fast.monitor.accumulate import GramAccumulator
+from effrank_fast.monitor.layers import Layer
+
+
+class LayerMeasurer:
+    """Turns each layer's :class:`GramAccumulator` into the engine's measures.
+
+    Args:
+        engine: the spectral engine (``monitor.engines``): ``record(i, M, finite) -> (row, λ)``.
+        normalise: divide the sums by the total weight (mode="mean" without weights).
+        ema_decay: β of M ← β·M + (1 − β)·M_step, or None for no EMA.
+        spectrum_every: keep λ every this many steps (0: never).
+        distributed: all-reduce the sums across data-parallel ranks first.
+        probe: the features come from a probe forward (only changes an error message).
+    """
+
+    def __init__(
+        self,
+        engine: Any,
+        *,
+        normalise: bool,
+        ema_decay: float | None,
+        spectrum_every: int,
+        distributed: bool,
+        probe: bool,
+    ) -> None:
+        self.engine = engine
+        self.normalise = normalise
+        self.ema_decay = ema_decay
+        self.spectrum_every = spectrum_every
+        self.distributed = distributed
+        self.probe = probe
+        self.ema: dict[str, torch.Tensor] = {}
+        self.width = len(engine.columns()) + 2  # + readout norm + finiteness flag
+
+    def measure(
+        self,
+        step: int,
+        layers: Sequence[Layer],
+        accs: Sequence[GramAccumulator],
+        capture_errors: dict[int, str],
+        warn: Callable[[str, str], None],
+    ) -> tuple[torch.Tensor, dict[int, str], list[tuple[int, torch.Tensor]]]:
+        """(rows [layers, width] float64, {layer: error}, [(layer, λ)]) for this step."""
+        errors: dict[int, str] = {}
+        for li, acc in enumerate(accs):
+            if li in capture_errors:
+                errors[li] = capture_errors[li]
+            elif acc.empty:
+                how = "the probe forward" if self.probe else "a forward pass with grad enabled"
+                errors[li] = f"no activations captured since the last step (expected {how})"
+        if self.distributed:
+            self._all_reduce([acc for li, acc in enumerate(accs) if li not in errors])
+        take_spectrum = self.spectrum_every > 0 and step % self.spectrum_every == 0
+        rows: list[torch.Tensor | None] = []
+        spectra = []
+        for li, (layer, acc) in enumerate(zip(layers, accs, strict=True)):
+            if li in errors:
+                rows.append(None)
+                continue
+            try:
+                M = acc.matrix(self.normalise)
+                finite = torch.isfinite(M).all()
+                M = self._ema_update(layer.label, M, finite)
+                vec, lam = self.engine.record(li, M, finite)
+                ro = layer.readout
+                nan1 = vec.new_full((1,), float("nan"))
+                norm = ro.weight.detach().double().norm().reshape(1) if ro is not None else nan1
+                rows.append(torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)]))
+                if take_spectrum:
+                    spectra.append((li, lam))
+            except Exception as exc:
+                errors[li] = f"{type(exc).__name__}: {exc}"
+                rows.append(None)
+        for li, msg in errors.items():
+            warn(f"layer:{li}:{msg[:40]}", f"RankMonitor: layer {layers[li].label!r} at step {step}: {msg}")
+        device = next((r.device for r in rows if r is not None), torch.device("cpu"))
+        nan = torch.full((self.width,), float("nan"), dtype=torch.float64, device=device)
+        return torch.stack([nan if r is None else r for r in rows]), errors, spectra
+
+    @staticmethod
+    def _all_reduce(live: list[GramAccumulator]) -> None:
+        flat = [t for acc in live for t in acc.tensors()]
+        reduced = dd.all_reduce_sum(flat)
+        for acc in live:
+            k = len(acc.tensors())
+            acc.set_tensors(reduced[:k])
+            reduced = reduced[k:]
+
+    def _ema_update(self, label: str, M: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
+        if self.ema_decay is None:
+            return M
+        prev = self.ema.get(label)
+        if prev is None:
+            new = M
+        else:
+            prev = prev.to(M.device, M.dtype)
+            # a non-finite step leaves the average untouched (it is flagged in its own row)
+            new = torch.where(finite, self.ema_decay * prev + (1.0 - self.ema_decay) * M, prev)
+        self.ema[label] = new
+        return new
