@@ -4,15 +4,18 @@
 
 Reports median ms (CUDA events, triton.testing.do_bench), the SYRK rate N·d²/t in TFLOP/s and the
 floor N·d²/800 TFLOP/s (algorithms.md §2.1), the relative error vs a float64 Gram and the mean
-relative diagonal bias. ``--sweep`` also times the Hopper config candidates and the unpromoted
-kernel (the cost of promotion). Needs a CUDA device.
+relative diagonal bias. ``--sweep`` also times the Hopper config candidates (``HOPPER_CANDIDATES``),
+the unpromoted kernel (the cost of promotion), split factors and the opt-in autotuner's pick.
+Needs a CUDA device; the baseline needs ``torch.mm(..., out_dtype=)`` (else a row says it is absent).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _timing import bench_ms, machine_line, print_table, write_json  # noqa: E402
 
+from effrank_fast.ops.gram import autotune  # noqa: E402
 from effrank_fast.ops.gram import triton as gt  # noqa: E402
 
 SHAPES = [(65536, 4096), (16384, 8192), (65536, 1024)]
@@ -30,23 +34,34 @@ PEAK = 800e12  # this H100 kind's measured bf16 GEMM rate (algorithms.md §2.1)
 
 
 def cublas_gram(phi: torch.Tensor) -> torch.Tensor:
+    """The baseline: one cuBLAS bf16 GEMM writing fp32 (``torch.mm(..., out_dtype=)``, torch ≥ 2.8)."""
+    return torch.mm(phi.T, phi, out_dtype=torch.float32)
+
+
+def cublas_baseline(phi: torch.Tensor) -> tuple[str, Callable[[], torch.Tensor]]:
+    """("cublas", the baseline); where this torch has no ``out_dtype``, a bf16-output GEMM under a
+    name that says it is not the baseline (M rounded to bf16; no speed-up is taken against it)."""
     try:
-        return torch.mm(phi.T, phi, out_dtype=torch.float32)
-    except (TypeError, RuntimeError, NotImplementedError):  # no out_dtype here: bf16 output
-        return (phi.T @ phi).float()
+        cublas_gram(phi[:16, :16])
+        return "cublas", lambda: cublas_gram(phi)
+    except (TypeError, RuntimeError, NotImplementedError):
+        print("torch.mm(out_dtype=) is unavailable: the bf16-output GEMM is NOT the baseline", flush=True)
+        return "cublas_bf16out_not_baseline", lambda: (phi.T @ phi).float()
+
+
+CANDIDATE_NAMES = ("default", "flatten", "stages3", "bk128_s3", "flat_bk128_s3")  # HOPPER_CANDIDATES order
 
 
 def variants(n: int, d: int) -> dict[str, tuple[gt.SyrkConfig, int | None, int | None]]:
-    """name -> (config, promotion window in rows or None, forced split or None)."""
-    base = gt.HOPPER_CONFIGS["native16"]
-    out = {
-        "flatten": (replace(base, flatten=True), None, None),
-        "stages3": (replace(base, num_stages=3), None, None),
-        "bk128_s3": (replace(base, BK=128, num_stages=3), None, None),
-        "flat_bk128_s3": (replace(base, BK=128, num_stages=3, flatten=True), None, None),
-        "unpromoted": (base, n, None),
-        "unpromoted_flat": (replace(base, flatten=True), n, None),
-    }
+    """name -> (config, promotion window in rows or None, forced split or None).
+
+    The config candidates are those EFFRANK_FAST_AUTOTUNE=1 chooses from (``HOPPER_CANDIDATES``).
+    """
+    cands = dict(zip(CANDIDATE_NAMES, gt.HOPPER_CANDIDATES["native16"], strict=True))
+    base = cands.pop("default")
+    out = {name: (cfg, None, None) for name, cfg in cands.items()}
+    out["unpromoted"] = (base, n, None)
+    out["unpromoted_flat"] = (replace(base, flatten=True), n, None)
     if d <= 2048:  # few tiles: the split along N matters
         for s in (1, 4, 12):
             out[f"split{s}"] = (base, None, s)
@@ -92,15 +107,29 @@ def run_shape(n: int, d: int, sweep: bool, budget_end: float) -> list[dict]:
         rows.append(row)
         print(row, flush=True)
 
-    record("cublas", lambda: cublas_gram(phi))
+    record(*cublas_baseline(phi))
     record("triton", lambda: gt.gram_triton(phi))
     w = torch.full((n,), 1.0 / n, device="cuda")
     record("triton_mean_w", lambda: gt.gram_triton(phi, w), scale=1.0 / n)
+    torch.use_deterministic_algorithms(True)  # one program per tile: the price of reproducibility
+    try:
+        record("triton_deterministic", lambda: gt.gram_triton(phi))
+    finally:
+        torch.use_deterministic_algorithms(False)
     if sweep:
         for name, (cfg, window, split) in variants(n, d).items():
             if time.time() > budget_end:
                 break
             record(name, lambda: gt.gram_triton(phi), cfg, window, split)
+        # The opt-in autotuner: its first call (in the warm-up) times the candidates above.
+        autotune.CHOICES.clear()
+        os.environ[autotune.ENV_AUTOTUNE] = "1"
+        try:
+            record("autotuned", lambda: gt.gram_triton(phi))
+        finally:
+            del os.environ[autotune.ENV_AUTOTUNE]
+        chosen = dict(zip(gt.HOPPER_CANDIDATES["native16"], CANDIDATE_NAMES, strict=True))
+        rows[-1]["chose"] = ",".join(chosen.get(c, str(c)) for c in autotune.CHOICES.values())
     base = next((r["ms"] for r in rows if r["variant"] == "cublas" and "ms" in r), None)
     for r in rows:
         if "ms" in r and base is not None:
@@ -143,7 +172,8 @@ def _bias_rows(n: int, d: int) -> list[dict]:
     phi = (torch.randn(n, d, device="cuda", generator=g) * (1 + torch.rand(d, device="cuda", generator=g))).bfloat16()
     diag64 = phi.double().square().sum(0)
     rows = []
-    for name, m in (("cublas", cublas_gram(phi)), ("triton", gt.gram_triton(phi))):
+    blas_name, blas = cublas_baseline(phi)
+    for name, m in ((blas_name, blas()), ("triton", gt.gram_triton(phi))):
         rows.append({"N": n, "d": d, "variant": name, **accuracy(m, None, diag64)})
         print(rows[-1], flush=True)
     return rows
@@ -173,7 +203,8 @@ def main() -> None:
     write_json(args.json, rows)
     print(machine_line())
     print_table(
-        rows, ["N", "d", "variant", "ms", "tflops", "floor_ms", "speedup_vs_cublas", "relerr", "diag_bias", "error"]
+        rows,
+        ["N", "d", "variant", "ms", "tflops", "floor_ms", "speedup_vs_cublas", "relerr", "diag_bias", "chose", "error"],
     )
 
 

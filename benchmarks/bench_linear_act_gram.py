@@ -5,7 +5,8 @@
 At N = 65536 and d = k ∈ {128, 256, 512} (bf16, tanh): the unfused path is what a monitor does
 without fusion (cuBLAS linear, torch tanh, then the Triton SYRK Gram of h); the fused one forms
 h on the tensor cores and accumulates hᵀh in the same launch (forced on at every d here, whatever
-``FUSED_MAX_D`` says). Median ms by CUDA events. Needs a CUDA device.
+``FUSED_MAX_D`` says), also under ``torch.use_deterministic_algorithms(True)`` (one program per
+tile, no atomics). Median ms by CUDA events. Needs a CUDA device.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from _timing import bench_ms, machine_line, print_table, write_json  # noqa: E40
 from effrank_fast.ops.gram.triton import gram_triton  # noqa: E402
 from effrank_fast.ops.linear_act_gram import linear_act_gram  # noqa: E402
 from effrank_fast.ops.linear_act_gram import triton as lt  # noqa: E402
+
+RATIOS = ["fused_speedup", "fused_relerr", "error"]
 
 
 def run_dim(n: int, d: int) -> dict:
@@ -47,6 +50,11 @@ def run_dim(n: int, d: int) -> dict:
     lt.OVERRIDES["max_d"] = 1 << 30
     try:
         row["fused_ms"] = bench_ms(fused)
+        torch.use_deterministic_algorithms(True)  # one program per tile, windows promoted in registers
+        try:
+            row["fused_deterministic_ms"] = bench_ms(fused)
+        finally:
+            torch.use_deterministic_algorithms(False)
         # accuracy of the fused Gram against the float64 Gram of its own h
         m, h = linear_act_gram(x, w, b, "tanh", return_activations=True)
         h64 = h.double()
@@ -72,9 +80,7 @@ def main() -> None:
     rows = [run_dim(args.n, d) for d in args.dims]
     write_json(args.json, rows)
     print(machine_line())
-    print_table(
-        rows, ["N", "d", "k", "unfused_ms", "linear_act_ms", "fused_ms", "fused_speedup", "fused_relerr", "error"]
-    )
+    print_table(rows, ["N", "d", "k", "unfused_ms", "linear_act_ms", "fused_ms", "fused_deterministic_ms"] + RATIOS)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import torch
 
 pytest.importorskip("triton")
 
+from effrank_fast.ops.gram import triton_plan as plan  # noqa: E402
 from effrank_fast.ops.linear_act_gram import ACTIVATIONS, apply_activation, linear_act_gram, linear_act_gram_ref  # noqa: E402
 from effrank_fast.ops.linear_act_gram import triton as lt  # noqa: E402
 
@@ -24,7 +25,8 @@ DEV = "cuda" if torch.cuda.is_available() else "cpu"
 if DEV == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("Triton needs CUDA or TRITON_INTERPRET=1", allow_module_level=True)
 
-FLOOR = 4 * 2.0**-24
+U32 = 2.0**-24
+FLOOR = 4 * U32
 
 
 def _inputs(n, k, d, dtype, bias=True, seed=0):
@@ -41,6 +43,48 @@ def _sample_weights(kind, n):
     if kind == "uniform":
         return torch.full((n,), 1.0 / n, dtype=torch.float64, device=DEV)
     return torch.rand(n, device=DEV) + 0.05
+
+
+def _spy_splits(monkeypatch):
+    """Programs per tile along N of every fused launch from now on (1: no atomics)."""
+    used = []
+    real = lt._launch
+    monkeypatch.setattr(lt, "_launch", lambda *a, **k: used.append(real(*a, **k)) or used[-1])
+    return used
+
+
+def _spy_kernels(monkeypatch):
+    """The Triton kernel of every fused launch from now on."""
+    seen = []
+    real = lt.wrap_triton
+    monkeypatch.setattr(lt, "wrap_triton", lambda kernel: seen.append(kernel) or real(kernel))
+    return seen
+
+
+@pytest.fixture
+def deterministic():
+    state = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(state[0], warn_only=state[1])
+
+
+def _gram_err(h, sw, m, base=None):
+    """(relative error of m against the float64 Gram of h, that of the fp32 SIMT Gram, ‖ref‖)."""
+    x = h.double().cpu()
+    xs = h.float()
+    if sw is not None:
+        x = x * sw.double().cpu().sqrt()[:, None]
+        xs = xs * sw.float().sqrt()[:, None]
+    ref = x.T @ x
+    if base is not None:
+        ref = ref + base.double().cpu()
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    simt = float(((xs.T @ xs).double().cpu() - (x.T @ x)).norm() / (x.T @ x).norm().clamp_min(1e-300))
+    torch.backends.cuda.matmul.allow_tf32 = old
+    err = float((m.double().cpu() - ref).norm() / ref.norm().clamp_min(1e-300))
+    return err, simt
 
 
 def _check_gram_of(h, sw, m):
@@ -83,11 +127,15 @@ def test_fused_matches_unfused_layer_and_float64_gram(dtype, act, swkind, shape)
     _check_gram_of(h, sw, m)
 
 
-@pytest.mark.parametrize("split", [None, 3])
+@pytest.mark.parametrize("split", [None, 2, 3])
 def test_fused_accumulates_into_gram_out(split, monkeypatch):
+    """Batches of 70, 70, 60 rows in 32-row windows (3, 3, 2): one window per program (None, 3) or
+    up to two (2: the multi-window kernel, promoting in registers), atomics between programs."""
+    used = _spy_splits(monkeypatch)
+    kernels = _spy_kernels(monkeypatch)
+    monkeypatch.setitem(lt.OVERRIDES, "window_rows", 32)
     if split:
-        monkeypatch.setitem(lt.OVERRIDES, "window_rows", 32)
-        monkeypatch.setitem(lt.gram_triton_mod.OVERRIDES, "split", split)
+        monkeypatch.setitem(lt.OVERRIDES, "split", split)
     x, w, b = _inputs(200, 24, 40, torch.bfloat16)
     acc = torch.zeros(40, 40, device=DEV)
     hs = []
@@ -95,7 +143,69 @@ def test_fused_accumulates_into_gram_out(split, monkeypatch):
         ret, h = linear_act_gram(x[start : start + 70], w, b, "gelu", acc, None, True, backend="triton")
         assert ret is acc
         hs.append(h)
+    if split or DEV == "cpu":  # one window per program unless forced (the interpreter's one "SM": ≤ 16)
+        assert used == [split or 3] * 2 + [2]
+        one, multi = lt._linear_act_gram_kernel, lt._linear_act_gram_windows_kernel
+        assert kernels == ([multi, multi, one] if split == 2 else [one] * 3)
     _check_gram_of(torch.cat(hs), None, acc)
+
+
+@pytest.mark.parametrize("swkind", [None, "uniform", "random"])
+def test_single_program_adds_into_nonzero_gram_out(swkind, monkeypatch):
+    """N = 20 rows fit one window: one program owns the tile and adds Out's old upper triangle
+    (no atomics), then writes both triangles."""
+    used = _spy_splits(monkeypatch)
+    x, w, b = _inputs(20, 24, 40, torch.bfloat16)
+    sw = _sample_weights(swkind, 20)
+    g = torch.randn(40, 40, device=DEV)
+    old = g @ g.T  # a symmetric running sum, as big as the new Gram
+    acc = old.clone()
+    _, h = linear_act_gram(x, w, b, "tanh", acc, sw, True, backend="triton")
+    assert used == [1] * (1 if swkind is None else 2)  # weights: the guarded pair
+    err, simt = _gram_err(h, sw, acc, base=old)
+    assert err <= 2 * simt + FLOOR + U32, f"{err:.3e} vs fp32 SIMT {simt:.3e}"  # + the final fp32 add
+    assert torch.equal(acc, acc.T)
+
+
+def test_programs_walk_several_windows_below_the_grid_limit(monkeypatch):
+    """Past CUDA's grid y-limit (65535) a program walks several windows: shrink the limit to 2."""
+    used = _spy_splits(monkeypatch)
+    kernels = _spy_kernels(monkeypatch)
+    monkeypatch.setitem(lt.OVERRIDES, "window_rows", 32)
+    monkeypatch.setattr(lt, "MAX_GRID_Y", 2)
+    x, w, b = _inputs(200, 24, 40, torch.bfloat16)  # 7 windows: programs of 4 and 3
+    sw = _sample_weights("random", 200)
+    acc = torch.zeros(40, 40, device=DEV)
+    m, h = linear_act_gram(x, w, b, "sin", acc, sw, True, backend="triton")
+    assert used == [2, 2] and set(kernels) == {lt._linear_act_gram_windows_kernel}  # the guarded pair
+    _check_gram_of(h, sw, m)
+
+
+def test_row_plan_stays_inside_the_cuda_grid(monkeypatch):
+    """At 40M rows one window per program would launch 78125 programs per tile along y."""
+    monkeypatch.setattr(plan, "_num_sms", lambda device: 132)
+    cfg = lt.HOPPER_CONFIG
+    for waves in (lt.SPLIT_WAVES, 10**9):  # the default cap, and none but the grid's
+        monkeypatch.setattr(lt, "SPLIT_WAVES", waves)
+        for n in (65536, 40_000_000, 2**31 - 1):
+            window, per_program = lt._rows_plan(n, 1, 1, cfg, torch.device("cuda"))
+            split = -(-n // per_program)
+            assert per_program % window == 0 and window % cfg.BR == 0
+            assert 1 <= split <= min(lt.MAX_GRID_Y, waves * 132)
+    assert lt._rows_plan(65536, 1, 1, cfg, torch.device("cuda")) == (128, 128)  # one window each, 512 programs
+
+
+def test_deterministic_mode_is_one_program_per_tile(deterministic, monkeypatch):
+    """7 windows in one program, promoted in registers: no atomics, bitwise repeatable."""
+    used = _spy_splits(monkeypatch)
+    kernels = _spy_kernels(monkeypatch)
+    monkeypatch.setitem(lt.OVERRIDES, "window_rows", 32)
+    x, w, b = _inputs(200, 24, 40, torch.bfloat16)
+    sw = _sample_weights("uniform", 200)
+    m1, h = linear_act_gram(x, w, b, "relu", None, sw, True, backend="triton")
+    m2 = linear_act_gram(x, w, b, "relu", None, sw, backend="triton")
+    assert set(used) == {1} and set(kernels) == {lt._linear_act_gram_windows_kernel} and torch.equal(m1, m2)
+    _check_gram_of(h, sw, m1)
 
 
 def test_gram_without_activations_returns_only_the_matrix():
@@ -187,7 +297,7 @@ def test_gpu_fused_at_scale(d, monkeypatch):
 
 
 @pytest.mark.gpu
-def test_gpu_opcheck_and_compile():
+def test_gpu_opcheck_and_compile(monkeypatch):
     x, w, b = _inputs(500, 32, 96, torch.bfloat16)
     sw = torch.rand(500, device="cuda")
     acc = torch.zeros(96, 96, device="cuda")
@@ -199,8 +309,20 @@ def test_gpu_opcheck_and_compile():
     def f(x, acc):
         return linear_act_gram(x, w, b, "tanh", acc, None, True)
 
+    used = _spy_splits(monkeypatch)  # d = 96 on 132 SMs: one 64-row window per program, atomics
     acc_c, acc_e = torch.zeros_like(acc), torch.zeros_like(acc)
     _, h_c = torch.compile(f, fullgraph=True)(x, acc_c)
     _, h_e = f(x, acc_e)
-    torch.testing.assert_close(acc_c, acc_e, rtol=0, atol=0)
-    torch.testing.assert_close(h_c, h_e, rtol=0, atol=0)
+    # Two orders of s + 1 fp32 terms (PSD partials, Σ|P_k,ij| ≤ max|M|) differ by ≤ 2·s·u₃₂·max|M|.
+    torch.testing.assert_close(acc_c, acc_e, rtol=0, atol=2 * (max(used) + 1) * U32 * float(acc_e.abs().max()))
+    torch.testing.assert_close(h_c, h_e, rtol=0, atol=0)  # each row of h is formed by one program
+
+
+@pytest.mark.gpu
+def test_gpu_deterministic_mode_is_bitwise_reproducible(deterministic, monkeypatch):
+    used = _spy_splits(monkeypatch)
+    x, w, b = _inputs(5000, 32, 96, torch.bfloat16)
+    m1, h = linear_act_gram(x, w, b, "gelu", None, None, True)
+    m2 = linear_act_gram(x, w, b, "gelu")
+    assert set(used) == {1} and torch.equal(m1, m2)
+    _check_gram_of(h, None, m1)

@@ -20,11 +20,15 @@ from collections.abc import Callable
 
 import torch
 
+from effrank_fast import _backends
 from effrank_fast.measures import gram
 from effrank_fast.monitor.layers import Fused
 from effrank_fast.ops.gram import default_acc_dtype
 
 FUSED_MODULE = "effrank_fast.ops.linear_act_gram"
+# The Gram backend (after EFFRANK_FAST_BACKEND) → linear_act_gram's backend. It has no "native":
+# that maps to "auto" (the fused Triton kernel on CUDA, PyTorch elsewhere).
+FUSED_BACKENDS = {"auto": "auto", "torch": "torch", "triton": "triton", "native": "auto"}
 
 
 def load_fused_kernel() -> Callable[..., object]:
@@ -83,7 +87,11 @@ class GramAccumulator:
         self.rows += phi.shape[0]
 
     def add_fused(self, x: torch.Tensor, fused: Fused, w: torch.Tensor | None, kernel: Callable[..., object]) -> None:
-        """Accumulate h = act(x Wᵀ + b) from the Linear's input ``x`` [N, k] without forming h here."""
+        """Accumulate h = act(x Wᵀ + b) from the Linear's input ``x`` [N, k] without forming h here.
+
+        The kernel runs on this accumulator's backend (``FUSED_BACKENDS``): backend="triton" takes the
+        Triton kernel (also under the interpreter), "torch" the PyTorch reference, even on CUDA.
+        """
         if self.center:
             raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
         lin = fused.linear
@@ -94,13 +102,18 @@ class GramAccumulator:
         assert out is not None
         wf = None if w is None else w.to(torch.float32)
         bias = None if lin.bias is None else lin.bias.detach()
-        kernel(x.detach(), lin.weight.detach(), bias, fused.act, out, wf)
+        kernel(x.detach(), lin.weight.detach(), bias, fused.act, out, wf, **self._fused_backend())
         if not direct:
             dtype = self.acc_dtype or torch.float32
             self.G = out.to(dtype) if self.G is None else self.G + out.to(self.G.dtype)
         assert self.G is not None
         self._add_moments(x, w, self.G.dtype)
         self.rows += x.shape[0]
+
+    def _fused_backend(self) -> dict[str, str]:
+        """``backend=`` for the fused kernel; left out for "auto", the kernel's default."""
+        name = FUSED_BACKENDS[_backends.requested_backend(self.backend)]
+        return {} if name == "auto" else {"backend": name}
 
     def tensors(self) -> list[torch.Tensor]:
         """The sums to all-reduce across data-parallel ranks, in a fixed order."""

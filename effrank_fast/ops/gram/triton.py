@@ -8,134 +8,41 @@ Ops (``torch.library.triton_op``, so ``torch.compile(fullgraph=True)`` traces in
 
 with M = (Φ − 1μᵀ)ᵀ diag(w) (Φ − 1μᵀ) and K = diag(√w)(Φ − 1μᵀ)(Φ − 1μᵀ)ᵀdiag(√w). The error model
 and the measured speed are in README.md beside this file; the kernels in ``triton_kernels.py``.
+
+Reproducibility: with few output tiles the rows are split over several programs that add into the
+output with atomics, whose order varies from run to run (the last bits of M do too). Under
+``torch.use_deterministic_algorithms(True)`` every launch uses one program per tile: no atomics,
+bitwise reproducible, slower when d is small. Tile configurations are fixed (``HOPPER_CONFIGS``)
+unless ``EFFRANK_FAST_AUTOTUNE=1`` (``autotune.py``).
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch.library import triton_op, wrap_triton
 
+from effrank_fast.ops.gram import autotune
 from effrank_fast.ops.gram.reference import weighted_mean
 from effrank_fast.ops.gram.triton_kernels import _gram_syrk_kernel, _mirror_upper_kernel
+from effrank_fast.ops.gram.triton_plan import (  # noqa: F401 (OVERRIDES, HOPPER_*: test and benchmark hooks)
+    HOPPER_CANDIDATES,
+    HOPPER_CONFIGS,
+    OVERRIDES,
+    SyrkConfig,
+    _cdiv,
+    _interpreting,
+    _pick_config,
+    _plan,
+    _tunable,
+    promotion_window_rows,
+)
 
 __all__ = ["gram_triton", "kernel_triton", "promotion_window_rows", "why_not"]
 
 _INPUT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _NATIVE16 = (torch.float16, torch.bfloat16)
-
-
-@dataclass(frozen=True)
-class SyrkConfig:
-    """Tile shape and launch parameters of ``_gram_syrk_kernel``."""
-
-    BM: int
-    BN: int
-    BK: int
-    num_warps: int
-    num_stages: int
-    GROUP: int = 8
-    flatten: bool = False
-
-
-# Hopper (sm90) configurations. Native 16-bit operands: 128×128 tiles, 64-row k-blocks and a
-# 4-deep cp.async pipeline (4 × 32 KiB of shared memory); two fp32 accumulators (partial and
-# promoted) of 64 registers each fit 8 warps without spilling, which rules out 128×256 tiles.
-# Split operands hold fp32 values and 3 bf16 pieces per tile, hence the shorter k-block.
-HOPPER_CONFIGS: dict[str, SyrkConfig] = {
-    "native16": SyrkConfig(BM=128, BN=128, BK=64, num_warps=8, num_stages=4),
-    "native16_small": SyrkConfig(BM=64, BN=64, BK=64, num_warps=4, num_stages=4),
-    "split": SyrkConfig(BM=128, BN=128, BK=32, num_warps=8, num_stages=3),
-    "acc64": SyrkConfig(BM=32, BN=32, BK=8, num_warps=4, num_stages=2),
-}
-# The CPU interpreter: few, large programs are what keep numpy fast.
-_INTERPRETER_CONFIG = SyrkConfig(BM=64, BN=64, BK=32, num_warps=4, num_stages=1)
-
-# Test/benchmark hooks (not API): force a config, a split factor, a promotion window.
-OVERRIDES: dict[str, object] = {}
-
-MAX_WINDOW_ROWS = 2048
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
-
-
-_SM_COUNT: dict[int, int] = {}
-
-
-def _num_sms(device: torch.device) -> int:
-    if device.type != "cuda":
-        return 1
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    if index not in _SM_COUNT:
-        _SM_COUNT[index] = torch.cuda.get_device_properties(index).multi_processor_count
-    return _SM_COUNT[index]
-
-
-def _next_pow2(x: int) -> int:
-    p = 1
-    while p < x:
-        p *= 2
-    return p
-
-
-def _cdiv(a: int, b: int) -> int:
-    return -(-a // b)
-
-
-def promotion_window_rows(n: int, n_mma: int = 1, compute_bound: bool = True) -> int:
-    """Rows summed on the tensor cores before the partial is promoted into the fp32 accumulator.
-
-    A window of R rows biases the promoted sum by ≈ −2.3e-9·R·n_mma (relative; n_mma tensor-core
-    products per k-block; H100, algorithms.md §2.4), independently of N. An fp32 SIMT Gram over N
-    rows errs by ≈ 2e-8·√N when it sums each entry in one pass, less when cuBLAS splits K.
-
-    - compute_bound (the tiles fill the GPU, d ≳ 1500): R·n_mma ≤ 8√N, R ≤ 2048. Promotion costs
-      throughput here, and an fp32 SIMT GEMM of such a shape measured ±2e-5 (§2.4), 4× above the
-      −5e-6 of R = 2048.
-    - otherwise (few tiles, the kernel waits on memory and hides the extra adds): R·n_mma ≤ 2√N,
-      R ≤ 512, which keeps within 2× even of a split-K SIMT reference.
-    """
-    factor, cap = (8, MAX_WINDOW_ROWS) if compute_bound else (2, MAX_WINDOW_ROWS // 4)
-    rows = 64
-    while rows < cap and (2 * rows * n_mma) ** 2 <= factor * factor * n:
-        rows *= 2
-    return rows
-
-
-def _pick_split(tiles: int, max_split: int, device: torch.device, atomic_cost: float = 0.03, hard_cap: int = 0) -> int:
-    """Programs per tile along the reduction: fill the SMs when there are few tiles.
-
-    Time ∝ waves / split, times (1 + atomic_cost·split) for the atomics and the partial windows.
-    """
-    forced = OVERRIDES.get("split")
-    if isinstance(forced, int):
-        return max(1, min(forced, hard_cap or max_split))
-    sms = _num_sms(device)
-    if tiles >= sms:
-        return 1
-    best, best_cost = 1, float("inf")
-    for s in range(1, max(1, max_split) + 1):
-        cost = (-(-tiles * s // sms)) / s * (1 + atomic_cost * s)
-        if cost < best_cost:
-            best, best_cost = s, cost
-    return best
-
-
-def _pick_config(mode: str, nc: int) -> SyrkConfig:
-    forced = OVERRIDES.get("config")
-    if isinstance(forced, SyrkConfig):
-        return forced
-    if _interpreting():
-        b = max(16, min(64, _next_pow2(nc)))
-        return replace(_INTERPRETER_CONFIG, BM=b, BN=b)
-    if mode == "native16" and nc <= 64:
-        return HOPPER_CONFIGS["native16_small"]
-    return HOPPER_CONFIGS[mode]
 
 
 def _launch_syrk(
@@ -154,63 +61,72 @@ def _launch_syrk(
     flag: torch.Tensor | None = None,
     guard: int = 0,
     accumulate: bool,
+    cfg: SyrkConfig | None = None,
 ) -> int:
     """One launch of the SYRK kernel over X[k, c] (strides given); returns the split factor used.
 
     ``pieces`` = (PA, PB): (0, 0) native 16-bit operands, else bf16 pieces per side (1 or 3).
+    ``cfg`` forces a configuration (the autotuner's timing runs); else fixed or autotuned.
     """
     acc64 = out.dtype == torch.float64
     pa, pb = pieces
     if acc64:
-        mode = "acc64"
-        n_mma = 1
+        mode, n_mma = "acc64", 1
     else:
         mode = "native16" if pa == 0 else "split"
         n_mma = {0: 1, 1: 1, 3: 3}[pa] * (2 if pb == 3 and pa == 3 else 1)
-    cfg = _pick_config(mode, nc)
-    nb_m = -(-nc // cfg.BM)
-    nb_n = -(-nc // cfg.BN)
-    # Tiles touching the upper triangle: in row block i, column blocks j ≥ ⌊i·BM/BN⌋.
-    tiles = sum(nb_n - (i * cfg.BM) // cfg.BN for i in range(nb_m))
-    if acc64:
-        window = -(-max(nk, 1) // cfg.BK) * cfg.BK
-        split = _pick_split(tiles, min(16, -(-nk // 4096)), out.device, hard_cap=-(-nk // cfg.BK))
-        k_per_split = _cdiv(_cdiv(nk, split), cfg.BK) * cfg.BK
-        win_steps = k_per_split // cfg.BK
-    else:
-        forced_window = OVERRIDES.get("window_rows")
-        if isinstance(forced_window, int):
-            window = forced_window
-        else:
-            window = promotion_window_rows(nk, n_mma, compute_bound=tiles >= _num_sms(out.device))
-        window = max(cfg.BK, window // cfg.BK * cfg.BK)
-        split = _pick_split(tiles, min(16, -(-nk // window)), out.device)
-        k_per_split = _cdiv(_cdiv(nk, split), window) * window
-        win_steps = window // cfg.BK
-    split = -(-nk // k_per_split)
-    even_k = nk % (cfg.BK * win_steps) == 0
+    if cfg is None:
+        cfg = _pick_config(mode, nc)
+        candidates = _tunable(mode, nc)
+        if candidates:
+            kw = {"pieces": pieces, "w": w, "w_mode": w_mode, "mu": mu, "mu_mode": mu_mode}
+            cfg = _autotuned(candidates, (x, stride_k, stride_c, nk, nc, out), n_mma, kw)
+    p = _plan(cfg, nk, nc, n_mma, acc64, out.device)
+    even_k = nk % (cfg.BK * p.win_steps) == 0
     even_c = nc % cfg.BM == 0 and nc % cfg.BN == 0
     wide = (cfg.BK - 1) * abs(stride_k) + (nc - 1) * abs(stride_c) >= 2**31
     dummy = out
-    grid = (nb_m * nb_n, split)
+    grid = (_cdiv(nc, cfg.BM) * _cdiv(nc, cfg.BN), p.split)
     wrap_triton(_gram_syrk_kernel)[grid](
         x, stride_k, stride_c, nk, nc,
         w if w is not None else dummy,
         mu if mu is not None else dummy,
         flag if flag is not None else dummy,
         out, out.stride(0), out.stride(1),
-        k_per_split, win_steps,
+        p.k_per_split, p.win_steps,
         BM=cfg.BM, BN=cfg.BN, BK=cfg.BK, GROUP=cfg.GROUP,
         W_MODE=w_mode, MU_MODE=mu_mode, PA=pa, PB=pb,
         ACC64=acc64, EVEN_K=even_k, EVEN_C=even_c, WIDE=wide, GUARD=guard,
-        ATOMIC=split > 1, ACCUMULATE=accumulate,
+        ATOMIC=p.split > 1, ACCUMULATE=accumulate,
         FLATTEN=cfg.flatten, INTERPRET=_interpreting(),
         num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )  # fmt: skip
-    return split
+    return p.split
+
+
+def _autotuned(candidates: tuple[SyrkConfig, ...], args: tuple, n_mma: int, kw: dict[str, Any]) -> SyrkConfig:
+    """EFFRANK_FAST_AUTOTUNE=1: the fastest of ``candidates`` for this launch (autotune.py).
+
+    Only candidates that keep the default's promotion window compete (the window is in the key).
+    They are timed on the real work (no guard) into a scratch output: ``out`` may hold a running sum.
+    """
+    x, stride_k, stride_c, nk, nc, out = args
+    acc64 = out.dtype == torch.float64
+    window = _plan(candidates[0], nk, nc, n_mma, acc64, out.device).window
+    same = [c for c in candidates if _plan(c, nk, nc, n_mma, acc64, out.device).window == window]
+    key = (kw["pieces"], autotune.bucket(nc), autotune.bucket(nk), window, stride_c == 1, x.dtype, str(out.device))
+    scratch: list[torch.Tensor] = []
+
+    def run(c: SyrkConfig) -> None:
+        if not scratch:
+            scratch.append(torch.zeros_like(out))
+        _launch_syrk(x, stride_k, stride_c, nk, nc, scratch[0], **kw, accumulate=False, cfg=c)
+
+    return autotune.choose(key, same, run, autotune.can_time(out))
 
 
 def _mirror(out: torch.Tensor) -> None:
+    # Grid (nb, nb): CUDA's y-limit (65535 blocks of 64) would need n > 4·10⁶, a 70 TB matrix.
     n = out.shape[0]
     b = 32 if _interpreting() else 64
     nb = -(-n // b)
@@ -330,7 +246,9 @@ def gram_triton(
             symmetric. EMA: ``out.mul_(β); gram_triton(phi, (1 − β)·w, out=out)``.
 
     Returns:
-        M [d, d] in ``acc_dtype`` (``out`` itself when given).
+        M [d, d] in ``acc_dtype`` (``out`` itself when given). With few tiles (small d) the rows are
+        split over programs adding with atomics: the last bits vary from run to run unless
+        ``torch.use_deterministic_algorithms(True)``, which takes one program per tile.
 
     Example:
         >>> M = gram_triton(torch.randn(65536, 1024, device="cuda", dtype=torch.bfloat16))
@@ -360,8 +278,8 @@ def kernel_triton(
 ) -> torch.Tensor:
     """K = diag(√w)(Φ − 1μᵀ)(Φ − 1μᵀ)ᵀdiag(√w) [N, N]: the N < d path (same non-zero spectrum as M).
 
-    Args and accuracy as :func:`gram_triton`; the weights scale the output (epilogue), so any
-    weights keep the single-MMA fast path for 16-bit input.
+    Args, accuracy and reproducibility as :func:`gram_triton`; the weights scale the output
+    (epilogue), so any weights keep the single-MMA fast path for 16-bit input.
     """
     _check_inputs(phi, weights)
     _check_acc(acc_dtype)

@@ -248,5 +248,8 @@ def _mirror_upper_kernel(OUT, stride_om, stride_on, NC, B: tl.constexpr):
     offs_m = pid_m * B + tl.arange(0, B)
     offs_n = pid_n * B + tl.arange(0, B)
     lower = (offs_m[:, None] < NC) & (offs_n[None, :] < NC) & (offs_m[:, None] > offs_n[None, :])
-    v = tl.load(OUT + offs_n[None, :] * stride_om + offs_m[:, None] * stride_on, mask=lower, other=0.0)
-    tl.store(OUT + offs_m[:, None] * stride_om + offs_n[None, :] * stride_on, v, mask=lower)
+    # 64-bit offsets: an N×N kernel matrix passes 2³¹ elements at N = 46341.
+    om = offs_m.to(tl.int64)
+    on = offs_n.to(tl.int64)
+    v = tl.load(OUT + on[None, :] * stride_om + om[:, None] * stride_on, mask=lower, other=0.0)
+    tl.store(OUT + om[:, None] * stride_om + on[None, :] * stride_on, v, mask=lower)

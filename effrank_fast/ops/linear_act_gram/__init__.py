@@ -2,7 +2,8 @@
 
 Contract with the rank monitor ("fused" mode). The monitor captures the *input* x of a monitored
 ``nn.Linear`` (a forward pre-hook) and calls ``linear_act_gram(x, layer.weight, layer.bias, act,
-gram_out=M)`` under ``torch.no_grad()``. The training forward is not touched: the layer still
+gram_out=M, backend=...)`` under ``torch.no_grad()``, with the monitor's ``gram_backend`` ("native",
+which this op lacks, becomes "auto"). The training forward is not touched: the layer still
 runs its own matmul, so its output and gradients stay bit-identical to an unmonitored run. The
 monitor's h is a recomputation: with 16-bit x it follows the unfused layer's rounding (linear output
 rounded to x's dtype, activation in fp32 rounded to x's dtype), but the GEMM's summation order and
@@ -77,6 +78,8 @@ def linear_act_gram(
 
     Returns:
         M [d, d] float32 (``gram_out`` itself when given), or (M, h) with ``return_activations``.
+        The Triton path adds row blocks with atomics (last bits vary between runs) unless
+        ``torch.use_deterministic_algorithms(True)``: then one program per tile, bitwise reproducible.
 
     Example:
         >>> M = torch.zeros(128, 128, device="cuda")

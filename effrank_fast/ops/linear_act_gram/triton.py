@@ -15,11 +15,17 @@ register file of an SM. Wider layers, float32/float64 inputs and float64 accumul
 unfused route inside the same op: torch's linear and activation, then the Triton SYRK
 (``gram_triton``). ``benchmarks/bench_linear_act_gram.py`` forces fusion at every width to measure
 the crossover (benchmarks/RESULTS.md).
+
+Rows: one program per promotion window and tile, each adding its tile to the output with fp32
+atomics (the atomics promote), up to 16 waves of the GPU and CUDA's grid y-limit of 65535 programs
+per tile along N. Past that, and under ``torch.use_deterministic_algorithms(True)`` (one program per
+tile: no atomics, bitwise reproducible, slower), a program walks several windows and promotes each
+into a second register accumulator (``_linear_act_gram_windows_kernel``), as the SYRK does.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -27,8 +33,9 @@ import torch.nn.functional as F
 from torch.library import triton_op, wrap_triton
 
 from effrank_fast.ops.gram import triton as gram_triton_mod
+from effrank_fast.ops.gram import triton_plan as plan
 from effrank_fast.ops.linear_act_gram.reference import ACTIVATIONS, apply_activation
-from effrank_fast.ops.linear_act_gram.triton_kernels import _linear_act_gram_kernel
+from effrank_fast.ops.linear_act_gram.triton_kernels import _linear_act_gram_kernel, _linear_act_gram_windows_kernel
 
 __all__ = ["FUSED_MAX_D", "fused_why_not", "linear_act_gram_triton"]
 
@@ -48,15 +55,25 @@ class LagConfig:
 
 
 HOPPER_CONFIG = LagConfig(BM=128, BR=64, BKK=64, num_warps=8, num_stages=3)
+# Test/benchmark hooks (not API): "config", "window_rows", "split" (programs per tile), "max_d".
 OVERRIDES: dict[str, object] = {}
+MAX_GRID_Y = 65535  # CUDA's limit on grid dimension y (the split along N)
+SPLIT_WAVES = 16  # programs per SM beyond which more programs per tile only add atomics
+
+
+def _windows_config(cfg: LagConfig) -> LagConfig:
+    """The multi-window kernel's config: its second (promoted) accumulator takes 64 more registers
+    per thread at BM = 128, so it works in 32×32 blocks there (sm_90a, Triton 3.6 and 3.8: ≤ 242
+    registers, no spills; with 64×64 blocks it spilled)."""
+    return replace(cfg, BR=32, BKK=32) if cfg.BM == 128 and not plan._interpreting() else cfg
 
 
 def _config(d: int) -> LagConfig:
     forced = OVERRIDES.get("config")
     if isinstance(forced, LagConfig):
         return forced
-    bm = max(16, min(128, gram_triton_mod._next_pow2(d)))
-    if gram_triton_mod._interpreting():
+    bm = max(16, min(128, plan._next_pow2(d)))
+    if plan._interpreting():
         return LagConfig(BM=min(bm, 64), BR=32, BKK=32, num_warps=4, num_stages=1)
     if bm <= 64:
         return LagConfig(BM=bm, BR=64, BKK=64, num_warps=4, num_stages=3)
@@ -79,28 +96,45 @@ def fused_why_not(
     return None
 
 
-def _launch(x, weight, bias, act, out, h, *, sw, w_mode, pb, flag, guard, accumulate, store_h) -> int:
-    """Diagonal tiles, then (d > BM) off-diagonal ones; returns the largest split along N used."""
-    n, k = x.shape
-    d = weight.shape[0]
-    cfg = _config(d)
-    nb = -(-d // cfg.BM)
-    tiles = nb * (nb + 1) // 2
+def _rows_plan(n: int, tiles: int, n_mma: int, cfg: LagConfig, device: torch.device) -> tuple[int, int]:
+    """(rows per promotion window, rows per program): the latter a multiple of the former."""
+    sms = plan._num_sms(device)
     forced = OVERRIDES.get("window_rows")
     if isinstance(forced, int):
         window = forced
     else:
-        n_mma = 1 if w_mode != 2 else (6 if pb == 3 else 3)
-        window = gram_triton_mod.promotion_window_rows(n, n_mma, compute_bound=False)
-        # Each program sums one window at most: halve it until the splits fill the SMs.
-        sms = gram_triton_mod._num_sms(x.device)
-        while window > cfg.BR and tiles * -(-n // window) < 2 * sms:
+        window = plan.promotion_window_rows(n, n_mma, compute_bound=False)
+        # One program per window: halve the window until the programs fill the SMs.
+        while window > cfg.BR and tiles * plan._cdiv(n, window) < 2 * sms:
             window //= 2
     window = max(cfg.BR, window // cfg.BR * cfg.BR)
-    split = -(-n // window)
+    n_win = plan._cdiv(n, window)
+    forced_split = OVERRIDES.get("split")
+    if torch.are_deterministic_algorithms_enabled():
+        split = 1  # atomics add in a run-dependent order; one program per tile does not
+    elif isinstance(forced_split, int):
+        split = max(1, min(forced_split, n_win, MAX_GRID_Y))
+    else:
+        split = max(1, min(n_win, plan._cdiv(SPLIT_WAVES * sms, tiles), MAX_GRID_Y))
+    return window, plan._cdiv(n_win, split) * window
+
+
+def _launch(x, weight, bias, act, out, h, *, sw, w_mode, pb, flag, guard, accumulate, store_h) -> int:
+    """Diagonal tiles, then (d > BM) off-diagonal ones; returns the programs per tile along N (> 1: atomics)."""
+    n, k = x.shape
+    d = weight.shape[0]
+    cfg = _config(d)
+    nb = plan._cdiv(d, cfg.BM)
+    n_mma = 1 if w_mode != 2 else (6 if pb == 3 else 3)
+    window, n_per_split = _rows_plan(n, nb * (nb + 1) // 2, n_mma, cfg, x.device)
+    split = plan._cdiv(n, n_per_split)
+    rows: tuple[int, ...] = (n_per_split,)
+    kernel = _linear_act_gram_kernel
+    if n_per_split > window:  # several windows per program: promote in registers
+        kernel, cfg, rows = _linear_act_gram_windows_kernel, _windows_config(cfg), (n_per_split, window)
     dummy = out
     for diag in (True, False) if nb > 1 else (True,):
-        wrap_triton(_linear_act_gram_kernel)[(nb if diag else nb * nb, split)](
+        wrap_triton(kernel)[(nb if diag else nb * nb, split)](
             x, x.stride(0), x.stride(1),
             weight, weight.stride(0), weight.stride(1),
             bias if bias is not None else dummy,
@@ -108,10 +142,10 @@ def _launch(x, weight, bias, act, out, h, *, sw, w_mode, pb, flag, guard, accumu
             sw if sw is not None else dummy,
             flag if flag is not None else dummy,
             out, out.stride(0), out.stride(1),
-            n, k, d, window,
+            n, k, d, *rows,
             ACT=_ACT_CODE[act], HAS_BIAS=bias is not None, STORE_H=store_h, DIAG=diag,
             W_MODE=w_mode, PB=pb, GUARD=guard, ATOMIC=split > 1, ACCUMULATE=accumulate,
-            BM=cfg.BM, BR=cfg.BR, BKK=cfg.BKK, INTERPRET=gram_triton_mod._interpreting(),
+            BM=cfg.BM, BR=cfg.BR, BKK=cfg.BKK, INTERPRET=plan._interpreting(),
             num_warps=cfg.num_warps, num_stages=cfg.num_stages,
         )  # fmt: skip
     return split
