@@ -33,3 +33,12 @@ def _seed():
 def devices() -> list[str]:
     """Devices to parametrise over: CPU always, CUDA when present."""
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.fixture
+def deterministic():
+    """torch.use_deterministic_algorithms(True) for one test (warn_only: cuBLAS needs an env var)."""
+    state = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(state[0], warn_only=state[1])

@@ -61,14 +61,6 @@ def _spy_kernels(monkeypatch):
     return seen
 
 
-@pytest.fixture
-def deterministic():
-    state = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    yield
-    torch.use_deterministic_algorithms(state[0], warn_only=state[1])
-
-
 def _gram_err(h, sw, m, base=None):
     """(relative error of m against the float64 Gram of h, that of the fp32 SIMT Gram, ‖ref‖)."""
     x = h.double().cpu()
