@@ -27,10 +27,13 @@ from triton.compiler import ASTSource  # noqa: E402
 from effrank_fast.ops.gram.triton import HOPPER_CONFIGS  # noqa: E402
 from effrank_fast.ops.gram.triton_kernels import _gram_syrk_kernel  # noqa: E402
 from effrank_fast.ops.linear_act_gram.triton import HOPPER_CONFIG as LAG_CONFIG  # noqa: E402
-from effrank_fast.ops.linear_act_gram.triton_kernels import _linear_act_gram_kernel  # noqa: E402
+from effrank_fast.ops.linear_act_gram.triton_kernels import (  # noqa: E402
+    _linear_act_gram_kernel,
+    _linear_act_gram_windows_kernel,
+)
 
 # do_not_specialize ints (N and the per-program row counts) get no divisibility hint; d does (d % 16 == 0).
-NO_HINT = {"NK", "N", "k_per_split", "n_per_split"}
+NO_HINT = {"NK", "N", "k_per_split", "n_per_split", "rows_per_window"}
 
 
 def compile_sm90(fn, types: dict[str, str], consts: dict[str, object], num_warps: int, num_stages: int):
@@ -123,9 +126,22 @@ def lag_cases():
     yield "linear_act_gram diag, per-row w", ptr, {**base, "W_MODE": 2}, c.num_warps, c.num_stages
 
 
+def lag_windows_cases():
+    """The several-windows-per-program variant (capped split at huge N, or deterministic mode)."""
+    for name, ptr, consts, nw, ns in lag_cases():
+        yield name.replace("linear_act_gram", "lag windows"), ptr, consts, nw, ns
+    for _name, ptr, consts, nw, ns in list(lag_cases())[:1]:
+        yield "lag windows diag, store (deterministic)", ptr, {**consts, "ATOMIC": False}, nw, ns
+
+
 def main() -> None:
     rows = []
-    for fn, cases in ((_gram_syrk_kernel, gram_cases()), (_linear_act_gram_kernel, lag_cases())):
+    kernels = (
+        (_gram_syrk_kernel, gram_cases()),
+        (_linear_act_gram_kernel, lag_cases()),
+        (_linear_act_gram_windows_kernel, lag_windows_cases()),
+    )
+    for fn, cases in kernels:
         for name, types, consts, nw, ns in cases:
             try:
                 report = ptxas_report(compile_sm90(fn, types, consts, nw, ns))
