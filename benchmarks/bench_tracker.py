@@ -163,6 +163,7 @@ def run(small: bool) -> dict:
     v = orthonormalize(torch.randn(d, k + p, device=device, dtype=torch.float64))
     pieces = {}
     for label, fn in [
+        ("symmetrise (M + M^T)/2 fp32 (first op of every update)", lambda: torch.add(g, g.mT).mul_(0.5)),
         ("GEMM M@V fp64 (incl. fp32->fp64 cast of M)", lambda: g.double() @ v),
         ("GEMM M@V fp32", lambda: g @ v.float()),
         ("orthonormalize d x q fp64 (3 CholQR passes)", lambda: orthonormalize(gd @ v, fallback=v)),

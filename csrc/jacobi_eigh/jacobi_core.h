@@ -1,7 +1,11 @@
 #pragma once
-// Blocked parallel-order Jacobi for a symmetric n×n matrix: the pieces shared by the CPU and the
-// CUDA kernels, so that the CPU build (which CI runs) exercises the exact arithmetic and ordering
-// the GPU runs; only the parallel scheduling and the barriers differ.
+// Parallel-order Jacobi for a symmetric n×n matrix: the pieces shared by the CPU and the CUDA
+// kernels, so that the CPU build (which CI runs) exercises the arithmetic, the rotation order and
+// the convergence test the GPU runs; only the parallel scheduling, the barriers and the summation
+// order of the off-diagonal norm (which only moves the stopping sweep at a tie) differ. Both pick
+// the algorithm by the same rule: n ≤ kSmallMax, the scalar parallel-order Jacobi on the whole
+// (even-padded) matrix, rounds of round_robin(npad) with round_rotations + round_apply (CUDA:
+// one block per matrix); n > kSmallMax, the blocked algorithm below.
 //
 // Algorithm (one outer sweep):
 //   The padded index range [0, npad) is cut into m (even) block columns of b indices. The m
@@ -29,6 +33,9 @@ namespace jacobi {
 // b for n > 2·kBlock. 2b = 32 keeps one subproblem (and one apply tile) at 32×32: 8 KB in float64.
 constexpr int kBlock = 16;
 constexpr int kMaxSub = 2 * kBlock;
+// Largest n for the scalar (unblocked) algorithm: the whole matrix and U fit one block's shared
+// memory on the GPU (2·64²·8 B = 64 KB in float64).
+constexpr int kSmallMax = 64;
 
 struct Layout {
   int n;      // matrix order

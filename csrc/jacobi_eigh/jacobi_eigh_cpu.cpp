@@ -1,8 +1,10 @@
-// Symmetric eigensolver by blocked parallel-order Jacobi, CPU (see jacobi_core.h).
+// Symmetric eigensolver by parallel-order Jacobi, CPU (see jacobi_core.h).
 //
-// The CPU runs the same blocked algorithm as the CUDA kernel, serially, so that CI covers the
-// arithmetic, the ordering and the convergence test the GPU uses. Batched input [..., n, n] is
-// solved matrix by matrix (OpenMP over the batch).
+// The CPU runs the same algorithm as the CUDA kernels, serially, chosen by the same size rule, so
+// that CI covers the arithmetic, the ordering and the convergence test the GPU uses: for
+// n ≤ kSmallMax the scalar parallel-order Jacobi on the whole matrix (CUDA: jacobi_small_kernel,
+// one block per matrix), above it the blocked algorithm (CUDA: jacobi_blocked_kernel). Batched
+// input [..., n, n] is solved matrix by matrix (OpenMP over the batch).
 #include <torch/library.h>
 #include <ATen/Parallel.h>
 
@@ -27,15 +29,59 @@ struct Outputs {
   int64_t* sweeps;  // sweeps run
 };
 
+// Eigenvalues ascending and the matching columns of V (diagonal of the npad×npad working A).
 template <typename T>
-void solve_one(const T* in, int64_t in_s0, int64_t in_s1, const Layout& L, int64_t max_sweeps, double tol,
-               Outputs<T> out) {
+void write_sorted(const std::vector<T>& A, const std::vector<T>& V, int n, int npad, Outputs<T> out) {
+  std::vector<T> diag(n);
+  for (int i = 0; i < n; ++i) diag[i] = A[static_cast<size_t>(i) * npad + i];
+  std::vector<int> rank(n);
+  for (int i = 0; i < n; ++i) rank[i] = jacobi::ascending_rank(diag.data(), n, i);
+  for (int i = 0; i < n; ++i) out.w[rank[i]] = diag[i];
+  for (int r = 0; r < n; ++r)
+    for (int i = 0; i < n; ++i) out.v[static_cast<size_t>(r) * n + rank[i]] = V[static_cast<size_t>(r) * npad + i];
+}
+
+// n ≤ kSmallMax: jacobi_small_kernel's algorithm with one worker (same rounds, same rotations).
+template <typename T>
+void solve_small(const T* in, int n, int64_t max_sweeps, double tol, Outputs<T> out) {
+  const int npad = n + n % 2, h = npad / 2;
+  std::vector<T> S(static_cast<size_t>(npad) * npad, T(0)), U(static_cast<size_t>(npad) * npad, T(0));
+  double fro2 = 0.0, off2 = 0.0;
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) {
+      const T v = T(0.5) * (in[i * n + j] + in[j * n + i]);
+      S[static_cast<size_t>(i) * npad + j] = v;
+      fro2 += double(v) * double(v);
+      if (i != j) off2 += double(v) * double(v);
+    }
+  }
+  for (int i = 0; i < npad; ++i) U[static_cast<size_t>(i) * npad + i] = T(1);
+  std::vector<T> cs(h), sn(h), tn(h);
+  std::vector<int> pi(h), qi(h);
+  const double tol2 = tol * tol * fro2;
+  int64_t sweeps = 0;
+  for (int64_t sweep = 0; sweep < max_sweeps && !(off2 <= tol2); ++sweep) {  // NaN keeps going
+    for (int r = 0; r < npad - 1; ++r) {
+      jacobi::round_rotations(S.data(), npad, r, cs.data(), sn.data(), tn.data(), pi.data(), qi.data(), 0, 1);
+      jacobi::round_apply(S.data(), U.data(), npad, cs.data(), sn.data(), tn.data(), pi.data(), qi.data(), 0, 1);
+    }
+    off2 = jacobi::off_sq(S.data(), npad, 0, 1);
+    sweeps = sweep + 1;
+  }
+  write_sorted(S, U, n, npad, out);
+  *out.off = fro2 == 0.0 ? 0.0 : std::sqrt(off2 / fro2);  // NaN input gives NaN
+  *out.sweeps = sweeps;
+}
+
+// n > kSmallMax: the blocked algorithm of jacobi_core.h (jacobi_blocked_kernel's, serially).
+template <typename T>
+void solve_blocked(const T* in, const Layout& L, int64_t max_sweeps, double tol, Outputs<T> out) {
   const int n = L.n, npad = L.npad, b = L.b, s = L.s, m = L.m;
   std::vector<T> A(static_cast<size_t>(npad) * npad, T(0)), V(static_cast<size_t>(npad) * npad, T(0));
   double fro2 = 0.0, off2 = 0.0;
   for (int i = 0; i < n; ++i) {
     for (int j = 0; j < n; ++j) {
-      const T v = T(0.5) * (in[i * in_s0 + j * in_s1] + in[j * in_s0 + i * in_s1]);
+      const T v = T(0.5) * (in[i * n + j] + in[j * n + i]);
       A[static_cast<size_t>(i) * npad + j] = v;
       fro2 += double(v) * double(v);
       if (i != j) off2 += double(v) * double(v);
@@ -116,13 +162,7 @@ void solve_one(const T* in, int64_t in_s0, int64_t in_s1, const Layout& L, int64
     sweeps = sweep + 1;
   }
 
-  std::vector<T> diag(n);
-  for (int i = 0; i < n; ++i) diag[i] = A[static_cast<size_t>(i) * npad + i];
-  std::vector<int> rank(n);
-  for (int i = 0; i < n; ++i) rank[i] = jacobi::ascending_rank(diag.data(), n, i);
-  for (int i = 0; i < n; ++i) out.w[rank[i]] = A[static_cast<size_t>(i) * npad + i];
-  for (int r = 0; r < n; ++r)
-    for (int i = 0; i < n; ++i) out.v[static_cast<size_t>(r) * n + rank[i]] = V[static_cast<size_t>(r) * npad + i];
+  write_sorted(A, V, n, npad, out);
   *out.off = fro2 == 0.0 ? 0.0 : std::sqrt(off2 / fro2);  // NaN input gives NaN
   *out.sweeps = sweeps;
 }
@@ -149,8 +189,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> jacobi_eigh_cpu(const
     int64_t* sp = sweeps.data_ptr<int64_t>();
     at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        solve_one<scalar_t>(in + i * n * n, n, 1, L, max_sweeps, tol,
-                            Outputs<scalar_t>{wp + i * n, vp + i * n * n, op + i, sp + i});
+        const Outputs<scalar_t> o{wp + i * n, vp + i * n * n, op + i, sp + i};
+        if (n <= jacobi::kSmallMax) {
+          solve_small<scalar_t>(in + i * n * n, static_cast<int>(n), max_sweeps, tol, o);
+        } else {
+          solve_blocked<scalar_t>(in + i * n * n, L, max_sweeps, tol, o);
+        }
       }
     });
   });

@@ -26,7 +26,6 @@ namespace effrank_fast {
 namespace jacobi {
 
 constexpr int kThreads = 256;  // threads per block (the kernels work for any multiple of 32)
-constexpr int kSmallMax = 64;  // largest n for the one-block kernel
 
 // Sum over the block; the total is returned to every thread (two barriers inside, so every
 // thread of the block must call it).

@@ -3,14 +3,28 @@
 - ``"exact"`` (default): float64 ``eigvalsh`` of M at every measured step, through
   :func:`effrank_fast.measures.measures_from_eigenvalues`; the full spectrum is available.
 - ``"warm"``: :class:`effrank_fast.SpectrumTracker` per layer (warm-started top-k subspace; the
-  counts come with a certified interval [eps_rank_lower, eps_rank_upper]). Imported lazily.
+  counts come with a certified interval [eps_rank_lower, eps_rank_upper] and the
+  :class:`~effrank_fast.TrackPath` code that produced them, column ``eps_rank_path@ε``). Imported
+  lazily. Defaults, each overridden by ``tracker_options``: ``k=64``, ``sync="deferred"`` (the
+  monitor's step() must not read the device; the tracker's own default, "step", reads one flag
+  per update) and ``refresh_every=100`` (an exact float64 eigh every 100 measured steps keeps the
+  tracker honest; on CUDA that step synchronises once, like the default flush every 100 steps;
+  ``refresh_every=None`` for none).
 - a callable ``factory(d=, eps=, relative=) -> tracker`` whose ``update(gram)`` returns an object
   with the fields of ``TrackResult`` (eigenvalues, eps_rank, lambda_max, trace, stable_rank,
-  participation_ratio, entropy_rank; optionally eps_rank_lower/upper, entropy_rank_err).
+  participation_ratio, entropy_rank; optionally eps_rank_lower/upper, path, entropy_rank_err), or
+  None while a result is pending (``side_stream=True``: results come one update late).
 
 Every engine returns a float64 vector on M's device (no host sync) laid out as ``columns()``.
 A non-finite M is replaced before the solve (zeros for "exact", the layer's last finite M for
-trackers, so their warm state survives); the monitor masks that step's values as NaN.
+trackers, so their warm state survives); the monitor masks that step's values as NaN. A pending
+result (None) is a row of NaN. With ``side_stream=True`` each row therefore holds the result of
+the previous measured step's Gram (and the first row is NaN): the tracker's latency, not the
+monitor's.
+
+Checkpoints: the trackers' ``state_dict()`` (basis, k, counters) is the engine's state; a
+resumed monitor hands each layer's state to its tracker when that tracker is created, so it
+continues warm instead of starting cold.
 """
 
 from __future__ import annotations
@@ -82,16 +96,18 @@ class TrackerEngine:
     ) -> None:
         self.factory, self.name = factory, name
         self.eps, self.relative, self.topk = eps, relative, topk
+        self._eps_list = [float(e) for e in eps.tolist()]  # once: step() reads no tensor
         self._trackers: dict[int, Any] = {}
         self._last_good: dict[int, torch.Tensor] = {}
         self._pending_state: dict[int, Any] = {}
 
     def columns(self) -> list[str]:
-        labels = [eps_label(e) for e in self.eps.tolist()]
+        labels = [eps_label(e) for e in self._eps_list]
         return (
             [f"eps_rank@{e}" for e in labels]
             + [f"eps_rank_lower@{e}" for e in labels]
             + [f"eps_rank_upper@{e}" for e in labels]
+            + [f"eps_rank_path@{e}" for e in labels]
             + list(SCALARS)
             + ["entropy_rank_err"]
             + [f"lambda_{i + 1}" for i in range(self.topk)]
@@ -100,7 +116,7 @@ class TrackerEngine:
     def _tracker(self, layer: int, d: int) -> Any:
         tr = self._trackers.get(layer)
         if tr is None:
-            tr = self._trackers[layer] = self.factory(d=d, eps=self.eps.tolist(), relative=self.relative)
+            tr = self._trackers[layer] = self.factory(d=d, eps=self._eps_list, relative=self.relative)
             state = self._pending_state.pop(layer, None)
             if state is not None and hasattr(tr, "load_state_dict"):
                 tr.load_state_dict(state)
@@ -115,19 +131,25 @@ class TrackerEngine:
         E = self.eps.numel()
 
         def vec(name: str, n: int) -> torch.Tensor:
-            v = getattr(res, name, None)
+            v = getattr(res, name, None)  # None for a pending result or a field the tracker lacks
             if v is None:
                 return torch.full((n,), float("nan"), dtype=torch.float64, device=dev)
             return torch.as_tensor(v, device=dev).double().reshape(n)
 
-        parts = [vec("eps_rank", E), vec("eps_rank_lower", E), vec("eps_rank_upper", E)]
+        parts = [vec("eps_rank", E), vec("eps_rank_lower", E), vec("eps_rank_upper", E), vec("path", E)]
         parts += [vec(s, 1) for s in SCALARS] + [vec("entropy_rank_err", 1)]
-        lam = torch.as_tensor(res.eigenvalues, device=dev).double()
+        if res is None:
+            lam = torch.full((0,), float("nan"), dtype=torch.float64, device=dev)
+        else:
+            lam = torch.as_tensor(res.eigenvalues, device=dev).double()
         parts.append(_topk(lam, self.topk))
         return torch.cat(parts), lam
 
     def state_dict(self) -> dict[str, Any]:
-        return {str(i): t.state_dict() for i, t in self._trackers.items() if hasattr(t, "state_dict")}
+        # Loaded states of layers not measured since (their tracker not created yet) carry over.
+        state = {str(i): s for i, s in self._pending_state.items()}
+        state.update({str(i): t.state_dict() for i, t in self._trackers.items() if hasattr(t, "state_dict")})
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._pending_state = {int(k): v for k, v in state.items()}
@@ -141,7 +163,7 @@ def _warm_factory(options: dict[str, Any]) -> Callable[..., Any]:
             "tracker='warm' needs effrank_fast.SpectrumTracker, which is not available in this installation "
             f"({type(exc).__name__}: {exc}); use tracker='exact'"
         ) from exc
-    opts = dict(options)
+    opts = {"sync": "deferred", "refresh_every": 100, **options}
     k_default = int(opts.pop("k", 64))
 
     def make(d: int, eps: list[float], relative: str | None) -> Any:

@@ -4,6 +4,9 @@ Same rotations and the same round-robin ordering as the native kernels, but unbl
 rotations of a round at once on the whole matrix) and always running ``max_sweeps`` sweeps, so it
 never reads device data (no host sync) and works under ``torch.compile``. Slow: a Python loop of
 n − 1 rounds per sweep. Tests compare it, like the native kernels, with ``torch.linalg.eigvalsh``.
+
+The round-robin index tensors are built once per (n, device) and cached: a ``torch.tensor(list,
+device="cuda")`` is a pageable host→device copy, which synchronises, and it would run every round.
 """
 
 from __future__ import annotations
@@ -21,6 +24,22 @@ def round_robin_pairs(count: int) -> tuple[list[list[int]], list[list[int]]]:
         ps.append(p)
         qs.append(q)
     return ps, qs
+
+
+_PAIRS: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def pair_tensors(count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``round_robin_pairs(count)`` as int64 tensors [count − 1, count/2] on ``device`` (cached)."""
+    key = (count, torch.device(device))
+    cached = _PAIRS.get(key)
+    if cached is None:
+        ps, qs = round_robin_pairs(count) if count >= 2 else ([], [])
+        shape = (len(ps), count // 2)
+        p = torch.tensor(ps, dtype=torch.int64).reshape(shape)
+        q = torch.tensor(qs, dtype=torch.int64).reshape(shape)
+        cached = _PAIRS[key] = (p.to(device), q.to(device))
+    return cached
 
 
 def _rotation(app: torch.Tensor, aqq: torch.Tensor, apq: torch.Tensor):
@@ -64,11 +83,9 @@ def jacobi_eigh_ref(
     sweeps = torch.full((nb,), max_sweeps, dtype=torch.int64, device=a.device)
     done = A.double().masked_fill(eye, 0).square().sum((-2, -1)) <= tol * tol * fro2
     sweeps = torch.where(done, torch.zeros_like(sweeps), sweeps)
-    ps, qs = round_robin_pairs(npad) if npad >= 2 else ([], [])
+    ps, qs = pair_tensors(npad, a.device)
     for sweep in range(max_sweeps):
-        for p_list, q_list in zip(ps, qs, strict=True):
-            p = torch.tensor(p_list, device=a.device)
-            q = torch.tensor(q_list, device=a.device)
+        for p, q in zip(ps, qs, strict=True):
             app, aqq, apq = A[:, p, p], A[:, q, q], A[:, p, q]
             c, s, t = _rotation(app, aqq, apq)
             Ap, Aq = A[:, :, p], A[:, :, q]

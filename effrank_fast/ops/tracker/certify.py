@@ -6,7 +6,8 @@ columns and V_⊥j an orthonormal complement. In the basis [V_j, V_⊥j],
     M ≅ [[Θ_j + E_j, B_j], [B_jᵀ, C_j]],   E_j = off-diagonal part of V_jᵀMV_j, B_j = V_jᵀ M V_⊥j.
 
 * Lower bound (Cauchy interlacing): the eigenvalues μ of VᵀMV satisfy μ_i ≤ λ_i(M), and
-  |μ_(i) − θ_(i)| ≤ ‖E_q‖_F (Weyl), so #{λ > τ} ≥ #{θ_i > τ + ‖E_q‖_F}.
+  |μ_(i) − θ_(i)| ≤ ‖E_q‖_F (Weyl), so #{λ > τ} ≥ #{θ_i > τ + ‖E_q‖_F}; value by value,
+  θ_(i) − ‖E_q‖_F ≤ λ_i(M) (what the tracker reports as eigenvalues).
 * Upper bound (Weyl on the split at every j = 0…q): λ_i(M) ≤ λ_i(Θ_j ⊕ C_j) + η_j with
   η_j = ‖E_j‖_F + ‖B_j‖_F, hence #{λ > τ} ≤ #{i ≤ j : θ_i > τ − η_j} + #{λ(C_j) > τ − η_j}, and the
   last term is ≤ min(d − j, ‖C_j‖_F² / (τ − η_j)²) (or d − j when τ ≤ η_j). The norms are exact
@@ -51,6 +52,7 @@ class Certificate:
     eta: torch.Tensor  # [q + 1] ‖E_j‖_F + ‖B_j‖_F + δ
     c_sq: torch.Tensor  # [q + 1] upper bound on ‖C_j‖_F²
     e_full: torch.Tensor  # 0-d ‖E_q‖_F + δ
+    off: torch.Tensor  # 0-d ‖E_q‖_F, what the small eigensolve left off the diagonal of VᵀMV
     lam_lo: torch.Tensor  # 0-d
     lam_hi: torch.Tensor  # 0-d
     margin: torch.Tensor  # 0-d δ
@@ -90,7 +92,8 @@ def certify(
     theta_max = theta.max()
     lam_lo = theta_max - delta
     lam_hi = (torch.maximum(theta_max, c_sq.sqrt()) + eta).min()
-    return Certificate(theta, eta, c_sq, e_sq[-1].sqrt() + delta, lam_lo, lam_hi, delta, d)
+    off = e_sq[-1].sqrt()
+    return Certificate(theta, eta, c_sq, off + delta, off, lam_lo, lam_hi, delta, d)
 
 
 def count_bounds(cert: Certificate, tau_lo: torch.Tensor, tau_hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,10 +1,11 @@
 """Settling ε-counts whose certified interval is not a single point.
 
-For τ known exactly (``relative`` None or "trace") one exact count per open threshold: the
-float64 inertia kernel (Sylvester: #{λ > τ} = #positive pivots of LDLᵀ(M − τI)) when it is built
-for the device, else a float64 ``eigvalsh``. For ``relative="max"`` τ = ε·λ_max depends on the
-unknown exact λ_max ∈ [λ_lo, λ_hi]; the count is non-increasing in τ, so equal inertia counts at
-ε·λ_lo and ε·λ_hi settle it, and otherwise (``sync="step"`` only) one eigvalsh does.
+For τ known exactly (``relative`` None or "trace": the reported threshold ``tau`` itself, not an
+end of the certificate's τ-range) one exact count per open threshold: the float64 inertia kernel
+(Sylvester: #{λ > τ} = #positive pivots of LDLᵀ(M − τI)) when it is built for the device, else a
+float64 ``eigvalsh``. For ``relative="max"`` τ = ε·λ_max depends on the unknown exact
+λ_max ∈ [λ_lo, λ_hi]; the count is non-increasing in τ, so equal inertia counts at ε·λ_lo and
+ε·λ_hi settle it, and otherwise (``sync="step"`` only) one eigvalsh does.
 
 Host syncs: none with ``sync_ok=False`` (the inertia kernel's own fallback is disabled and an
 unreliable factorisation leaves the count UNRESOLVED; without a kernel on CUDA nothing is
@@ -27,6 +28,7 @@ def settle_counts(
     gram: torch.Tensor,
     eps: torch.Tensor,
     relative: str | None,
+    tau: torch.Tensor,
     tau_lo: torch.Tensor,
     tau_hi: torch.Tensor,
     counts: torch.Tensor,
@@ -34,18 +36,24 @@ def settle_counts(
     open_idx: list[int],
     sync_ok: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact counts for the thresholds ``open_idx`` (host list); returns updated (counts, path)."""
+    """Exact counts for the thresholds ``open_idx`` (host list); returns updated (counts, path).
+
+    ``tau`` [E]: the reported thresholds (counted at for ``relative`` None/"trace");
+    ``tau_lo``, ``tau_hi`` [E]: ε·λ_lo and ε·λ_hi (counted at both ends for "max").
+    """
     if not open_idx:
         return counts, path
-    native = _native.has_kernel("inertia", gram.device.type)
+    native = _native.kernel_missing_reason("inertia", gram.device) is None
     if not native and not (sync_ok or gram.device.type == "cpu"):
         return counts, path  # eigvalsh on CUDA would sync: leave them UNRESOLVED
     # Pinned + non_blocking: a pageable host→device copy would synchronise.
     pin = gram.device.type == "cuda"
     idx = torch.tensor(open_idx, dtype=torch.int64, pin_memory=pin).to(gram.device, non_blocking=True)
     n = len(open_idx)
-    lo, hi = tau_lo.index_select(0, idx), tau_hi.index_select(0, idx)
-    taus = torch.cat([lo, hi]) if relative == "max" else lo
+    if relative == "max":
+        taus = torch.cat([tau_lo.index_select(0, idx), tau_hi.index_select(0, idx)])
+    else:
+        taus = tau.index_select(0, idx)
     if native:
         res = inertia_count(gram, taus, fallback=sync_ok)
         exact, reliable = res.counts, res.reliable | res.fell_back

@@ -97,6 +97,9 @@ def entropy_rank_slq(
     dtype, dev = gram.dtype, gram.device
     vk = vk.to(dtype)
     s1_top, s2_top = entropy_rank_terms(theta_k.double())
+    if vk.shape[1] >= d:  # the basis is complete: nothing left to estimate
+        est = erank_from_terms(s1_top, s2_top)
+        return est, torch.zeros_like(est)
     steps = min(steps, d)
     z = torch.randint(0, 2, (d, probes), generator=generator, device=dev).to(dtype) * 2 - 1
     z = z - vk @ (vk.mT @ z)

@@ -20,7 +20,7 @@ class Step:
 
     ritz: Ritz
     cert: Certificate
-    tau: torch.Tensor  # reported thresholds [E]
+    tau: torch.Tensor  # reported thresholds [E]; for relative None/"trace" the exact counts are taken here
     tau_lo: torch.Tensor  # the certificate covers every τ in [tau_lo, tau_hi]
     tau_hi: torch.Tensor
     lower: torch.Tensor  # [E] int64
@@ -49,10 +49,16 @@ def ritz_step(
     """Rayleigh–Ritz of M = ``g`` on span(V) and everything derived from it.
 
     ``grow_count``: raise the grow flag when some certified lower count reaches it (None: never).
-    The Jacobi solve stops once its off-diagonal is 10⁻³·``tol`` relative (or at rounding level):
-    what it leaves is re-measured in VᵀMV, so it enters the residuals and the certificate, and at
-    that size it changes neither the acceptance nor (beyond rounding) the intervals. On a warm
-    basis this saves about one of four sweeps.
+    The Jacobi solve stops once its off-diagonal is 10⁻³·``tol`` relative (or at rounding level), or
+    at its sweep cap: what it leaves, E = VᵀMV − diag, is re-measured, so it enters the residuals
+    (hence the acceptance), the certificate and the reported values (θ_i − ‖E‖_F, see
+    :class:`TrackResult`). Stopping at 10⁻³·``tol`` saves about one of four sweeps on a warm basis.
+
+    Thresholds: τ = ε (``relative=None``) is exact, and so is τ = ε·tr M once tr M is computed
+    (float64 sum of the diagonal); the exact counts are taken at that τ. For "trace" the interval
+    also covers τ ± 4d·u₆₄·τ, the rounding of tr M, so it holds for the exact-arithmetic trace too.
+    For "max", τ = ε·λ_max with λ_max only known to lie in [λ_lo, λ_hi]: the interval covers
+    ε·[λ_lo, λ_hi] and ``tau`` reports ε·θ_max.
     """
     d = g.shape[0]
     q = v.shape[1]
@@ -62,10 +68,13 @@ def ritz_step(
     if relative == "max":
         tau_lo, tau_hi = eps * cert.lam_lo, eps * cert.lam_hi
         tau = eps * (cert.lam_lo + cert.margin)
-    else:
+    elif relative == "trace":
         tau = spectral.thresholds_for(eps, relative, trace, trace)
         slack = tau.abs() * (4 * d * torch.finfo(torch.float64).eps)  # rounding of tr M in float64
         tau_lo, tau_hi = tau - slack, tau + slack
+    else:
+        tau = spectral.thresholds_for(eps, relative, trace, trace)
+        tau_lo = tau_hi = tau
     lower, upper = count_bounds(cert, tau_lo, tau_hi)
     ritz_count = torch.minimum(torch.maximum((ritz.theta.unsqueeze(0) > tau.unsqueeze(1)).sum(1), lower), upper)
     k = min(k, ritz.theta.shape[0])

@@ -11,9 +11,18 @@ from dataclasses import dataclass
 
 import torch
 
-from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh
+from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh, why_not_native
 
-__all__ = ["Ritz", "orthonormalize", "rayleigh_ritz"]
+__all__ = ["Ritz", "orthonormalize", "rayleigh_ritz", "small_solver", "subspace_iterations"]
+
+
+def small_solver(eigensolver: str, device: torch.device) -> str:
+    """jacobi_eigh backend of the small eigensolves for ``eigensolver`` "jacobi", "eigh" or "auto"."""
+    if eigensolver == "jacobi":
+        return "native" if why_not_native(device) is None else "ref"
+    if eigensolver == "eigh" or device.type == "cpu":
+        return "eigh"
+    return "native" if why_not_native(device) is None else "eigh"
 
 
 def orthonormalize(z: torch.Tensor, fallback: torch.Tensor | None = None, passes: int = 3) -> torch.Tensor:
@@ -51,15 +60,23 @@ def orthonormalize(z: torch.Tensor, fallback: torch.Tensor | None = None, passes
     return z.to(out_dtype)
 
 
+def subspace_iterations(g: torch.Tensor, v: torch.Tensor, iters: int) -> torch.Tensor:
+    """``iters`` steps of V ← orth(M V) (a null column of M V keeps V's column)."""
+    for _ in range(iters):
+        v = orthonormalize(g @ v, fallback=v)
+    return v
+
+
 @dataclass
 class Ritz:
     """Rayleigh–Ritz data for an orthonormal basis V [d, q] of the current subspace.
 
-    vectors: V Y, the Ritz vectors, in descending order of their Jacobi eigenvalues.
+    vectors: V Y, the Ritz vectors, in descending order of θ.
     gv: M·vectors (from the one d×d GEMM, rotated).
     hp: vectorsᵀ M vectors [q, q], recomputed after the rotation (its off-diagonal is what the
         eigensolver and rounding left; the certificate uses it).
-    theta: diag(hp) [q], the Rayleigh quotients (float64).
+    theta: diag(hp) [q], the Rayleigh quotients (float64), descending. They equal the Ritz values
+        (the eigenvalues of hp) only up to ‖hp − diag(hp)‖_F (Weyl), which is what the solve left.
     resid: ‖M v_i − θ_i v_i‖ [q] (float64).
     sweeps, off: the Jacobi solve's sweep count and relative off-diagonal norm at exit.
     """
@@ -94,6 +111,10 @@ def rayleigh_ritz(
     gv = gv @ y
     hp = v.mT @ gv
     hp = (hp + hp.mT) / 2
+    # A solve stopped by its sweep cap can leave diag(hp) out of order; sorted values are what the
+    # Weyl bound θ_(i) − ‖E‖ ≤ λ_i speaks of (a permutation: no data-dependent control flow).
+    order = torch.argsort(torch.diagonal(hp), descending=True, stable=True)
+    v, gv, hp = v[:, order], gv[:, order], hp[order][:, order]
     theta = torch.diagonal(hp).double()
     resid = torch.linalg.vector_norm((gv - v * torch.diagonal(hp)).double(), dim=0)
     return Ritz(v, gv, hp, theta, resid, res.sweeps, res.off)

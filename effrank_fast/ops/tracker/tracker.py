@@ -2,6 +2,9 @@
 
 Per :meth:`SpectrumTracker.update` (research/algorithms.md §5):
 
+0. M ← (M + Mᵀ)/2: the symmetric part is what is tracked (the GEMMs read all of M, the exact
+   counts one triangle; for a symmetric M this is M bit for bit). It is the only read of the
+   caller's tensor (see ``side_stream``).
 1. tr M and ‖M‖_F² (one pass over M): trace, participation ratio.
 2. Rayleigh–Ritz on last step's Ritz basis V (q = k + p columns): W = MV (the one d×d×q GEMM),
    H = VᵀW, H = YΘYᵀ by the warm Jacobi eigensolver, V ← VY, W ← WY, residuals ‖Mv_i − θ_iv_i‖.
@@ -28,27 +31,37 @@ Host synchronisation — the decisions that need data, and where they are taken:
   interval was open (speculatively: the threshold that was uncertain last step). A threshold
   whose interval opens for the first time is reported as UNRESOLVED (its interval still holds).
   Refresh steps still call ``eigh``; leave ``refresh_every=None`` for a strictly sync-free loop.
+  On CUDA without the native Jacobi kernel the small eigensolves fall back to ``eigh``, which
+  syncs every update: a RuntimeWarning says so once.
 * ``side_stream=True`` (CUDA, requires ``sync="deferred"``): the update runs on a private stream
   that waits for the current one; ``update`` returns the *previous* step's result (None first),
-  whose tensors are ready for the current stream. ``flush()`` returns the last pending one.
+  whose tensors are ready for the current stream. ``flush()`` returns the last pending one. The
+  caller must not write into a Gram it passed until ``gram_released`` has fired on the writing
+  stream (or use ``copy_gram=True``); see :class:`.deferred.SideStream`.
+
+Checkpoints: ``state_dict()`` / ``load_state_dict()`` carry the basis, k, the step counter, the
+pending decisions and the random generator, so a resumed tracker continues warm.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
+from typing import Any
 
 import torch
 
 from effrank_fast import _validate, spectral
 from effrank_fast.ops.jacobi_eigh import why_not_native
 from effrank_fast.ops.tracker.certify import unit_roundoff
-from effrank_fast.ops.tracker.deferred import HostFlags, SideStream
+from effrank_fast.ops.tracker.deferred import HostFlags, Pending, SideStream
 from effrank_fast.ops.tracker.escalate import settle_counts
 from effrank_fast.ops.tracker.refresh import exact_step
 from effrank_fast.ops.tracker.result import TrackPath, TrackResult
-from effrank_fast.ops.tracker.slq import entropy_rank_slq, entropy_rank_terms, erank_from_terms
+from effrank_fast.ops.tracker.slq import entropy_rank_slq
+from effrank_fast.ops.tracker.state import Checkpointing
 from effrank_fast.ops.tracker.step import Step, ritz_step
-from effrank_fast.ops.tracker.subspace import orthonormalize
+from effrank_fast.ops.tracker.subspace import orthonormalize, small_solver, subspace_iterations
 
 __all__ = ["SpectrumTracker"]
 
@@ -61,7 +74,7 @@ def _int_arg(name: str, value: object, minimum: int) -> int:
     return value
 
 
-class SpectrumTracker:
+class SpectrumTracker(Checkpointing):
     """Tracks the top-k eigenpairs of M_t = Φ_tᵀ W Φ_t across training steps, warm-started.
 
     Args:
@@ -79,11 +92,17 @@ class SpectrumTracker:
         escalate: settle open intervals with exact counts (else report them UNRESOLVED).
         sync: "step" or "deferred" (see the module docstring).
         side_stream: run on a private CUDA stream, results one step late.
+        copy_gram: with ``side_stream``, clone each Gram on the current stream first, so the caller
+            may overwrite its buffer at once (else wait on :attr:`gram_released`).
         slq_probes, slq_steps, erank_every: the entropy-rank estimate (probes = 0 disables it;
             otherwise it runs every ``erank_every`` updates and is NaN in between).
         dtype: working precision of the subspace arithmetic (float64 default: certificates
             with a negligible rounding margin; float32 halves the GEMM bytes).
-        jacobi_sweeps: at most this many sweeps in the Rayleigh–Ritz eigensolve.
+        jacobi_sweeps: at most this many sweeps in the Rayleigh–Ritz eigensolve. VᵀMV is nearly
+            diagonal here (warm: 1–2 sweeps; after a cold start's ``cold_iters`` iterations 2–7 at
+            q = 288 on graded and clustered spectra), unlike a cold random matrix of those spectra
+            (22–32). Hitting the cap costs time, never soundness: the off-diagonal left enters the
+            residuals (so the step is not accepted and iterates), the certificate and the values.
         eigensolver: the (k+p)² eigensolve: "jacobi" (native warm Jacobi, decides convergence on the
             device), "eigh" (torch.linalg.eigh: LAPACK on CPU; on CUDA it syncs) or "auto" (jacobi
             on CUDA when built, eigh on CPU where LAPACK is faster and nothing can sync).
@@ -113,6 +132,7 @@ class SpectrumTracker:
         escalate: bool = True,
         sync: str = "step",
         side_stream: bool = False,
+        copy_gram: bool = False,
         slq_probes: int = 8,
         slq_steps: int = 20,
         erank_every: int = 1,
@@ -149,6 +169,9 @@ class SpectrumTracker:
         if side_stream and sync != "deferred":
             raise ValueError("side_stream=True needs sync='deferred' (a host sync would stall the side stream's host)")
         self.side_stream = bool(side_stream)
+        if copy_gram and not side_stream:
+            raise ValueError("copy_gram=True only applies with side_stream=True")
+        self.copy_gram = bool(copy_gram)
         self.slq_probes = _int_arg("slq_probes", slq_probes, 0)
         if self.slq_probes == 1:
             raise ValueError("slq_probes must be 0 (off) or >= 2 (the error estimate needs two probes)")
@@ -174,13 +197,17 @@ class SpectrumTracker:
         self._eps_dev = self._eps
         self._gram_dtype = torch.float32
         self._step = 0
-        self._grow_next = False
-        self._restart_next = False
-        self._extra_next = 0
-        self._streak = 0
-        self._open_prev: list[int] = []
+        self._next = Pending()
         self._flags = HostFlags()
-        self._side = SideStream()
+        self._side = SideStream(self.copy_gram)
+        self._saved: dict[str, Any] | None = None  # loaded state that waits for the device
+        self._warned_sync = False
+
+    @property
+    def gram_released(self) -> torch.cuda.Event | None:
+        """``side_stream=True``: a CUDA event that fires once the last update has read its Gram
+        (wait on it before writing into that buffer); None before the first update or otherwise."""
+        return self._side.released
 
     @property
     def q(self) -> int:
@@ -190,7 +217,8 @@ class SpectrumTracker:
 
     # ------------------------------------------------------------------ public
     def update(self, gram: torch.Tensor) -> TrackResult | None:
-        """Track one step. ``gram``: M [d, d] symmetric (float32/float64; others are upcast).
+        """Track one step. ``gram``: M [d, d] (float32/float64; others are upcast). Its symmetric
+        part (M + Mᵀ)/2 is tracked: M itself when M is symmetric.
 
         Returns this step's :class:`TrackResult`, or with ``side_stream=True`` the previous
         step's (None on the first call).
@@ -198,30 +226,40 @@ class SpectrumTracker:
         _validate.check_gram(gram, check_values=False)
         d = gram.shape[0]
         if self._d is None:
-            if self.k > d:
-                raise ValueError(f"k = {self.k} exceeds the Gram size d = {d}")
-            if self.side_stream and gram.device.type != "cuda":
-                raise ValueError("side_stream=True needs a CUDA gram")
-            self._d, self._device = d, gram.device
-            self._gen = torch.Generator(device=gram.device).manual_seed(self.seed)
-            self._eps_dev = self._eps.to(gram.device)  # once: a host→device copy syncs
+            self._start(gram)
         elif d != self._d or gram.device != self._device:
             raise ValueError(
                 f"gram changed from [{self._d}, {self._d}] on {self._device} to {tuple(gram.shape)} on {gram.device}; "
                 "call reset() to track a new matrix"
             )
-        if gram.dtype not in (torch.float32, torch.float64):
+        fresh = gram.dtype not in (torch.float32, torch.float64)
+        if fresh:
             gram = gram.float()
-        return self._side.run(gram, self._update) if self.side_stream else self._update(gram)
+        return self._side.run(gram, self._update, fresh) if self.side_stream else self._update(gram)
 
     def flush(self) -> TrackResult | None:
         """With ``side_stream=True``: the result still pending (the current stream waits for it)."""
         return self._side.flush()
 
+    def _start(self, gram: torch.Tensor) -> None:
+        """First update after construction, reset() or load_state_dict(): bind d and the device."""
+        d = gram.shape[0]
+        self._check_saved(d)
+        if self.k > d:
+            raise ValueError(f"k = {self.k} exceeds the Gram size d = {d}")
+        if self.side_stream and gram.device.type != "cuda":
+            raise ValueError("side_stream=True needs a CUDA gram")
+        self._d, self._device = d, gram.device
+        self._gen = torch.Generator(device=gram.device).manual_seed(self.seed)
+        self._eps_dev = self._eps.to(gram.device)  # once: a host→device copy syncs
+        self._restore_saved(gram.device)
+
     # ------------------------------------------------------------------ one update
     def _update(self, gram: torch.Tensor) -> TrackResult:
         self._step += 1
         self._consume_flags()
+        gram = torch.add(gram, gram.mT).mul_(0.5)  # exact for a symmetric M: (a + a)/2 = a
+        self._side.mark_read()
         trace = torch.diagonal(gram).sum(dtype=torch.float64)
         fro_sq = torch.linalg.vector_norm(gram, dtype=torch.float64).square()
         if self.refresh_every is not None and self._step % self.refresh_every == 0:
@@ -230,18 +268,17 @@ class SpectrumTracker:
         self._gram_dtype = gram.dtype
 
         iterations, restarted, cold = 0, False, False
-        v = self._v
-        if v is None or self._restart_next:
+        v, nxt = self._v, self._next
+        if v is None or nxt.restart:
             restarted, cold = v is not None, True
             v, n = self._cold(g), self.cold_iters
             iterations += n
-        elif self._grow_next:
+        elif nxt.grow:
             v, n = self._grow(g, v), self.cold_iters
             iterations += n
-        self._restart_next = self._grow_next = False
-        n_more = self.min_iters + self._extra_next
-        for _ in range(n_more):
-            v = orthonormalize(g @ v, fallback=v)
+        nxt.restart = nxt.grow = False
+        n_more = self.min_iters + nxt.extra
+        v = subspace_iterations(g, v, n_more)
         iterations += n_more
 
         st = self._rayleigh_ritz(g, v, trace, fro_sq)
@@ -258,11 +295,11 @@ class SpectrumTracker:
                     v, tries = orthonormalize(st.ritz.gv, fallback=st.ritz.vectors), tries + 1
                     iterations += 1
                 st = self._rayleigh_ritz(g, v, trace, fro_sq)
-            self._grow_next = bool(flags[2])
+            nxt.grow = bool(flags[2])
             # Non-finite data (a NaN Gram): nothing to settle, and eigvalsh would raise on it.
             open_idx = [] if flags[1] else [e for e, o in enumerate(flags[3:]) if o]
         else:
-            open_idx = list(self._open_prev)
+            open_idx = list(nxt.open_idx)
             self._flags.publish(st.flags)
         self._v = st.ritz.vectors
         path = torch.where(st.lower == st.upper, int(TrackPath.CERTIFIED), int(TrackPath.UNRESOLVED))
@@ -271,15 +308,17 @@ class SpectrumTracker:
             eps = self._eps_dev
             sync_ok = self.sync == "step"
             counts, path = settle_counts(
-                gram, eps, self.relative, st.tau_lo, st.tau_hi, counts, path, open_idx, sync_ok
+                gram, eps, self.relative, st.tau, st.tau_lo, st.tau_hi, counts, path, open_idx, sync_ok
             )
         erank, erank_err = self._entropy(gram, st, trace)
         k = min(self.k, st.ritz.vectors.shape[1])
         theta_max = st.cert.lam_lo + st.cert.margin
+        # θ_i are Rayleigh quotients; the Ritz values (which interlace) lie within ‖E‖_F of them.
+        off = st.cert.off
         return TrackResult(
-            eigenvalues=st.ritz.theta[:k],
+            eigenvalues=st.ritz.theta[:k] - off,
             eigenvectors=st.ritz.vectors[:, :k],
-            residuals=st.ritz.resid[:k],
+            residuals=st.ritz.resid[:k] + off,
             eps=self._eps_dev,
             relative=self.relative,
             thresholds=st.tau,
@@ -307,21 +346,24 @@ class SpectrumTracker:
     # ------------------------------------------------------------------ pieces
     def _solver(self, device: torch.device) -> str:
         """jacobi_eigh backend for the small eigensolves."""
-        if self.eigensolver == "jacobi":
-            return "native" if why_not_native(device) is None else "ref"
-        if self.eigensolver == "eigh" or device.type == "cpu":
-            return "eigh"
-        return "native" if why_not_native(device) is None else "eigh"
+        solver = small_solver(self.eigensolver, device)
+        if solver == "eigh" and device.type == "cuda" and self.sync == "deferred" and not self._warned_sync:
+            self._warned_sync = True
+            why = why_not_native(device) or f"eigensolver={self.eigensolver!r}"
+            warnings.warn(
+                "SpectrumTracker(sync='deferred'): the small eigensolves run torch.linalg.eigh, which synchronises "
+                f"with the host on CUDA at every update ({why}); eigensolver='jacobi' never does (pure-PyTorch "
+                "rotations when the native kernel is missing: slower, no sync)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        return solver
 
     def _randn(self, d: int, n: int) -> torch.Tensor:
         return torch.randn(d, n, generator=self._gen, device=self._device, dtype=self.dtype)
 
     def _cold(self, g: torch.Tensor) -> torch.Tensor:
-        d = g.shape[0]
-        v = orthonormalize(self._randn(d, self.q))
-        for _ in range(self.cold_iters):
-            v = orthonormalize(g @ v, fallback=v)
-        return v
+        return subspace_iterations(g, orthonormalize(self._randn(g.shape[0], self.q)), self.cold_iters)
 
     def _grow(self, g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         d = g.shape[0]
@@ -330,9 +372,7 @@ class SpectrumTracker:
         extra = self.q - v.shape[1]
         if extra > 0:
             v = orthonormalize(torch.cat([v, self._randn(d, extra)], dim=1))
-        for _ in range(self.cold_iters):
-            v = orthonormalize(g @ v, fallback=v)
-        return v
+        return subspace_iterations(g, v, self.cold_iters)
 
     def _rayleigh_ritz(self, g: torch.Tensor, v: torch.Tensor, trace: torch.Tensor, fro_sq: torch.Tensor) -> Step:
         d = g.shape[0]
@@ -359,10 +399,6 @@ class SpectrumTracker:
         if self.slq_probes == 0 or self._step % self.erank_every != 0:
             return nan, nan
         k = min(self.k, st.ritz.theta.shape[0])
-        backend = self._solver(g.device)
-        if k >= g.shape[0]:  # the basis is complete: nothing left to estimate
-            est = erank_from_terms(*entropy_rank_terms(st.ritz.theta))
-            return est, torch.zeros_like(est)
         return entropy_rank_slq(
             g,
             st.ritz.vectors[:, :k],
@@ -371,14 +407,13 @@ class SpectrumTracker:
             probes=self.slq_probes,
             steps=self.slq_steps,
             generator=self._gen,
-            backend=backend,
+            backend=self._solver(g.device),
         )
 
     def _refresh(self, gram: torch.Tensor, trace: torch.Tensor, fro_sq: torch.Tensor) -> TrackResult:
         eps = self._eps_dev
         res, self._v = exact_step(gram, eps, self.relative, self.k, self.q, trace, fro_sq, self._step, self.dtype)
-        self._restart_next = self._grow_next = False
-        self._extra_next, self._streak = 0, 0
+        self._next = Pending(open_idx=self._next.open_idx)  # thresholds open before stay speculated
         return res
 
     # ------------------------------------------------------------------ deferred decisions
@@ -387,12 +422,5 @@ class SpectrumTracker:
         if self.sync != "deferred":
             return
         f = self._flags.poll()
-        if f is None:
-            return  # not there yet: keep the previous decisions
-        accepted, nonfinite, grow = bool(f[0]), bool(f[1]), bool(f[2])
-        self._streak = 0 if accepted else self._streak + 1
-        self._extra_next = 0 if accepted else 1
-        if nonfinite or self._streak > self.max_iters:
-            self._restart_next, self._streak, self._extra_next = True, 0, 0
-        self._grow_next = grow
-        self._open_prev = [e for e, o in enumerate(f[3:]) if o]
+        if f is not None:  # else not there yet: keep the previous decisions
+            self._next.absorb(f, self.max_iters)
