@@ -41,7 +41,7 @@ class LambdaMaxBounds:
 
 
 def _top_ritz(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if _native.has_kernel("tridiag_top", alpha.device.type):
+    if _native.kernel_missing_reason("tridiag_top", alpha.device) is None:
         theta, y = torch.ops.effrank_fast.tridiag_top(alpha, beta)
         return theta, y
     t = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)

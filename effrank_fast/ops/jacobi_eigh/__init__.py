@@ -44,7 +44,7 @@ def default_tol(n: int, dtype: torch.dtype) -> float:
 
 
 def why_not_native(device: torch.device) -> str | None:
-    return _native.kernel_missing_reason("jacobi_eigh", device.type)
+    return _native.kernel_missing_reason("jacobi_eigh", device)
 
 
 def jacobi_eigh(
