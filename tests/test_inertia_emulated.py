@@ -1,7 +1,7 @@
 """The CUDA kernels of effrank_fast::inertia, run on the CPU without a GPU.
 
 csrc/inertia/inertia_kernels.cuh (the very source nvcc compiles) is built with g++ against
-tests/cuda_emulation/cuda_emulation.h, which runs each CUDA thread as a std::thread with real block
+tests/cuda_emulation/cuda_emulation.h, which runs each CUDA thread as a fiber with real block
 barriers, warp shuffles and atomics, and a naive BLAS in place of cuBLAS; the workspace starts as
 NaN, like uninitialised device memory. The counts must match the known spectrum and the CPU
 kernel; the diagnostics (growth, δ, ‖A‖_F) are the same sums in another order, so they agree with
@@ -51,8 +51,8 @@ def emulator(tmp_path_factory) -> Path:
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     if out.returncode != 0:
-        if "barrier" in out.stderr and "No such file" in out.stderr:
-            pytest.skip("the C++ library lacks <barrier> (C++20)")
+        if "source_location" in out.stderr and "No such file" in out.stderr:
+            pytest.skip("the C++ library lacks <source_location> (C++20)")
         pytest.fail(f"emulation build failed:\n{out.stderr[-3000:]}")
     return exe
 

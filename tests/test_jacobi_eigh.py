@@ -291,11 +291,11 @@ def _emulation_cases() -> list[tuple[str, str, torch.dtype, list[torch.Tensor], 
 
 def test_cuda_kernels_source_under_host_emulation(tmp_path):
     """The CUDA kernels' own source (jacobi_kernels.cuh), compiled for the host with emulated
-    threads, barriers and warp shuffles (tests/cuda_emu/): CI has no GPU, and this is the only
+    threads, barriers and warp shuffles (tests/cuda_emulation/): CI has no GPU, and this is the only
     place the kernel code runs there. The built-in cases check themselves (V orthogonal,
     AV = VΛ); the cases above (n = 288, clustered, graded, both kernels, both dtypes) come back
     and are checked against float64 eigvalsh with the tolerances of ``_check``. One block per
-    launch: multi-block execution is not emulated (see tests/cuda_emu/cuda_emu.h)."""
+    launch: multi-block execution is not emulated (see tests/cuda_emulation/cuda_emulation.h)."""
     import shutil
     import subprocess
     from pathlib import Path
@@ -306,15 +306,15 @@ def test_cuda_kernels_source_under_host_emulation(tmp_path):
     if cxx is None:
         pytest.skip("no C++ compiler")
     root = Path(__file__).resolve().parents[1]
-    exe = tmp_path / "jacobi_harness"
+    exe = tmp_path / "jacobi_emulated"
     build = subprocess.run(
         [
             cxx,
             "-std=c++20",
             "-O2",
             f"-I{root / 'csrc'}",
-            f"-I{root / 'tests' / 'cuda_emu'}",
-            str(root / "tests" / "cuda_emu" / "jacobi_harness.cc"),
+            f"-I{root / 'tests' / 'cuda_emulation'}",
+            str(root / "tests" / "cuda_emulation" / "jacobi_emulated.cpp"),
             "-o",
             str(exe),
         ],

@@ -1,6 +1,6 @@
 #pragma once
 // The CUDA kernels of jacobi_eigh (see jacobi_core.h for the algorithm). Kept free of torch
-// headers so that tests/cuda_emu/ can compile them for the host with emulated threads and
+// headers so that tests/cuda_emulation/ can compile them for the host with emulated threads and
 // barriers (CI has no GPU); jacobi_eigh_cuda.cu launches them.
 //
 //  * jacobi_small_kernel: one thread block per matrix of a batch, the whole matrix and its

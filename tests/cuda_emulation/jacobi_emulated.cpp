@@ -1,7 +1,7 @@
-// Runs the CUDA kernels of jacobi_eigh on the host through cuda_emu.h (CI has no GPU).
+// Runs the CUDA kernels of jacobi_eigh on the host through cuda_emulation.h (CI has no GPU).
 //
-//   jacobi_harness          built-in cases, each checked here: V orthogonal, A V = V Λ, Λ ascending
-//   jacobi_harness DIR      the cases listed in DIR/cases.txt, one per line:
+//   jacobi_emulated         built-in cases, each checked here: V orthogonal, A V = V Λ, Λ ascending
+//   jacobi_emulated DIR     the cases listed in DIR/cases.txt, one per line:
 //                             name kernel(small|blocked) dtype(f64|f32) n batch threads max_sweeps tol
 //                           input DIR/<name>.in: batch·n·n float64 (row-major, native endianness);
 //                           output DIR/<name>.out: per matrix n eigenvalues, n·n eigenvectors
@@ -14,7 +14,7 @@
 // cover every pair and tile, and grid.sync() is a block barrier), so the arithmetic, the ordering
 // and the convergence logic are the kernel's own, but multi-block execution (races between
 // blocks, the ld.cg/st.cg memory-ordering argument) is out of scope here and rests on the GPU tests.
-#include "cuda_emu.h"
+#include "cuda_emulation.h"
 
 // clang-format off
 #include "jacobi_eigh/jacobi_kernels.cuh"
@@ -91,10 +91,8 @@ Solved<T> solve_small(const std::vector<T>& in, int n, int batch, unsigned threa
   Solved<T> r{std::vector<T>(size_t(batch) * n, T(NAN)), std::vector<T>(size_t(batch) * n * n, T(NAN)),
               std::vector<double>(batch), std::vector<int64_t>(batch)};
   const size_t smem = (2 * size_t(npad) * npad + 3 * (npad / 2)) * sizeof(T) + 2 * (npad / 2) * sizeof(int);
-  emu_launch(batch, threads, smem, [&] {
-    effrank_fast::jacobi::jacobi_small_kernel<T>(in.data(), n, npad, max_sweeps, tol, r.w.data(), r.v.data(),
-                                                 r.off.data(), r.sweeps.data());
-  });
+  emu::launch(effrank_fast::jacobi::jacobi_small_kernel<T>, batch, threads, smem)(
+      in.data(), n, npad, max_sweeps, tol, r.w.data(), r.v.data(), r.off.data(), r.sweeps.data());
   return r;
 }
 
@@ -108,7 +106,7 @@ Solved<T> solve_blocked(const T* a, int n, unsigned threads, int max_sweeps, dou
   Solved<T> r{std::vector<T>(n, T(NAN)), std::vector<T>(size_t(n) * n, T(NAN)), {-1.0}, {-1}};
   BlockedArgs<T> args{a,        A.data(), V.data(),      Q.data(),      red.data(),   rank.data(), r.w.data(),
                       r.v.data(), &r.off[0], &r.sweeps[0], L,             max_sweeps,   tol};
-  emu_launch(1, threads, 0, [&] { effrank_fast::jacobi::jacobi_blocked_kernel<T>(args); });
+  emu::launch(effrank_fast::jacobi::jacobi_blocked_kernel<T>, 1, threads, 0)(args);
   return r;
 }
 
