@@ -193,6 +193,8 @@ def _linear_act_gram_windows_kernel(
 
     Promotion as in the SYRK: each window is summed on the tensor cores into a fresh partial, then
     added to a separate fp32 accumulator with round-to-nearest adds; one store (or atomic) at the end.
+    A kernel of its own, prologue repeated: the window loop inside the one-window kernel kept the
+    output pointers live across it and made the default (per-row weights) config spill.
     """
     if GUARD == 1:  # noqa: SIM102 (constexpr test, then a runtime one)
         if tl.load(FLAG) == 0:
