@@ -159,6 +159,12 @@ def _check(gram: object, band_rel: object, block_size: object, fallback: object)
     return str(fallback)
 
 
+def _verdicts(dtype: torch.dtype, band_rel: float | None, certify: bool | None) -> tuple[float, bool]:
+    """(tolerance, certify) with the defaults of M's dtype: 16u, and certify only a float64 M."""
+    tol = default_band_rel(dtype) if band_rel is None else float(band_rel)
+    return tol, dtype == torch.float64 if certify is None else bool(certify)
+
+
 def _thresholds(thresholds: object, device: torch.device) -> torch.Tensor:
     t = torch.as_tensor(thresholds, dtype=torch.float64)
     if t.dim() > 1:
@@ -249,8 +255,7 @@ def inertia_count(
     """
     method = _check(gram, band_rel, block_size, fallback)
     _require_kernel(gram.device)
-    tol = default_band_rel(gram.dtype) if band_rel is None else float(band_rel)
-    do_certify = gram.dtype == torch.float64 if certify is None else bool(certify)
+    tol, do_certify = _verdicts(gram.dtype, band_rel, certify)
     tau = _thresholds(thresholds, gram.device)
     f = _Factored(gram, tau, block_size, rbt, rbt_seed)
     counts = f.counts
@@ -311,8 +316,7 @@ def inertia_count_relative(
     """
     method = _check(gram, band_rel, block_size, fallback)
     _require_kernel(gram.device)
-    tol = default_band_rel(gram.dtype) if band_rel is None else float(band_rel)
-    do_certify = gram.dtype == torch.float64 if certify is None else bool(certify)
+    tol, do_certify = _verdicts(gram.dtype, band_rel, certify)
     eps_t = _thresholds(eps, gram.device)
     e = eps_t.numel()
     m = symmetric_from_lower(gram)
