@@ -2,7 +2,7 @@
 # The whole GPU check in one command of <= 7 minutes on the H200 machine, from a bare checkout:
 #   bash benchmarks/run_device.sh            # on the GPU machine, from the repository root
 #   bash benchmarks/run_device.sh --dry-run  # on any CPU machine: every step that needs no GPU (< 2 min)
-# Steps, in order, each under a time cap and a global deadline (DEADLINE_S, default 400 s):
+# Steps, in order, each under a time cap and a global deadline (DEADLINE_S, default 410 s):
 #   1. the build (background, EFFRANK_FAST_REQUIRE_CUDA=1) while the Triton GPU tests run;
 #   2. every CUDA kernel registered (tests/test_gpu_build.py): a failed build FAILS here, loudly;
 #   3. smoke (60 s): the cooperative multi-block Jacobi kernel at n = 40, 288, 300 and the CUDA
@@ -20,7 +20,7 @@ DRY=0
 [ "${1:-}" = "--dry-run" ] && DRY=1
 OUT=${OUT:-/tmp/effrank_out}
 WORK=${WORK:-$(mktemp -d /tmp/effrank_device.XXXXXX)}
-DEADLINE_S=${DEADLINE_S:-400}
+DEADLINE_S=${DEADLINE_S:-410}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT" "$WORK"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONDONTWRITEBYTECODE=1
@@ -84,7 +84,7 @@ spec = importlib.util.spec_from_file_location('s', 'setup.py'); s = importlib.ut
 print('C++ standard', s.torch_cxx_std(torch), '; CUDA skip reason:', s._cuda_skip_reason(torch))" > "$WORK/build.log" 2>&1
   echo $? > "$WORK/build.rc"
 fi
-step tests_triton_gpu 150 30 GPU $PY -m pytest -q -p no:cacheprovider -m gpu -n 4 --timeout 120 $TRITON_TESTS
+step tests_triton_gpu 120 30 GPU $PY -m pytest -v -p no:cacheprovider -m gpu -n 4 --timeout 100 $TRITON_TESTS
 if [ -n "$BUILD_PID" ]; then wait "$BUILD_PID"; fi
 BUILD_RC=$(cat "$WORK/build.rc" 2>/dev/null || echo 99)
 grep '\[effrank_fast setup\]' "$WORK/build.log" | sed 's/^/    /' >> "$SUMMARY"
@@ -100,12 +100,12 @@ pack
 $PY -m effrank_fast.info > "$WORK/info.txt" 2>&1
 
 # ---------------------------------------------------------------- 2. kernels registered
-step kernels_registered 60 10 CPU env EFFRANK_FAST_GPU_TESTS_ONLY=0 $PY -m pytest -q -p no:cacheprovider tests/test_gpu_build.py
+step kernels_registered 45 10 CPU env EFFRANK_FAST_GPU_TESTS_ONLY=0 $PY -m pytest -q -p no:cacheprovider tests/test_gpu_build.py
 
 # ---------------------------------------------------------------- 3. smoke: multi-block Jacobi, CUDA inertia
 SMOKE_DEV=cuda
 [ $DRY = 1 ] && SMOKE_DEV=cpu
-step smoke 60 20 CPU $PY - "$SMOKE_DEV" <<'PY'
+step smoke 45 15 CPU $PY - "$SMOKE_DEV" <<'PY'
 import sys
 import torch
 from effrank_fast.ops.inertia import inertia_count
@@ -143,16 +143,16 @@ PY
 # ---------------------------------------------------------------- 4. the other GPU-marked tests
 IGNORES=""
 for f in $TRITON_TESTS tests/test_gpu_build.py; do IGNORES="$IGNORES --ignore=$f"; done
-step tests_gpu 110 30 GPU $PY -m pytest -q -p no:cacheprovider -m gpu -n 8 --timeout 90 -rfE tests $IGNORES
+step tests_gpu 90 30 GPU $PY -m pytest -v -p no:cacheprovider -m gpu -n 8 --timeout 80 -rfE tests $IGNORES
 # dry run: that the GPU-only selection keeps the GPU-marked tests and deselects the rest (two files)
 [ $DRY = 1 ] && step tests_gpu_selection 60 10 CPU $PY -m pytest -q -p no:cacheprovider -m gpu --collect-only \
   tests/test_monitor_sync.py tests/test_monitor.py
 
 # ---------------------------------------------------------------- 5. headline benchmarks
-step bench_gram 60 25 GPU $PY benchmarks/bench_gram.py --quick --budget-s 30 --json "$WORK/bench_gram.json"
-step bench_inertia 70 30 GPU $PY benchmarks/bench_inertia.py --sizes 4096,8192 --svd-max 4096 --json "$WORK/bench_inertia.json"
-step bench_tracker 45 20 GPU $PY benchmarks/bench_tracker.py --json "$WORK/bench_tracker.json"
-E2E_ARGS="--widths 4096 --variant-budget-s 3 --warmup 3 --steps-slow 10 --time-budget-s 50"
+step bench_gram 40 20 GPU $PY benchmarks/bench_gram.py --quick --budget-s 15 --json "$WORK/bench_gram.json"
+step bench_inertia 55 30 GPU $PY benchmarks/bench_inertia.py --sizes 4096,8192 --svd-max 4096 --json "$WORK/bench_inertia.json"
+step bench_tracker 40 20 GPU $PY benchmarks/bench_tracker.py --json "$WORK/bench_tracker.json"
+E2E_ARGS="--widths 4096 --variant-budget-s 3 --warmup 3 --steps-slow 10 --time-budget-s 45"
 [ $DRY = 1 ] && E2E_ARGS="--smoke --variants none,exact,warm --layers last_hidden"
 step bench_e2e 60 25 CPU $PY -W ignore benchmarks/bench_e2e.py $E2E_ARGS --json "$WORK/bench_e2e.json"
 
