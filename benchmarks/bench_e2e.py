@@ -13,7 +13,7 @@ and measures every step:
 - ``gram_eigvalsh``: fp32 Gram hᵀh, float64 ``eigvalsh``, the same counts;
 - ``exact``: ``RankMonitor(tracker="exact")`` (solver "auto");
 - ``warm``: ``RankMonitor(tracker="warm")``, k = min(256, d/4), an exact refresh every
-  ``--refresh-every`` steps (the timed window spans that many steps, so it holds one refresh);
+  ``--refresh-every`` steps (the timed window is that many steps, so it holds one refresh);
 - ``warm_fused``: the same with ``fused=True`` (Gram of ReLU(xWᵀ + b) formed from x);
 
 each for the last hidden layer alone (``last_hidden``) and for all 4 (``all_hidden``). Reported:
@@ -160,9 +160,11 @@ def run_variant(variant: str, layer_set: str, d: int, base: nn.Sequential, x, y,
         trainer.step(after)
     _sync(x.device)
     per_step_s = (time.perf_counter() - t0) / max(1, args.warmup)
-    # slow variants (svdvals at large d) get fewer timed steps, never fewer than 3
-    steps = args.steps if variant in ("none", "warm", "warm_fused") else args.steps_slow
-    steps = max(3, min(steps, int(args.variant_budget_s / max(per_step_s, 1e-9))))
+    if variant in ("warm", "warm_fused"):
+        steps = args.refresh_every  # one whole refresh period: the amortised cost, one exact refresh in it
+    else:  # the others by the warm-up's step time, at most the budget (svdvals at large d is slow)
+        steps = args.steps if variant == "none" else args.steps_slow
+        steps = max(3, min(steps, int(args.variant_budget_s / max(per_step_s, 1e-9))))
     ms = time_steps(trainer, after, steps, x.device)
     row: dict[str, Any] = {"d": d, "N": x.shape[0], "variant": variant, "layers": layer_set, "ms_per_step": ms}
     row["steps_timed"] = steps
@@ -234,20 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16384)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--layers", default=",".join(LAYER_SETS))
-    p.add_argument("--steps", type=int, default=100, help="timed steps of the fast variants")
+    p.add_argument("--steps", type=int, default=100, help="timed steps of the unmonitored reference")
     p.add_argument("--steps-slow", type=int, default=20, help="timed steps of svdvals, gram_eigvalsh, exact")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--refresh-every", type=int, default=100, help="warm tracker's exact refresh period")
     p.add_argument("--check-refresh", type=int, default=4, help="refresh period in the counts check")
-    p.add_argument("--variant-budget-s", type=float, default=20.0, help="cap on one variant's timed steps")
+    p.add_argument("--variant-budget-s", type=float, default=20.0, help="cap on a non-warm variant's timed steps")
     p.add_argument("--time-budget-s", type=float, default=math.inf, help="start nothing new after this")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--json", default=None)
     p.add_argument("--smoke", action="store_true", help="CPU, tiny sizes (CI)")
     args = p.parse_args(argv)
     if args.smoke:
-        args.widths, args.batch, args.steps, args.steps_slow, args.warmup = "24", 128, 2, 2, 1
-        args.refresh_every, args.check_refresh = 2, 1
+        args.widths, args.batch, args.steps, args.steps_slow, args.warmup = "24", 128, 3, 3, 1
+        args.refresh_every, args.check_refresh = 3, 1
     device = torch.device(args.device)
     widths = [int(w) for w in args.widths.split(",")]
     variants = [v for v in args.variants.split(",") if v]
