@@ -149,3 +149,25 @@ def test_warm_tracker_without_refresh_passes_the_check_on_cpu():
     mon = _monitor("cpu", width=48, tracker="warm", tracker_options=opts)
     assert_steps_do_not_sync(mon, 3, simulated_sync_errors)
     mon.close()
+
+
+@pytest.mark.skipif(not _native.has_kernel("jacobi_eigh", "cpu"), reason="needs the native jacobi_eigh CPU kernel")
+def test_warm_started_jacobi_engine_matches_float64_eigvalsh_along_a_drifting_gram():
+    """A graded (power-law) spectrum, M_{t+1} = (I + ρR)ᵀ M_t (I + ρR): every step's eigenvalues
+    within the Weyl bound of the converged solve (plus V's orthogonality error) of eigvalsh's."""
+    from effrank_fast.monitor.engines import JACOBI_OFF_SLACK, ExactEngine
+    from effrank_fast.ops.jacobi_eigh import default_tol
+
+    d = 120
+    gen = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=gen))
+    m = q @ torch.diag(torch.arange(1, d + 1, dtype=torch.float64) ** -2.0) @ q.T
+    engine = ExactEngine(torch.tensor(EPS, dtype=torch.float64), None, 4, mode="sum", center=False, solver="jacobi")
+    u = torch.finfo(torch.float64).eps
+    for step in range(12):
+        _, lam = engine.record(0, m, torch.tensor(True))
+        ref = torch.linalg.eigvalsh(m).flip(0)
+        bound = (JACOBI_OFF_SLACK * default_tol(d, torch.float64) + 4 * d * u) * float(m.norm())
+        assert float((lam - ref).abs().max()) <= bound, step
+        r = torch.eye(d, dtype=torch.float64) + 1e-3 * torch.randn(d, d, dtype=torch.float64, generator=gen) / d**0.5
+        m = r.T @ m @ r
