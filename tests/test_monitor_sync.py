@@ -112,13 +112,13 @@ def test_sync_free_exact_engine_passes_the_check_and_matches_eigvalsh():
 
 @pytest.mark.gpu
 def test_step_does_not_synchronise_on_cuda():
-    """The default engine ("exact", solver "auto": Jacobi on CUDA), with the CPU float64 eigvalsh
-    counts as the oracle."""
+    """The default engine ("exact", solver "auto": Jacobi on CUDA), with float64 eigvalsh counts of
+    the same Grams (same device, same Gram backend) as the oracle."""
     mon = _monitor("cuda")
     assert mon.engine.solver_for(torch.zeros(16, 16, device="cuda")) == "jacobi"
     rows = assert_steps_do_not_sync(mon, 3, cuda_sync_errors)
     mon.close()
-    ref = _monitor("cpu", tracker="exact", tracker_options={"solver": "eigvalsh"})
+    ref = _monitor("cuda", tracker="exact", tracker_options={"solver": "eigvalsh"})
     for _ in range(4):
         ref.step()
     ref.close()
