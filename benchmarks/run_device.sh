@@ -105,7 +105,8 @@ step kernels_registered 45 10 CPU env EFFRANK_FAST_GPU_TESTS_ONLY=0 $PY -m pytes
 # ---------------------------------------------------------------- 3. smoke: multi-block Jacobi, CUDA inertia
 SMOKE_DEV=cuda
 [ $DRY = 1 ] && SMOKE_DEV=cpu
-step smoke 45 15 CPU $PY - "$SMOKE_DEV" <<'PY'
+# a failed smoke: the tracker benchmark still measures, with torch's eigh instead of the Jacobi kernel
+step smoke 45 15 CPU $PY - "$SMOKE_DEV" <<'PY' || { export TRACKER_EIGENSOLVER=eigh; note "smoke failed: bench_tracker uses eigh"; }
 import sys
 import torch
 from effrank_fast.ops.inertia import inertia_count
