@@ -33,7 +33,7 @@ SUMMARY="$OUT/summary.txt"
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
 note() { echo "$*" | tee -a "$SUMMARY"; }
-pack() { tar -czf "$OUT/results.tgz.part" -C "$WORK" . 2>/dev/null && mv "$OUT/results.tgz.part" "$OUT/results.tgz"; }
+pack() { tar -czf "$WORK.tgz" -C "$WORK" . 2>/dev/null && mv -f "$WORK.tgz" "$OUT/results.tgz"; }  # $OUT: 2 files
 
 # step NAME CAP_S MIN_S GPU|CPU CMD...: run CMD under min(CAP_S, time left) with its log in $WORK/NAME.log;
 # skipped when less than MIN_S is left, or in a dry run when it needs the GPU.
