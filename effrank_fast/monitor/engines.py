@@ -109,10 +109,9 @@ class ExactEngine:
             return torch.linalg.eigvalsh(m64).flip(0)
         d = m64.shape[0]
         tol = default_tol(d, torch.float64)
-        basis = self._basis.get(layer)
-        cold = basis is None or basis.shape != m64.shape or basis.device != m64.device
-        if cold:
-            basis = torch.eye(d, dtype=torch.float64, device=m64.device)
+        last = self._basis.get(layer)
+        cold = last is None or last.shape != m64.shape or last.device != m64.device
+        basis = torch.eye(d, dtype=torch.float64, device=m64.device) if last is None or cold else last
         rotated = basis.mT @ m64 @ basis
         sweeps = JACOBI_COLD_SWEEPS if cold else JACOBI_WARM_SWEEPS
         # "auto" comes here only when the kernel is built; "jacobi" without it is an error row
