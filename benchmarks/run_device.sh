@@ -97,10 +97,10 @@ else
   note "build: ok (at $(elapsed) s)"
 fi
 pack
-$PY -m effrank_fast.info > "$WORK/info.txt" 2>&1 &  # packed with the next step's results
+[ $DRY = 0 ] && { $PY -m effrank_fast.info > "$WORK/info.txt" 2>&1 & }  # packed with the next step's results
 
 # ---------------------------------------------------------------- 2. kernels registered
-step kernels_registered 45 10 CPU env EFFRANK_FAST_GPU_TESTS_ONLY=0 $PY -m pytest -q -p no:cacheprovider tests/test_gpu_build.py
+step kernels_registered 90 10 CPU env EFFRANK_FAST_GPU_TESTS_ONLY=0 $PY -m pytest -q -p no:cacheprovider tests/test_gpu_build.py
 
 # ---------------------------------------------------------------- 3. smoke: multi-block Jacobi, CUDA inertia
 SMOKE_DEV=cuda
