@@ -16,11 +16,20 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 def pytest_collection_modifyitems(config, items):
+    """Skip GPU-marked tests without CUDA. With EFFRANK_FAST_GPU_TESTS_ONLY=1 (the device run), keep
+    only the GPU-marked tests: the CPU suites (the Triton contract suite above all, whose device is
+    CUDA when there is one) would JIT-compile many kernel specialisations on the GPU for nothing."""
+    # get_closest_marker, not `"gpu" in item.keywords`: keywords also hold the folder names on the
+    # path, so a checkout in a folder named "gpu" would skip everything.
+    if os.environ.get("EFFRANK_FAST_GPU_TESTS_ONLY") == "1":
+        keep = [item for item in items if item.get_closest_marker("gpu") is not None]
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("gpu") is None])
+        items[:] = keep
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
-        if "gpu" in item.keywords:
+        if item.get_closest_marker("gpu") is not None:
             item.add_marker(skip)
 
 
