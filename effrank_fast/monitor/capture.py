@@ -194,6 +194,7 @@ class Capture:
                 self.acc[li].add_fused(phi, layer.fused, w, self.kernel)
             else:
                 self.acc[li].add(phi, w)
+            self.acc[li].note_readout(layer.readout)
         except Exception as exc:
             self.errors[li] = f"{type(exc).__name__}: {exc}"
 

@@ -2,12 +2,16 @@
 
     mon = effrank_fast.RankMonitor(model, eps=[1e-2, 1e-3], log_dir="runs/x")
     for x, y in data:
-        loss = loss_fn(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
+        loss = loss_fn(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
         mon.step(loss=loss)          # no host sync here
     mon.close()                      # flushes; mon.history has one row per (step, layer)
 
-The training forward is never changed: hooks only read (detached) activations. ``step()``
-never raises: a failed measurement is recorded (NaN measures, ``error`` column) with a warning.
+Row t pairs the loss with the ranks of the same parameters θ_t: without a probe the features
+are those of the loss's own forward pass; with a probe it runs just before the optimizer updates
+θ_t (an optimizer step pre-hook, see :mod:`.pre_step`), so step 0 is the initial network.
+The training forward is never changed: hooks only read (detached) activations. ``step()`` and
+``close()`` never raise: a failed measurement is recorded (NaN measures, ``error`` column) with
+a warning, and odd inputs are handled as :mod:`.inputs` says.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
 from effrank_fast.monitor.capture import Capture, Probe
 from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, read_jsonl
+from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
+from effrank_fast.monitor.pre_step import PreStepHook
 from effrank_fast.monitor.sinks import HISTORY_JSONL
 
 
@@ -51,7 +57,9 @@ class RankMonitor:
         relative: None (τ = ε), "max" (τ = ε·λ_max) or "trace" (τ = ε·tr M).
         every: measure every this many steps (``step % every == 0``).
         probe: fixed input points [N, ...] (or a tuple of positional inputs): the model is run on
-            them under ``no_grad`` and in eval mode at each measured step (the paper's ∫_Ω).
+            them under ``no_grad`` and in eval mode at each measured step (the paper's ∫_Ω), just
+            before the optimizer updates the parameters (or in ``step()`` when no optimizer
+            stepped), so each row's ranks and loss belong to the same parameters.
             Without a probe, the training forward passes since the last step are used
             (micro-batches add up; forwards under ``no_grad`` are ignored).
         weights: quadrature weights [N] of the probe (e.g. effrank_fast.quadrature.trapezoid).
@@ -73,9 +81,11 @@ class RankMonitor:
         acc_dtype: Gram accumulation dtype (None: effrank_fast.gram's default; float64 if centred).
         fused: form the Gram of h = act(xWᵀ + b) from the producing Linear's input with
             effrank_fast.ops.linear_act_gram (Linear→activation layers in an nn.Sequential).
-        distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic).
+        distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic); the
+            ``loss`` column is then the mean of the ranks' losses, in the same all-reduce.
         keep_history: keep flushed rows in ``mon.history`` (files are written either way).
-        meta: extra run metadata saved in meta.json under "run".
+        meta: extra run metadata saved in meta.json under "run" (``"loss_name"`` labels the loss
+            axis of the report's plots; default "loss").
     """
 
     def __init__(
@@ -160,6 +170,8 @@ class RankMonitor:
         self._since_flush = 0
         self._armed = True
         self._closed = False
+        self._probed = False  # the probe of the coming measured step has run (before an optimizer step)
+        self._probed_versions: tuple[int, ...] | None = None
         self._t0, self._wall_offset = time.perf_counter(), 0.0
         self.files = runfiles.RunFiles(log_dir, tensorboard) if log_dir is not None and self.rank == 0 else None
         self.capture = Capture(
@@ -180,6 +192,7 @@ class RankMonitor:
                 self.capture.raise_discovery = False
             if not self.capture.layers:
                 raise ValueError(f"layers={layers!r}: the probe forward did not reach an nn.Linear")
+        self.pre_step = PreStepHook(model, self._before_optimizer_step) if self.probe is not None else None
 
     @property
     def layers(self) -> list[L.Layer]:
@@ -195,33 +208,71 @@ class RankMonitor:
         self._write_meta()
 
     # ------------------------------------------------------------------ the training-loop API
-    def step(self, loss: torch.Tensor | float | None = None, *, step: int | None = None) -> None:
-        """Record one training step (call it once per optimizer step, after the forward).
+    def step(self, loss: object = None, *, step: int | None = None) -> None:
+        """Record one training step (call it once per optimizer step, after the forward); never raises.
 
-        On a measured step this runs the probe (if any), forms each layer's Gram matrix and its
-        measures on the device; nothing is copied to the host until the next flush.
+        Args:
+            loss: the step's loss: a 0-d tensor, a per-sample tensor (its mean is logged), an int or
+                float, or None; anything else is logged as NaN with a warning (:mod:`.inputs`).
+            step: an explicit step number; it must increase (else: renumbered, with a warning).
+
+        On a measured step this forms each layer's Gram matrix and its measures on the device
+        (running the probe first, unless an optimizer step pre-hook already ran it on the same
+        parameters); nothing is copied to the host until the next flush.
         """
         if self._closed:
             self._warn("closed", "RankMonitor.step() after close() is ignored")
             return
-        s = self._step if step is None else int(step)
-        if s % self.every == 0:
-            self._measure_step(s, loss)
+        s = self._step
+        try:
+            s = step_number(step, self._step, self._warn)
+            if s % self.every == 0:
+                self._measure_step(s, loss_value(loss, self._warn))
+        except Exception as exc:  # a bug here must not stop the training run
+            self._warn("step:" + type(exc).__name__, f"RankMonitor.step() failed at step {s} ({exc!r}); ignored")
+        finally:
+            self._end_step(s)
+
+    def _end_step(self, s: int) -> None:
         self.capture.reset()
+        self._probed = False
         self._step = s + 1
         self._armed = self._step % self.every == 0
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self.flush()
 
-    def _measure_step(self, s: int, loss: torch.Tensor | float | None) -> None:
+    def _before_optimizer_step(self) -> None:
+        """The optimizer pre-hook: probe θ_t before its update, unless already done for this step."""
+        try:
+            if self._closed or self._probed or not self._armed:
+                return
+            if self.pre_step is not None and self.pre_step.versions() == self._probed_versions:
+                return  # step() already probed these parameters (mon.step() came before opt.step())
+            self._run_probe()
+        except Exception as exc:
+            self._warn("pre_step", f"RankMonitor: the optimizer pre-step probe failed ({exc!r})")
+
+    def _run_probe(self) -> None:
+        """The probe forward of the coming measured step; a failure becomes that step's error rows."""
+        assert self.probe is not None
+        self._probed = True
+        if self.pre_step is not None:
+            self._probed_versions = self.pre_step.versions()
+        try:
+            self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
+        except Exception as exc:
+            msg = f"probe forward failed: {type(exc).__name__}: {exc}"
+            self.capture.errors.update(dict.fromkeys(range(len(self.layers)), msg))
+
+    def _measure_step(self, s: int, loss: torch.Tensor | float) -> None:
         wall = self._wall()
         errors: dict[int, str] = {}
         values: torch.Tensor | None = None
         spectra: list[tuple[int, torch.Tensor]] = []
         try:
-            if self.probe is not None:
-                self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
+            if self.probe is not None and not self._probed:
+                self._run_probe()
             if not self.layers:
                 self.capture.resolve_pending()
             if not self.layers:
@@ -229,8 +280,8 @@ class RankMonitor:
                     "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
                 )
                 return
-            values, errors, spectra = self.measurer.measure(
-                s, self.layers, self.capture.acc, self.capture.errors, self._warn
+            values, errors, spectra, loss = self.measurer.measure(
+                s, self.layers, self.capture.acc, self.capture.errors, self._warn, loss
             )
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}"
@@ -265,6 +316,7 @@ class RankMonitor:
                 self.files.write(rows, spectrum)
             except Exception as exc:
                 self._warn("files", f"RankMonitor: writing {self.files.dir} failed ({type(exc).__name__}: {exc})")
+            self._write_meta()  # its "steps" count follows the run (an interrupted run's report reads it)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -277,14 +329,25 @@ class RankMonitor:
         return {l.label: l.info() for l in self.layers}
 
     def close(self) -> None:
-        """Flush, remove every hook and close the files. Safe to call twice."""
+        """Flush, remove every hook and close the files. Safe to call twice; never raises (it warns)."""
         if self._closed:
             return
-        self.flush()
         self._closed = True
+        for what, action in (
+            ("flush", self.flush),
+            ("hooks", self._remove_hooks),
+            ("files", lambda: self.files.close(self._meta(closed=True)) if self.files is not None else None),
+        ):
+            try:
+                action()
+            except Exception as exc:
+                where = f" ({self.files.dir})" if what == "files" and self.files is not None else ""
+                self._warn("close:" + what, f"RankMonitor.close(): {what} failed{where}: {type(exc).__name__}: {exc}")
+
+    def _remove_hooks(self) -> None:
         self.capture.close()
-        if self.files is not None:
-            self.files.close(self._meta(closed=True))
+        if self.pre_step is not None:
+            self.pre_step.remove()
 
     def __enter__(self) -> RankMonitor:
         return self
@@ -348,6 +411,7 @@ class RankMonitor:
             "probe_points": n_probe,
             "probe_weight_sum": None if self.weights is None else float(self.weights.double().sum()),
             "every": self.every,
+            "steps": self._step,
             "flush_every": self.flush_every,
             "spectrum_every": self.spectrum_every,
             "topk": self.topk,
