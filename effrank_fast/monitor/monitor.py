@@ -184,10 +184,10 @@ class RankMonitor:
             on_resolved=self._on_layers,
             warn=self._warn,
         )
-        if self.probe is not None and not self.capture.layers:  # resolve now: configuration errors surface here
+        if self.probe is not None:  # resolve and run it now: configuration errors surface here
             self.capture.raise_discovery = True
             try:
-                self.probe.run(model, self.capture, measure=False, shard=self._shard)
+                self.probe.check(model, self.capture, shard=self._shard)
             finally:
                 self.capture.raise_discovery = False
             if not self.capture.layers:
