@@ -40,7 +40,7 @@ def _constant_result(fn: _F) -> _F:
     the decorator sets exactly this attribute, tests/test_compile.py that compiled calls fold it.
     """
     if "torch._dynamo" in sys.modules:
-        return torch.compiler.assume_constant_result(fn)  # type: ignore[no-any-return]
+        return torch.compiler.assume_constant_result(fn)
     fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
     return fn
 

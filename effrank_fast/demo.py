@@ -150,9 +150,7 @@ def _optimizer(cfg: DemoConfig, params: Any) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=lr)
     # Up to 20 iterations per step: with a single iteration per opt.step(), L-BFGS restarts its
     # line search from a unit step every time and stalls on the loss plateau (loss frozen at 3.76).
-    return torch.optim.LBFGS(
-        params, lr=lr, max_iter=LBFGS_MAX_ITER, history_size=50, line_search_fn="strong_wolfe"
-    )
+    return torch.optim.LBFGS(params, lr=lr, max_iter=LBFGS_MAX_ITER, history_size=50, line_search_fn="strong_wolfe")
 
 
 def default_out() -> Path:

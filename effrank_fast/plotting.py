@@ -36,7 +36,7 @@ def mark_divergence(ax: Any, step: int | None) -> Any:
 
 
 def _jump_labels(ax: Any, jumps: Sequence[Any], span: float) -> None:
-    """"a→b" labels of the upward jumps in a band above the axes, in up to three staggered rows; a
+    """ "a→b" labels of the upward jumps in a band above the axes, in up to three staggered rows; a
     label that would overlap its row's previous one (closer than 5% of the x range) is left out."""
     rows: list[float] = [-math.inf] * 3
     for j in jumps:

@@ -92,17 +92,18 @@ def layer_ordering(run: Run) -> dict[str, dict[str, float | None]]:
         by_step.setdefault(int(r["step"]), {})[r["layer"]] = r
     out: dict[str, dict[str, float | None]] = {}
     for e in run.eps:
-        col, res = _col(e), {}
+        col = _col(e)
+        res: dict[str, float | None] = {}
         table = [
             [float(row[l].get(col, math.nan)) for l in layers]
             for row in by_step.values()
             if all(l in row and math.isfinite(row[l].get(col, math.nan)) for l in layers)
         ]
-        r = np.array(table, dtype=np.float64).reshape(len(table), len(layers))
-        up = r[:, 1:] > r[:, :-1]
+        ranks = np.array(table, dtype=np.float64).reshape(len(table), len(layers))
+        up = ranks[:, 1:] > ranks[:, :-1]
         for k in range(len(layers) - 1):
-            res[f"{layers[k + 1]}>{layers[k]}"] = float(up[:, k].mean()) if len(r) else None
-        res["all"] = float(up.all(axis=1).mean()) if len(r) and len(layers) > 1 else None
+            res[f"{layers[k + 1]}>{layers[k]}"] = float(up[:, k].mean()) if len(ranks) else None
+        res["all"] = float(up.all(axis=1).mean()) if len(ranks) and len(layers) > 1 else None
         out[f"{e:g}"] = res
     return out
 
@@ -226,7 +227,9 @@ def format_table(summary: dict[str, Any]) -> str:
     e0 = eps[0]
     head = f"{'layer':<12}" + "".join(f"{'ε=' + e:>11}" for e in eps) + f"{'jumps':>7}{'stairs':>8}{'ρ(rank,loss)':>14}"
     every = summary.get("every", 1)
-    steps = f"steps        {summary['steps']}" + (f" ({summary['measured_steps']} measured, every {every})" if every > 1 else "")
+    steps = f"steps        {summary['steps']}" + (
+        f" ({summary['measured_steps']} measured, every {every})" if every > 1 else ""
+    )
     if summary["diverged_at"] is not None:
         loss = (
             f"diverged at step {summary['diverged_at']} ({summary['nonfinite_steps']} of {summary['measured_steps']}"

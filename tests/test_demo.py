@@ -152,7 +152,14 @@ def test_staircase_plot_labels_the_loss_and_keeps_jump_labels_off_the_curves():
     sc = staircase.detect(steps, rank, loss)
     assert len(sc.jumps) == 7
     fig = plotting.staircase_plot(
-        steps, loss, {1e-2: rank}, jumps=sc.jumps, jump_eps=1e-2, subtitle="x", loss_label="PDE residual", diverged_at=300
+        steps,
+        loss,
+        {1e-2: rank},
+        jumps=sc.jumps,
+        jump_eps=1e-2,
+        subtitle="x",
+        loss_label="PDE residual",
+        diverged_at=300,
     )
     ax = fig.axes[0]
     assert ax.get_ylabel() == "training PDE residual (log scale)"

@@ -394,7 +394,11 @@ def test_fused_refusals_name_the_argument(monkeypatch):
         ({"gram_backend": "cublas"}, ValueError, "backend"),
         ({"acc_dtype": torch.float16}, TypeError, "acc_dtype"),
         ({"distributed": True}, ValueError, "init_process_group"),
-        ({"probe": torch.randn(8, 3)}, ValueError, r"probe= of shape \[8, 3\] does not fit the model: layer '0' \(Linear"),
+        (
+            {"probe": torch.randn(8, 3)},
+            ValueError,
+            r"probe= of shape \[8, 3\] does not fit the model: layer '0' \(Linear",
+        ),
         ({"layers": ["3"], "probe": torch.randn(8, 2)}, ValueError, r"\[8, 2\] does not fit the model: layer '0'"),
     ],
 )

@@ -164,9 +164,9 @@ def test_selectors_carry_the_mark_torch_compile_reads():
 
 
 def test_triton_requirement_matches_what_is_tested():
-    import tomllib
     from importlib import metadata
 
+    import tomllib
     from packaging.requirements import Requirement
 
     root = Path(__file__).resolve().parents[1]

@@ -25,7 +25,11 @@ def test_readme_snippet_runs(index, tmp_path):
     code = BLOCKS[index]
     if "ops.inertia" in code and not _native.HAS_NATIVE:
         pytest.skip(f"needs the compiled extension: {_native.NATIVE_ERROR}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     res = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

@@ -58,10 +58,13 @@ def step_number(requested: object, expected: int, warn: Warn) -> int:
     try:
         if isinstance(requested, torch.Tensor):
             raise TypeError("a tensor (reading it would synchronise the device)")
-        s = operator.index(requested)  # type: ignore[call-overload]
+        s = operator.index(requested)  # type: ignore[arg-type]
     except TypeError as exc:
-        warn("step:type", f"RankMonitor.step(step=...) must be an int, got {type(requested).__name__} ({exc}); "
-             f"numbering it {expected} (the previous step + 1)")
+        warn(
+            "step:type",
+            f"RankMonitor.step(step=...) must be an int, got {type(requested).__name__} ({exc}); "
+            f"numbering it {expected} (the previous step + 1)",
+        )
         return expected
     if s < expected:
         warn(

@@ -37,7 +37,7 @@ class PreStepHook:
         self._ids = {id(p) for p in self._params}
         self._holds: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
         # a weak reference: a monitor that is dropped without close() stops probing and is freed
-        self._callback = weakref.WeakMethod(callback)  # type: ignore[arg-type]
+        self._callback = weakref.WeakMethod(callback)
         self._handle = register_optimizer_step_pre_hook(self._hook)
 
     def versions(self) -> tuple[int, ...]:
