@@ -35,7 +35,7 @@ from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, read_jsonl
 from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
-from effrank_fast.monitor.pre_step import PreStepHook
+from effrank_fast.monitor.pre_step import ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
 
 
@@ -170,8 +170,6 @@ class RankMonitor:
         self._since_flush = 0
         self._armed = True
         self._closed = False
-        self._probed = False  # the probe of the coming measured step has run (before an optimizer step)
-        self._probed_versions: tuple[int, ...] | None = None
         self._t0, self._wall_offset = time.perf_counter(), 0.0
         self.files = runfiles.RunFiles(log_dir, tensorboard) if log_dir is not None and self.rank == 0 else None
         self.capture = Capture(
@@ -192,7 +190,9 @@ class RankMonitor:
                 self.capture.raise_discovery = False
             if not self.capture.layers:
                 raise ValueError(f"layers={layers!r}: the probe forward did not reach an nn.Linear")
-        self.pre_step = PreStepHook(model, self._before_optimizer_step) if self.probe is not None else None
+        self.schedule: ProbeSchedule | None = None
+        if self.probe is not None:
+            self.schedule = ProbeSchedule(model, self._run_probe, due=lambda: self._armed and not self._closed)
 
     @property
     def layers(self) -> list[L.Layer]:
@@ -235,30 +235,17 @@ class RankMonitor:
 
     def _end_step(self, s: int) -> None:
         self.capture.reset()
-        self._probed = False
+        if self.schedule is not None:
+            self.schedule.step_done()
         self._step = s + 1
         self._armed = self._step % self.every == 0
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self.flush()
 
-    def _before_optimizer_step(self) -> None:
-        """The optimizer pre-hook: probe θ_t before its update, unless already done for this step."""
-        try:
-            if self._closed or self._probed or not self._armed:
-                return
-            if self.pre_step is not None and self.pre_step.versions() == self._probed_versions:
-                return  # step() already probed these parameters (mon.step() came before opt.step())
-            self._run_probe()
-        except Exception as exc:
-            self._warn("pre_step", f"RankMonitor: the optimizer pre-step probe failed ({exc!r})")
-
     def _run_probe(self) -> None:
         """The probe forward of the coming measured step; a failure becomes that step's error rows."""
         assert self.probe is not None
-        self._probed = True
-        if self.pre_step is not None:
-            self._probed_versions = self.pre_step.versions()
         try:
             self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
         except Exception as exc:
@@ -271,8 +258,8 @@ class RankMonitor:
         values: torch.Tensor | None = None
         spectra: list[tuple[int, torch.Tensor]] = []
         try:
-            if self.probe is not None and not self._probed:
-                self._run_probe()
+            if self.schedule is not None:
+                self.schedule.ensure()  # unless the optimizer pre-hook already probed θ_t
             if not self.layers:
                 self.capture.resolve_pending()
             if not self.layers:
@@ -346,8 +333,8 @@ class RankMonitor:
 
     def _remove_hooks(self) -> None:
         self.capture.close()
-        if self.pre_step is not None:
-            self.pre_step.remove()
+        if self.schedule is not None:
+            self.schedule.close()
 
     def __enter__(self) -> RankMonitor:
         return self
@@ -376,6 +363,8 @@ class RankMonitor:
             raise ValueError("state must be a dict from RankMonitor.state_dict()")
         self._step = int(state["step"])
         self._armed = self._step % self.every == 0
+        if self.schedule is not None:
+            self.schedule.step_done()
         self._wall_offset, self._t0 = float(state.get("wall_time", 0.0)), time.perf_counter()
         self.measurer.ema = dict(state.get("ema", {}))
         self.engine.load_state_dict(state.get("engine", {}))
@@ -397,36 +386,7 @@ class RankMonitor:
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _meta(self, closed: bool = False) -> dict[str, Any]:
-        from effrank_fast import __version__
-
-        n_probe = None if self.probe is None else self.probe.n
-        return {
-            "effrank_fast": __version__,
-            "torch": torch.__version__,
-            "eps": self.eps.tolist(),
-            "relative": self.relative,
-            "mode": self.mode,
-            "center": self.center,
-            "source": "probe" if self.probe is not None else "batch",
-            "probe_points": n_probe,
-            "probe_weight_sum": None if self.weights is None else float(self.weights.double().sum()),
-            "every": self.every,
-            "steps": self._step,
-            "flush_every": self.flush_every,
-            "spectrum_every": self.spectrum_every,
-            "topk": self.topk,
-            "tracker": self.engine.name,
-            "accumulate": self.accumulate,
-            "ema_decay": self.ema_decay if self.accumulate == "ema" else None,
-            "gram_backend": self.gram_backend,
-            "acc_dtype": str(self.acc_dtype) if self.acc_dtype is not None else None,
-            "fused": self.fused,
-            "world_size": self.world,
-            "layers": self.layer_info(),
-            "columns": self.engine.columns(),
-            "closed": closed,
-            "run": self.run_meta,
-        }
+        return runfiles.monitor_meta(self, closed)
 
     def _write_meta(self) -> None:
         if self.files is not None:

@@ -21,6 +21,7 @@ before its first closure evaluation, whose loss ``opt.step`` returns.
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable
 
@@ -58,3 +59,45 @@ class PreStepHook:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+class ProbeSchedule:
+    """Runs ``probe()`` once per measured step, at the moment the module docstring describes.
+
+    Args:
+        model: the monitored model (its optimizers trigger the pre-hook).
+        probe: runs the probe forward into the monitor's accumulators (never raises).
+        due: whether the coming step is measured (and the monitor still open).
+    """
+
+    def __init__(self, model: nn.Module, probe: Callable[[], None], *, due: Callable[[], bool]) -> None:
+        self._probe, self._due = probe, due
+        self._done = False  # the coming measured step's probe has run
+        self._versions: tuple[int, ...] | None = None  # the parameters that probe saw
+        self.hook = PreStepHook(model, self._before_optimizer_step)
+
+    def _run(self) -> None:
+        self._done = True
+        self._versions = self.hook.versions()
+        self._probe()
+
+    def _before_optimizer_step(self) -> None:
+        try:
+            if self._done or not self._due():
+                return
+            if self.hook.versions() == self._versions:
+                return  # step() already probed these parameters (mon.step() came before opt.step())
+            self._run()
+        except Exception as exc:  # never into the optimizer's step
+            warnings.warn(f"RankMonitor: the optimizer pre-step probe failed ({exc!r})", RuntimeWarning, stacklevel=2)
+
+    def ensure(self) -> None:
+        """In ``step()``: run the probe unless an optimizer pre-hook already did for this step."""
+        if not self._done:
+            self._run()
+
+    def step_done(self) -> None:
+        self._done = False
+
+    def close(self) -> None:
+        self.hook.remove()
