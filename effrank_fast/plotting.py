@@ -203,6 +203,7 @@ def spectrum_plot(
     subtitle: str | None = None,
     layer: str = "last hidden layer",
     snapshots: int = 5,
+    diverged_at: int | None = None,
     stem: str | Path | None = None,
 ) -> Any:
     """Heatmap of log10 λ_k (k = 1 largest, bottom) vs step with λ = ε contours, and spectrum snapshots."""
@@ -238,7 +239,10 @@ def spectrum_plot(
     cbar.set_label("log₁₀ λ")
     for e in eps:
         cbar.ax.axhline(math.log10(e), color="#7fffd4", lw=1.2)
-    idx = np.unique(np.linspace(0, T - 1, min(snapshots, T)).round().astype(int))
+    mark_divergence(ax, diverged_at)
+    finite_rows = np.nonzero(np.isfinite(lam).any(axis=1))[0]  # snapshots of a diverged run: finite ones only
+    pick = np.linspace(0, len(finite_rows) - 1, min(snapshots, len(finite_rows))).round().astype(int)
+    idx = np.unique(finite_rows[pick]) if len(finite_rows) else np.zeros(0, dtype=int)
     cmap = colormaps["viridis"]
     for n, i in enumerate(idx):
         ax_color = cmap(n / max(1, len(idx) - 1))

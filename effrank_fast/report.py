@@ -213,7 +213,9 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
     if spec:
         lam = np.array([r["eigenvalues"] for r in spec], dtype=np.float64)
         steps = np.array([r["step"] for r in spec])
-        plotting.spectrum_plot(steps, lam, eps, subtitle=sub, layer=last, stem=run.dir / "spectrum")
+        plotting.spectrum_plot(
+            steps, lam, eps, subtitle=sub, layer=last, diverged_at=summary["diverged_at"], stem=run.dir / "spectrum"
+        )
         out += [run.dir / "spectrum.png", run.dir / "spectrum.svg"]
     return out
 
