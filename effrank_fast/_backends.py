@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -25,6 +27,22 @@ from effrank_fast import _native
 GRAM_BACKENDS = ("torch", "native", "triton")
 COUNT_METHODS = ("eigh", "inertia")
 ENV_BACKEND = "EFFRANK_FAST_BACKEND"
+
+
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def _constant_result(fn: _F) -> _F:
+    """``torch.compiler.assume_constant_result`` without importing torch._dynamo (≈ 2 s) at import time.
+
+    That decorator only marks ``fn`` with the attribute Dynamo reads when it traces a call; the
+    mark is set here directly unless Dynamo is loaded already. tests/test_packaging.py checks that
+    the decorator sets exactly this attribute, tests/test_compile.py that compiled calls fold it.
+    """
+    if "torch._dynamo" in sys.modules:
+        return torch.compiler.assume_constant_result(fn)
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
 
 
 class BackendUnavailableError(RuntimeError):
@@ -97,7 +115,7 @@ def requested_backend(backend: str) -> str:
 
 # Selection reads the environment, the dispatcher and imports modules: none of that can be traced,
 # so torch.compile evaluates it once at trace time and bakes the answer into the graph.
-@torch.compiler.assume_constant_result
+@_constant_result
 def select_gram_backend(backend: str, device: torch.device, dtype: torch.dtype) -> str:
     """The Gram backend that will run, or an error that explains every refusal."""
     name = requested_backend(backend)
@@ -154,7 +172,7 @@ def inertia_budget(device: torch.device, dim: int) -> int:
     return budget
 
 
-@torch.compiler.assume_constant_result
+@_constant_result
 def select_count_method(
     method: str,
     device: torch.device,

@@ -3,6 +3,9 @@
 effrank-fast demo                 # the staircase on CPU in about a minute; writes runs/demo-*/
 effrank-fast report RUN_DIR       # re-plot and re-summarise a finished or interrupted run
 effrank-fast info                 # versions, devices and available backends
+
+Each subcommand is an argparse sub-parser whose ``set_defaults(func=...)`` names the function that
+runs it: ``func(args) -> exit code``. Bad arguments end with a one-line message and exit code 2.
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--activation", choices=demo_mod.ACTIVATIONS, default=dc.activation)
     d.add_argument("--optimizer", choices=tuple(demo_mod.OPTIMIZERS), default=dc.optimizer)
     d.add_argument("--lr", type=float, default=None, help="learning rate (default: adam 1e-3, sgd 1e-2, lbfgs 1)")
-    d.add_argument("--steps", type=int, default=dc.steps, help="training steps (default %(default)s)")
+    d.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps (default: adam and sgd 5000, lbfgs 200 of up to 20 iterations each)",
+    )
     d.add_argument("--eps", type=float, nargs="+", default=dc.eps, help="ε thresholds (absolute)")
     d.add_argument("--seed", type=int, default=dc.seed)
     d.add_argument("--device", default=dc.device, help="torch device (default %(default)s)")
@@ -49,11 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--no-progress", action="store_true", help="no progress bar")
     d.add_argument("--no-plots", action="store_true", help="skip the figures")
+    d.set_defaults(func=_demo)
     r = sub.add_parser("report", help="summarise and plot a run folder (also an interrupted one)")
     r.add_argument("run_dir", type=Path)
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--json", action="store_true", help="print summary.json instead of the table")
-    sub.add_parser("info", help="versions, devices and available backends")
+    r.set_defaults(func=_report)
+    sub.add_parser("info", help="versions, devices and available backends").set_defaults(func=_info)
     return p
 
 
@@ -65,24 +75,27 @@ def _print_report(run_dir: Path, plots: bool, as_json: bool = False) -> None:
         print(json.dumps(report.to_jsonable(summary), indent=2))
         return
     print(report.format_table(summary))
-    files = ["history.jsonl", "history.csv", *summary.get("figures", []), "summary.json"]
+    files = [*report.RUN_FILES, *summary.get("figures", []), report.SUMMARY_JSON]
     print("files: " + ", ".join(str(run_dir / f) for f in files if (run_dir / f).exists()))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "info":
-        from effrank_fast.info import report as info_report
+def _info(args: argparse.Namespace) -> int:
+    from effrank_fast.info import report as info_report
 
-        print(info_report())
-        return 0
-    if args.command == "report":
-        try:
-            _print_report(args.run_dir, plots=not args.no_plots, as_json=args.json)
-        except (FileNotFoundError, ValueError) as exc:
-            print(f"effrank-fast report: {exc}", file=sys.stderr)
-            return 2
-        return 0
+    print(info_report())
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    try:
+        _print_report(args.run_dir, plots=not args.no_plots, as_json=args.json)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"effrank-fast report: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
     cfg = demo_mod.DemoConfig(
         width=args.width,
         depth=args.depth,
@@ -103,17 +116,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         cfg.check()
-    except ValueError as exc:
-        print(f"effrank-fast demo: {exc}", file=sys.stderr)
+    except demo_mod.DemoConfigError as exc:
+        print(f"effrank-fast demo: --{exc.field.replace('_', '-')}: {exc.message}", file=sys.stderr)
         return 2
     arch = "-".join(["1", *[str(cfg.width)] * cfg.depth, "1"])
     print(
-        f"effrank-fast demo: {cfg.activation} MLP {arch}, {cfg.optimizer}, {cfg.steps} steps; ε-rank of every hidden "
-        f"layer every {cfg.every} step(s) on a {cfg.probe_points}-point trapezoid grid, ε = {cfg.eps}"
+        f"effrank-fast demo: {cfg.activation} MLP {arch}, {cfg.optimizer}, {cfg.n_steps} steps; ε-rank of every "
+        f"hidden layer every {cfg.every} step(s) on a {cfg.probe_points}-point trapezoid grid, ε = {cfg.eps}"
     )
     out = demo_mod.run_demo(cfg)
     _print_report(out, plots=not args.no_plots)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

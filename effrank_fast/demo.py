@@ -1,7 +1,8 @@
 """The staircase demo: ``effrank-fast demo``.
 
 Fits u(x) = Σ_{k=1..K} sin(kπx) on [−1, 1] (1000 equispaced points, full batch, MSE) with an MLP
-1 → width × depth → 1 and records, at every step, the ε-rank of every hidden layer on a 2000-point
+1 → width × depth → 1 (Adam or SGD for 5000 steps; L-BFGS for 200 steps of up to 20 iterations
+with a strong-Wolfe line search) and records, at every step, the ε-rank of every hidden layer on a 2000-point
 trapezoid grid (weights summing to |Ω| = 2, i.e. M = ∫_Ω φφᵀ dx, ``mode="integral"``) with a
 :class:`~effrank_fast.RankMonitor`. The run folder then gets the history, the figures and a
 summary (:func:`effrank_fast.report.report`).
@@ -10,6 +11,7 @@ summary (:func:`effrank_fast.report.report`).
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +25,16 @@ from effrank_fast.quadrature import trapezoid
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sin")
 OPTIMIZERS = {"adam": 1e-3, "sgd": 1e-2, "lbfgs": 1.0}  # name → default learning rate
+DEFAULT_STEPS = {"adam": 5000, "sgd": 5000, "lbfgs": 200}  # an L-BFGS step is up to 20 iterations
+LBFGS_MAX_ITER = 20
+
+
+class DemoConfigError(ValueError):
+    """A bad demo setting; ``field`` names it (the CLI prints it as ``--field``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
 
 
 class Sin(nn.Module):
@@ -39,7 +51,7 @@ class DemoConfig:
     activation: str = "tanh"
     optimizer: str = "adam"
     lr: float | None = None
-    steps: int = 5000
+    steps: int | None = None  # None: DEFAULT_STEPS of the optimizer
     eps: list[float] = field(default_factory=lambda: [1e-2, 1e-3, 1e-4])
     seed: int = 0
     device: str = "cpu"
@@ -53,14 +65,65 @@ class DemoConfig:
     threads: int | None = 1
     progress: bool = True
 
+    @property
+    def n_steps(self) -> int:
+        return DEFAULT_STEPS.get(self.optimizer, 5000) if self.steps is None else self.steps
+
+    @property
+    def learning_rate(self) -> float:
+        return OPTIMIZERS[self.optimizer] if self.lr is None else self.lr
+
     def check(self) -> None:
+        """Raise :class:`DemoConfigError` naming the first bad setting."""
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+            raise DemoConfigError("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
-        for name in ("width", "depth", "steps", "frequencies", "train_points", "probe_points", "every", "flush_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            raise DemoConfigError("optimizer", f"must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
+        minimum = {"width": 1, "depth": 1, "steps": 1, "frequencies": 1, "train_points": 1, "probe_points": 2}
+        minimum |= {"every": 1, "flush_every": 1, "spectrum_every": 0, "threads": 0}
+        for name, low in minimum.items():
+            v = getattr(self, name)
+            if v is None and name in ("steps", "threads"):
+                continue
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise DemoConfigError(name, f"must be an integer >= {low}, got {v!r}")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise DemoConfigError("lr", f"must be a finite number > 0, got {self.lr!r}")
+        if not self.eps or not all(isinstance(e, (int, float)) and math.isfinite(e) and e > 0 for e in self.eps):
+            raise DemoConfigError("eps", f"every threshold must be a finite number > 0, got {self.eps!r}")
+        _check_device(self.device)
+        if self.out is not None:
+            _check_out(Path(self.out))
+
+
+def _check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise DemoConfigError("device", f"{name!r} is not a torch device ({exc})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DemoConfigError("device", f"{name!r}: no CUDA device is available here (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DemoConfigError("device", f"{name!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise DemoConfigError("device", f"{name!r}: MPS is not available here (use --device cpu)")
+    elif device.type != "cpu":
+        raise DemoConfigError("device", f"{name!r}: the demo runs on cpu, cuda or mps")
+
+
+def _check_out(out: Path) -> None:
+    """The run folder must be a folder (or creatable) and writable."""
+    if out.exists() and not out.is_dir():
+        raise DemoConfigError("out", f"{out} exists and is not a folder")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DemoConfigError("out", f"cannot create {out}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DemoConfigError("out", f"{parent} is not writable")
 
 
 def build_model(width: int, depth: int, activation: str) -> nn.Sequential:
@@ -80,13 +143,14 @@ def target(x: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _optimizer(cfg: DemoConfig, params: Any) -> torch.optim.Optimizer:
-    lr = cfg.lr if cfg.lr is not None else OPTIMIZERS[cfg.optimizer]
+    lr = cfg.learning_rate
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    # One L-BFGS iteration per step, so the monitor sees every iterate.
-    return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
+    # Up to 20 iterations per step: with a single iteration per opt.step(), L-BFGS restarts its
+    # line search from a unit step every time and stalls on the loss plateau (loss frozen at 3.76).
+    return torch.optim.LBFGS(params, lr=lr, max_iter=LBFGS_MAX_ITER, history_size=50, line_search_fn="strong_wolfe")
 
 
 def default_out() -> Path:
@@ -114,14 +178,17 @@ def _run(cfg: DemoConfig) -> Path:
     xq, wq = trapezoid(-1.0, 1.0, cfg.probe_points)
     opt = _optimizer(cfg, model.parameters())
     out = Path(cfg.out) if cfg.out else default_out()
-    lr = cfg.lr if cfg.lr is not None else OPTIMIZERS[cfg.optimizer]
+    lr = cfg.learning_rate
     arch = "-".join(["1", *[str(cfg.width)] * cfg.depth, "1"])
     run = {
         **asdict(cfg),
+        "steps": cfg.n_steps,
         "out": str(out),
         "task": f"fit Σₖ sin(kπx), k ≤ {cfg.frequencies}, on [−1, 1] ({cfg.train_points} points, full batch, MSE)",
         "model": f"{cfg.activation} MLP {arch}",
-        "optimizer": f"{cfg.optimizer} lr {lr:g}",
+        "optimizer": f"{cfg.optimizer} lr {lr:g}"
+        + (f", up to {LBFGS_MAX_ITER} iterations per step" if cfg.optimizer == "lbfgs" else ""),
+        "loss_name": "MSE",
         "finished": False,
     }
     mon = RankMonitor(
@@ -144,7 +211,7 @@ def _run(cfg: DemoConfig) -> Path:
     last = mon.layers[-1].label
     t0 = time.perf_counter()
     try:
-        for step in range(cfg.steps):
+        for step in range(cfg.n_steps):
             loss = _train_step(cfg, model, opt, x, y)
             mon.step(loss=loss)
             if bar is not None:
@@ -189,4 +256,4 @@ def _progress(cfg: DemoConfig) -> Any:
         from tqdm import tqdm
     except ImportError:
         return None
-    return tqdm(total=cfg.steps, desc="training (rank monitored)", unit="step", mininterval=0.5, dynamic_ncols=True)
+    return tqdm(total=cfg.n_steps, desc="training (rank monitored)", unit="step", mininterval=0.5, dynamic_ncols=True)

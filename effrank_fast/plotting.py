@@ -1,7 +1,8 @@
 """Figures of a monitored run (matplotlib, written as PNG and SVG).
 
 - :func:`staircase_plot`: training loss (log scale) and the ε-rank step curves of one layer on
-  twin axes against the step, with the detected jumps marked;
+  twin axes against the step, with the detected jumps marked (their labels in a band above the
+  curves, so they never cover them) and the step where the run diverged, if it did;
 - :func:`layers_plot`: the ε-rank of every monitored layer, one panel per ε;
 - :func:`spectrum_plot`: a heatmap of log10 λ_k(M) over time with the λ = ε contours, beside
   snapshots of the sorted spectrum.
@@ -19,11 +20,44 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["layers_plot", "save", "spectrum_plot", "staircase_plot"]
+__all__ = ["layers_plot", "mark_divergence", "save", "spectrum_plot", "staircase_plot"]
 
 # Colour-blind-safe (Okabe–Ito) for the ε curves; loss in near-black.
 EPS_COLORS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
 LOSS_COLOR = "#222222"
+DIVERGED_COLOR = "#C00000"
+
+
+def mark_divergence(ax: Any, step: int | None) -> Any:
+    """A red dashed line at the first non-finite step; returns its legend handle (or None)."""
+    if step is None:
+        return None
+    return ax.axvline(step, color=DIVERGED_COLOR, lw=1.4, ls="--", zorder=3, label=f"diverged at step {step}")
+
+
+def _jump_labels(ax: Any, jumps: Sequence[Any], span: float) -> None:
+    """ "a→b" labels of the upward jumps in a band above the axes, in up to three staggered rows; a
+    label that would overlap its row's previous one (closer than 5% of the x range) is left out."""
+    rows: list[float] = [-math.inf] * 3
+    for j in jumps:
+        if not j.rank_after > j.rank_before:
+            continue
+        row = next((i for i, x in enumerate(rows) if j.step - x > 0.05 * span), None)
+        if row is None:
+            continue
+        rows[row] = j.step
+        ax.annotate(
+            f"{j.rank_before}→{j.rank_after}",
+            (j.step, 1.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(0, 2 + 9 * row),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="#444444",
+            annotation_clip=False,
+        )
 
 
 def _figure(w: float, h: float) -> Any:
@@ -72,19 +106,25 @@ def staircase_plot(
     title: str = "Staircase: ε-rank and training loss",
     subtitle: str | None = None,
     layer: str = "last hidden layer",
+    loss_label: str = "loss",
+    diverged_at: int | None = None,
     stem: str | Path | None = None,
 ) -> Any:
-    """Loss (log, left) and ε-rank step curves (right) vs step; vertical lines at ``jumps``."""
-    fig = _figure(10, 5.2)
+    """Loss (log, left) and ε-rank step curves (right) vs step; vertical lines at ``jumps``.
+
+    ``loss_label`` names the loss on its axis (the run's ``meta["loss_name"]``, e.g. "MSE");
+    ``diverged_at`` draws a red line at the first non-finite step.
+    """
+    fig = _figure(10, 5.4)
     ax = fig.add_subplot(1, 1, 1)
     ax2 = ax.twinx()
     ax.set_zorder(ax2.get_zorder() + 1)  # loss on top, rank curves behind
     ax.patch.set_visible(False)
     finite = np.isfinite(loss) & (loss > 0)
-    (hl,) = ax.plot(steps[finite], loss[finite], color=LOSS_COLOR, lw=1.3, label="training loss (left, log)")
+    (hl,) = ax.plot(steps[finite], loss[finite], color=LOSS_COLOR, lw=1.3, label=f"training {loss_label} (left, log)")
     ax.set_yscale("log")
     ax.set_xlabel("training step")
-    ax.set_ylabel("training loss (MSE, log scale)")
+    ax.set_ylabel(f"training {loss_label} (log scale)")
     handles = [hl]
     for i, (e, r) in enumerate(sorted(ranks.items(), reverse=True)):
         (h,) = ax2.plot(
@@ -98,31 +138,23 @@ def staircase_plot(
         )
         handles.append(h)
     span = float(steps[-1] - steps[0]) or 1.0
-    last_label = -math.inf
     for j in jumps:
         ax2.axvline(j.step, color="#888888", lw=0.9, ls=":", zorder=0)
-        if j.rank_after > j.rank_before and (j.step - last_label) > 0.04 * span:  # keep labels apart
-            ax2.annotate(
-                f"{j.rank_before}→{j.rank_after}",
-                (j.step, j.rank_after),
-                xytext=(3, 4),
-                textcoords="offset points",
-                fontsize=7.5,
-                color="#444444",
-            )
-            last_label = j.step
+    _jump_labels(ax2, jumps, span)
     if jumps:
-        handles.append(
-            ax2.plot([], [], color="#888888", lw=0.9, ls=":", label=f"detected jumps (ε = {eps_text(jump_eps)})")[0]
-            if jump_eps is not None
-            else ax2.plot([], [], color="#888888", lw=0.9, ls=":", label="detected jumps")[0]
-        )
+        what = f"detected jumps (ε = {eps_text(jump_eps)}; labels: rank before→after)" if jump_eps else "detected jumps"
+        handles.append(ax2.plot([], [], color="#888888", lw=0.9, ls=":", label=what)[0])
+    hd = mark_divergence(ax, diverged_at)
+    if hd is not None:
+        handles.append(hd)
     ax2.set_ylabel(f"ε-rank of {layer}  (#{{λ(M) > ε}})")
     ax2.yaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, which="major", color="#dddddd", lw=0.6)
     ax.set_xlim(steps[0], steps[-1])
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=8.5, frameon=False)
-    _titles(fig, title, subtitle, ax)
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 3), fontsize=8.5, frameon=False)
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    if subtitle:  # above the band of jump labels
+        ax.set_title(subtitle, fontsize=8.5, color="#555555", pad=34 if jumps else 6)
     if stem is not None:
         save(fig, stem)
     return fig
@@ -135,6 +167,7 @@ def layers_plot(
     *,
     title: str = "ε-rank of every hidden layer",
     subtitle: str | None = None,
+    diverged_at: int | None = None,
     stem: str | Path | None = None,
 ) -> Any:
     """One panel per ε with one step curve per layer (shallow → deep: light → dark)."""
@@ -149,6 +182,7 @@ def layers_plot(
             color = cmap(0.85 - 0.75 * i / max(1, len(names) - 1))
             ax.plot(steps, ranks[name][e], drawstyle="steps-post", lw=1.5, color=color, label=name)
         ax.set_title(f"ε = {eps_text(e)}", fontsize=11)
+        mark_divergence(ax, diverged_at)
         ax.set_xlabel("training step")
         ax.grid(True, color="#dddddd", lw=0.6)
         ax.yaxis.get_major_locator().set_params(integer=True)
@@ -169,6 +203,7 @@ def spectrum_plot(
     subtitle: str | None = None,
     layer: str = "last hidden layer",
     snapshots: int = 5,
+    diverged_at: int | None = None,
     stem: str | Path | None = None,
 ) -> Any:
     """Heatmap of log10 λ_k (k = 1 largest, bottom) vs step with λ = ε contours, and spectrum snapshots."""
@@ -204,7 +239,10 @@ def spectrum_plot(
     cbar.set_label("log₁₀ λ")
     for e in eps:
         cbar.ax.axhline(math.log10(e), color="#7fffd4", lw=1.2)
-    idx = np.unique(np.linspace(0, T - 1, min(snapshots, T)).round().astype(int))
+    mark_divergence(ax, diverged_at)
+    finite_rows = np.nonzero(np.isfinite(lam).any(axis=1))[0]  # snapshots of a diverged run: finite ones only
+    pick = np.linspace(0, len(finite_rows) - 1, min(snapshots, len(finite_rows))).round().astype(int)
+    idx = np.unique(finite_rows[pick]) if len(finite_rows) else np.zeros(0, dtype=int)
     cmap = colormaps["viridis"]
     for n, i in enumerate(idx):
         ax_color = cmap(n / max(1, len(idx) - 1))

@@ -19,9 +19,10 @@ import numpy as np
 from effrank_fast import staircase
 from effrank_fast.monitor.engines import eps_label
 from effrank_fast.monitor.history import read_jsonl, to_jsonable
-from effrank_fast.monitor.sinks import HISTORY_JSONL, META_JSON, SPECTRUM_JSONL
+from effrank_fast.monitor.sinks import HISTORY_CSV, HISTORY_JSONL, META_JSON, SPECTRUM_JSONL
 
 SUMMARY_JSON = "summary.json"
+RUN_FILES = (HISTORY_JSONL, HISTORY_CSV, SPECTRUM_JSONL, META_JSON)  # what the monitor writes
 
 
 @dataclass
@@ -65,39 +66,92 @@ def _col(e: float) -> str:
     return f"eps_rank@{eps_label(e)}"
 
 
+def _rank_or_none(v: float) -> int | None:
+    return int(v) if math.isfinite(v) else None
+
+
+def divergence(run: Run) -> dict[str, Any]:
+    """Non-finite measured steps: a non-finite loss (once the run has logged a finite one) or
+    non-finite activations in any layer. ``diverged_at`` is the first such step (None if none)."""
+    logs_loss = any(math.isfinite(r["loss"]) for r in run.rows)
+    bad_rows = [r for r in run.rows if r.get("nonfinite") or (logs_loss and not math.isfinite(r["loss"]))]
+    bad_steps = sorted({int(r["step"]) for r in bad_rows})
+    return {
+        "nonfinite_rows": len(bad_rows),
+        "nonfinite_steps": len(bad_steps),
+        "diverged_at": bad_steps[0] if bad_steps else None,
+    }
+
+
+def layer_ordering(run: Run) -> dict[str, dict[str, float | None]]:
+    """Per ε: the fraction of measured steps where rank(layer k+1) > rank(layer k), for each pair of
+    consecutive layers, and ``"all"``: where the ranks increase strictly through every layer."""
+    layers = run.layers
+    by_step: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in run.rows:
+        by_step.setdefault(int(r["step"]), {})[r["layer"]] = r
+    out: dict[str, dict[str, float | None]] = {}
+    for e in run.eps:
+        col = _col(e)
+        res: dict[str, float | None] = {}
+        table = [
+            [float(row[l].get(col, math.nan)) for l in layers]
+            for row in by_step.values()
+            if all(l in row and math.isfinite(row[l].get(col, math.nan)) for l in layers)
+        ]
+        ranks = np.array(table, dtype=np.float64).reshape(len(table), len(layers))
+        up = ranks[:, 1:] > ranks[:, :-1]
+        for k in range(len(layers) - 1):
+            res[f"{layers[k + 1]}>{layers[k]}"] = float(up[:, k].mean()) if len(ranks) else None
+        res["all"] = float(up.all(axis=1).mean()) if len(ranks) and len(layers) > 1 else None
+        out[f"{e:g}"] = res
+    return out
+
+
 def summarize(run: Run) -> dict[str, Any]:
-    """Stairs per layer and ε, final ranks, loss and timing (plain JSON-able values)."""
+    """Jumps, stairs, initial and final ranks per layer and ε, layer ordering, loss, divergence, timing."""
     layers, eps = run.layers, run.eps
     last = layers[-1]
     stairs: dict[str, dict[str, Any]] = {}
-    final: dict[str, dict[str, Any]] = {}
+    initial: dict[str, dict[str, int | None]] = {}
+    final: dict[str, dict[str, int | None]] = {}
     for layer in layers:
         s = run.series(layer)
-        stairs[layer], final[layer] = {}, {}
+        stairs[layer], initial[layer], final[layer] = {}, {}, {}
         for e in eps:
             r = s[_col(e)]
             stairs[layer][f"{e:g}"] = staircase.detect(s["step"], r, s["loss"]).to_dict()
-            fin = r[np.isfinite(r)]
-            final[layer][f"{e:g}"] = int(fin[-1]) if len(fin) else None
+            initial[layer][f"{e:g}"], final[layer][f"{e:g}"] = _rank_or_none(r[0]), _rank_or_none(r[-1])
     s = run.series(last)
+    div = divergence(run)
     loss = s["loss"][np.isfinite(s["loss"])]
     run_info = run.meta.get("run") or {}
+    every = int(run.meta.get("every") or 1)
+    last_step = int(s["step"][-1])
     return {
         "run_dir": str(run.dir),
         "complete": bool(run.meta.get("closed", False)) and bool(run_info.get("finished", True)),
+        "steps": int(run.meta.get("steps") or last_step + 1),  # the monitor's count (last step + 1)
+        "every": every,
         "measured_steps": int(len(s["step"])),
-        "last_step": int(s["step"][-1]),
-        "final_loss": float(loss[-1]) if len(loss) else None,
+        "last_step": last_step,
+        **div,
+        # a diverged run has no meaningful final loss: see diverged_at
+        "final_loss": float(s["loss"][-1]) if div["diverged_at"] is None and len(loss) else None,
         "min_loss": float(loss.min()) if len(loss) else None,
+        "loss_name": str(run_info.get("loss_name") or "loss"),
         "wall_time_s": float(run_info.get("wall_time_s", s["wall_time"][-1])),
         "monitor_wall_time_s": float(s["wall_time"][-1]),
         "last_layer": last,
         "eps": eps,
         "relative": run.meta.get("relative"),
         "mode": run.meta.get("mode"),
+        "initial_ranks": initial,
         "final_ranks": final,
+        "jumps": {layer: {e: len(v["jumps"]) for e, v in d.items()} for layer, d in stairs.items()},
         "stairs": {layer: {e: v["stairs"] for e, v in d.items()} for layer, d in stairs.items()},
         "spearman": {layer: {e: v["spearman"] for e, v in d.items()} for layer, d in stairs.items()},
+        "layer_ordering": layer_ordering(run),
         "staircase": stairs,
         "config": run_info,
     }
@@ -129,7 +183,7 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
     sc = staircase.detect(s["step"], s[_col(jump_eps)], s["loss"])
     rho = summary["spearman"][last].get(f"{jump_eps:g}")
     name = "last hidden layer" if last in ("last_hidden", f"hidden{len(run.layers)}") else f"layer {last}"
-    title = f"Staircase: ε-rank of the {name} vs training loss"
+    title = f"Staircase: ε-rank of the {name} vs the training {summary['loss_name']}"
     if rho is not None and math.isfinite(rho):
         title += f"  (Spearman ρ = {rho:.2f} at ε = {jump_eps:g})".replace("-", "−")
     sub = _subtitle(run)
@@ -142,6 +196,8 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
         title=title,
         subtitle=sub,
         layer=f"{name} ({last})" if name != f"layer {last}" else last,
+        loss_label=summary["loss_name"],
+        diverged_at=summary["diverged_at"],
         stem=run.dir / "staircase",
     )
     out += [run.dir / "staircase.png", run.dir / "staircase.svg"]
@@ -149,34 +205,62 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
     for layer in run.layers:
         sl = run.series(layer)
         ranks[layer] = {e: np.interp(s["step"], sl["step"], sl[_col(e)]) for e in eps}
-    plotting.layers_plot(s["step"], ranks, eps, subtitle=sub, stem=run.dir / "layers")
+    plotting.layers_plot(
+        s["step"], ranks, eps, subtitle=sub, diverged_at=summary["diverged_at"], stem=run.dir / "layers"
+    )
     out += [run.dir / "layers.png", run.dir / "layers.svg"]
     spec = sorted((r for r in run.spectrum if r["layer"] == last), key=lambda r: r["step"])
     if spec:
         lam = np.array([r["eigenvalues"] for r in spec], dtype=np.float64)
         steps = np.array([r["step"] for r in spec])
-        plotting.spectrum_plot(steps, lam, eps, subtitle=sub, layer=last, stem=run.dir / "spectrum")
+        plotting.spectrum_plot(
+            steps, lam, eps, subtitle=sub, layer=last, diverged_at=summary["diverged_at"], stem=run.dir / "spectrum"
+        )
         out += [run.dir / "spectrum.png", run.dir / "spectrum.svg"]
     return out
 
 
+def _num(v: float | None) -> str:
+    return "-" if v is None or not math.isfinite(v) else f"{v:.3g}"
+
+
 def format_table(summary: dict[str, Any]) -> str:
     eps = [f"{e:g}" for e in summary["eps"]]
-    head = f"{'layer':<12}" + "".join(f"{'ε=' + e:>10}" for e in eps) + f"{'stairs':>9}{'ρ(rank,loss)':>14}"
     e0 = eps[0]
+    head = f"{'layer':<12}" + "".join(f"{'ε=' + e:>11}" for e in eps) + f"{'jumps':>7}{'stairs':>8}{'ρ(rank,loss)':>14}"
+    every = summary.get("every", 1)
+    steps = f"steps        {summary['steps']}" + (
+        f" ({summary['measured_steps']} measured, every {every})" if every > 1 else ""
+    )
+    if summary["diverged_at"] is not None:
+        loss = (
+            f"diverged at step {summary['diverged_at']} ({summary['nonfinite_steps']} of {summary['measured_steps']}"
+            f" measured steps non-finite)"
+        )
+    else:
+        loss = f"final {summary['loss_name']} {_num(summary['final_loss'])}"
     lines = [
         f"run folder   {summary['run_dir']}" + ("" if summary["complete"] else "   (incomplete run)"),
-        f"steps        {summary['last_step'] + 1}   final loss {summary['final_loss']:.3g}   "
-        f"min loss {summary['min_loss']:.3g}   wall time {summary['wall_time_s']:.1f} s",
-        f"final ε-ranks; stairs and Spearman ρ at ε = {e0}:",
+        f"{steps}   {loss}   min {summary['loss_name']} {_num(summary['min_loss'])}   "
+        f"wall time {summary['wall_time_s']:.1f} s",
+        f"ε-ranks initial→final; jumps, stairs and Spearman ρ at ε = {e0}:",
         head,
         "-" * len(head),
     ]
+
+    def cell(a: int | None, b: int | None) -> str:
+        return f"{'-' if a is None else a}→{'-' if b is None else b}"
+
     for layer, fr in summary["final_ranks"].items():
+        ini = summary["initial_ranks"][layer]
         rho = summary["spearman"][layer][e0]
-        cells = "".join(f"{'-' if fr[e] is None else fr[e]:>10}" for e in eps)
+        cells = "".join(f"{cell(ini[e], fr[e]):>11}" for e in eps)
         rho_s = f"{rho:.2f}" if rho is not None and math.isfinite(rho) else "-"
-        lines.append(f"{layer:<12}{cells}{summary['stairs'][layer][e0]:>9}{rho_s:>14}")
+        lines.append(f"{layer:<12}{cells}{summary['jumps'][layer][e0]:>7}{summary['stairs'][layer][e0]:>8}{rho_s:>14}")
+    order = {k: v for k, v in summary["layer_ordering"].get(e0, {}).items() if k != "all" and v is not None}
+    if order:
+        pairs = ", ".join(f"{k.replace('>', ' > ')} at {100 * v:.0f}%" for k, v in order.items())
+        lines.append(f"layer ordering at ε = {e0} (share of measured steps): {pairs}")
     return "\n".join(lines)
 
 
@@ -190,4 +274,4 @@ def report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     return summary
 
 
-__all__ = ["Run", "format_table", "load_run", "make_plots", "report", "summarize"]
+__all__ = ["Run", "divergence", "format_table", "layer_ordering", "load_run", "make_plots", "report", "summarize"]

@@ -68,10 +68,10 @@ def test_probe_integral_every_step_matches_reference():
         loss = ((model(x) - y) ** 2).mean()
         opt.zero_grad()
         loss.backward()
+        with torch.no_grad():  # θ_t, the parameters of this loss (row t must hold them)
+            expected.append((float(loss), model[:2](xq), model[:4](xq), float(model[4].weight.double().norm())))
         opt.step()
         mon.step(loss=loss)
-        with torch.no_grad():
-            expected.append((float(loss), model[:2](xq), model[:4](xq), float(model[4].weight.double().norm())))
     mon.close()
     rows = mon.history
     assert [(r["step"], r["layer"]) for r in rows] == [(s, l) for s in range(6) for l in ("hidden1", "hidden2")]
@@ -129,10 +129,10 @@ def test_ema_accumulation_follows_the_recurrence():
     mon = RankMonitor(model, probe=xq, weights=wq, accumulate="ema", ema_decay=0.8, acc_dtype=torch.float64)
     grams = []
     for _ in range(5):
+        with torch.no_grad():  # θ_t: the probe runs just before the optimizer's update
+            grams.append(ef.reference.gram(model[:4](xq), wq, mode="integral"))
         _train(model, 1)
         mon.step()
-        with torch.no_grad():
-            grams.append(ef.reference.gram(model[:4](xq), wq, mode="integral"))
     mon.close()
     ema = grams[0]
     for g, row in zip(grams, mon.history, strict=True):
@@ -378,6 +378,12 @@ def test_fused_refusals_name_the_argument(monkeypatch):
         ({"gram_backend": "cublas"}, ValueError, "backend"),
         ({"acc_dtype": torch.float16}, TypeError, "acc_dtype"),
         ({"distributed": True}, ValueError, "init_process_group"),
+        (
+            {"probe": torch.randn(8, 3)},
+            ValueError,
+            r"probe= of shape \[8, 3\] does not fit the model: layer '0' \(Linear",
+        ),
+        ({"layers": ["3"], "probe": torch.randn(8, 2)}, ValueError, r"\[8, 2\] does not fit the model: layer '0'"),
     ],
 )
 def test_bad_arguments_raise_naming_them(kwargs, exc, match):

@@ -1,7 +1,8 @@
 """Data-parallel monitoring for real: two CPU processes on the gloo backend.
 
 Each rank sees only its own rows; after the all-reduce of (Σwφφᵀ, Σwφ, Σw) both ranks must report
-the measures of the whole (concatenated) batch, and only rank 0 writes files.
+the measures of the whole (concatenated) batch and the mean of the two ranks' losses, and only
+rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -66,8 +67,16 @@ def test_batch_gram_is_all_reduced_across_two_ranks(tmp_path):
             for s in range(3):
                 _check(hist[2 * s], model[:2](x[s]), center=True)
                 _check(hist[2 * s + 1], model[:4](x[s]), center=True)
+                local = [float(model(part).square().mean()) for part in torch.tensor_split(x[s], 2)]
+                assert local[0] != pytest.approx(local[1], rel=1e-3)  # the ranks' losses differ
+                assert hist[2 * s]["loss"] == hist[2 * s + 1]["loss"] == pytest.approx(sum(local) / 2, rel=1e-12)
     rows = read_jsonl(tmp_path / "run" / "history.jsonl")
     assert len(rows) == 6  # written once, by rank 0
+    assert [r["loss"] for r in rows] == [r["loss"] for r in histories[0]]
+    for r in range(2):  # one all-reduce per measured step carries both layers' (G, s, m) and the loss
+        d = 10
+        sizes = json.loads((tmp_path / f"rank{r}.collectives.json").read_text())
+        assert sizes == [2 * (d * d + d + 1) + 1] * 3
 
 
 def test_probe_rows_are_split_across_ranks(tmp_path):
@@ -79,3 +88,4 @@ def test_probe_rows_are_split_across_ranks(tmp_path):
         for hist in histories:
             _check(hist[0], model[:2](probe), weights=w, mode="integral")
             _check(hist[1], model[:4](probe), weights=w, mode="integral")
+            assert hist[0]["loss"] == hist[1]["loss"] == 15.0  # mean of 10 (rank 0) and 20 (rank 1)

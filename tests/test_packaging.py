@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -126,3 +128,55 @@ def test_build_records_its_cuda_arch_list():
         assert archs is None
     assert _native.kernel_missing_reason("inertia", "cpu") is None
     assert _native.kernel_missing_reason("inertia", torch.device("cpu")) is None
+
+
+def test_import_loads_no_dynamo():
+    """torch._dynamo costs seconds to import; effrank_fast must not pull it in until torch.compile does."""
+    res = _run(
+        """
+        import sys, time
+        import torch
+        t0 = time.perf_counter()
+        import effrank_fast
+        dt = time.perf_counter() - t0
+        print("torch._dynamo" in sys.modules, f"{dt:.2f}")
+        """
+    )
+    assert res.returncode == 0, res.stderr
+    loaded, seconds = res.stdout.split()
+    print(f"import effrank_fast after torch: {seconds} s")  # informative only (no timing assertion)
+    assert loaded == "False"
+
+
+def test_selectors_carry_the_mark_torch_compile_reads():
+    """_backends marks its selectors without importing Dynamo; the mark must be the decorator's own."""
+    from effrank_fast import _backends
+
+    def probe():
+        return 1
+
+    before = set(vars(probe))
+    torch.compiler.assume_constant_result(probe)
+    added = set(vars(probe)) - before
+    assert added == {"_dynamo_marked_constant"} and probe._dynamo_marked_constant is True
+    for fn in (_backends.select_gram_backend, _backends.select_count_method):
+        assert getattr(fn, "_dynamo_marked_constant", False) is True
+
+
+def test_triton_requirement_matches_what_is_tested():
+    from importlib import metadata
+
+    import tomllib
+    from packaging.requirements import Requirement
+
+    root = Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    (spec,) = [Requirement(r).specifier for r in project["optional-dependencies"]["triton"]]
+    (ci,) = re.findall(r"triton==([0-9.]+)", (root / ".ci" / "run").read_text())
+    assert spec.contains(ci) and spec.contains("3.6.0")  # CI's pin and the GPU machine's version
+    assert not spec.contains("3.9.0")  # untested
+    try:
+        installed = metadata.version("triton")
+    except metadata.PackageNotFoundError:
+        pytest.skip("triton is not installed")
+    assert spec.contains(installed), f"installed triton {installed} is outside the tested range {spec}"

@@ -58,6 +58,12 @@ class GramAccumulator:
         self.s: torch.Tensor | None = None
         self.m: torch.Tensor | None = None
         self.rows = 0  # host-side count of captured rows (from shapes, no sync)
+        self.readout_norm: torch.Tensor | None = None  # ‖c‖ of the readout Linear, taken with the features
+
+    def note_readout(self, readout: torch.nn.Linear | None) -> None:
+        """Keep ‖c‖ of the parameters that produced the features (once per step: they do not change)."""
+        if readout is not None and self.readout_norm is None:
+            self.readout_norm = readout.weight.detach().double().norm().reshape(1)
 
     @property
     def empty(self) -> bool:

@@ -194,6 +194,7 @@ class Capture:
                 self.acc[li].add_fused(phi, layer.fused, w, self.kernel)
             else:
                 self.acc[li].add(phi, w)
+            self.acc[li].note_readout(layer.readout)
         except Exception as exc:
             self.errors[li] = f"{type(exc).__name__}: {exc}"
 
@@ -210,6 +211,32 @@ class Probe:
             raise ValueError(f"probe must have at least one row (shape [N, ...]), got shape {tuple(args[0].shape)}")
         self.args, self.weights = args, weights
         self._cache: tuple[torch.device, tuple[torch.Tensor, ...], torch.Tensor | None] | None = None
+
+    def check(self, model: nn.Module, capture: Capture, shard: tuple[int, int] | None) -> None:
+        """One unmeasured probe forward; a failure is a ValueError naming the probe and the module that raised."""
+        inside: list[tuple[str, nn.Module]] = []  # the modules whose forward is running, outermost first
+        handles = []
+        for name, module in model.named_modules():
+            label = name or f"{type(module).__name__} (the model itself)"
+
+            def pre(m: nn.Module, args: object, label: str = label) -> None:
+                inside.append((label, m))
+
+            def post(m: nn.Module, args: object, out: object) -> None:
+                if inside:
+                    inside.pop()
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
+            self.run(model, capture, measure=False, shard=shard)
+        except Exception as exc:
+            shapes = ", ".join(str(list(a.shape)) for a in self.args)
+            where = f"layer {inside[-1][0]!r} ({_describe(inside[-1][1])})" if inside else "the model"
+            raise ValueError(
+                f"probe= of shape {shapes} does not fit the model: {where} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            L.remove_hooks(handles)
 
     def run(self, model: nn.Module, capture: Capture, *, measure: bool, shard: tuple[int, int] | None) -> None:
         """One forward pass on the probe (rank r of w runs its block of rows when ``shard=(r, w)``)."""
@@ -232,3 +259,8 @@ class Probe:
             capture.in_probe, capture.weights = False, None
             for m, t in modes:
                 m.training = t
+
+
+def _describe(module: nn.Module) -> str:
+    """A leaf module's repr (its shapes), else its class name."""
+    return repr(module) if not list(module.children()) else type(module).__name__

@@ -3,7 +3,9 @@
 With ``distributed=True`` (or automatically when ``torch.distributed`` is initialised with more
 than one rank), each rank accumulates (G, s, m) over its own rows, and one all-reduce (SUM) per
 measured step gives every rank the sums of the global batch: d² + d + 1 numbers per layer,
-independent of the batch size. A ``probe=`` is split across ranks by rows, so each rank runs
+independent of the batch size. The step's loss travels in the same all-reduce, so the ``loss``
+column is the mean of the ranks' losses (the global-batch loss when the ranks hold equal shares of
+a mean-reduced loss, as with a ``DistributedSampler``). A ``probe=`` is split across ranks by rows, so each rank runs
 1/world of it. Only rank 0 writes files.
 """
 
@@ -33,6 +35,13 @@ def rank() -> int:
 
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def collective_device() -> torch.device:
+    """Where the process group's collectives run: CUDA for NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def all_reduce_sum(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -59,14 +59,13 @@ class Records:
         self,
         step: int,
         wall: float,
-        loss: torch.Tensor | float | None,
+        loss: torch.Tensor | float,
         values: torch.Tensor | None,
         errors: dict[int, str],
         spectra: list[tuple[int, torch.Tensor]],
     ) -> None:
-        if isinstance(loss, torch.Tensor):
-            loss = loss.detach().reshape(())
-        self._steps.append(_Step(step, wall, float("nan") if loss is None else loss, values, errors, spectra))
+        """One measured step; ``loss`` as made by :func:`.inputs.loss_value` (0-d tensor or float)."""
+        self._steps.append(_Step(step, wall, loss, values, errors, spectra))
 
     def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """(rows, spectrum rows) of every pending step; this is the flush's host sync."""

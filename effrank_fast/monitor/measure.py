@@ -7,6 +7,7 @@ message; the other layers are still measured.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,8 +56,13 @@ class LayerMeasurer:
         accs: Sequence[GramAccumulator],
         capture_errors: dict[int, str],
         warn: Callable[[str, str], None],
-    ) -> tuple[torch.Tensor, dict[int, str], list[tuple[int, torch.Tensor]]]:
-        """(rows [layers, width] float64, {layer: error}, [(layer, λ)]) for this step."""
+        loss: torch.Tensor | float = math.nan,
+    ) -> tuple[torch.Tensor, dict[int, str], list[tuple[int, torch.Tensor]], torch.Tensor | float]:
+        """(rows [layers, width] float64, {layer: error}, [(layer, λ)], loss) for this step.
+
+        Data-parallel, the returned loss is the mean of the ranks' ``loss``, reduced in the same
+        all-reduce as the Gram sums (a 0-d tensor in the dtype of the first layer's sums).
+        """
         errors: dict[int, str] = {}
         for li, acc in enumerate(accs):
             if li in capture_errors:
@@ -65,7 +71,7 @@ class LayerMeasurer:
                 how = "the probe forward" if self.probe else "a forward pass with grad enabled"
                 errors[li] = f"no activations captured since the last step (expected {how})"
         if self.distributed:
-            self._all_reduce([acc for li, acc in enumerate(accs) if li not in errors])
+            loss = self._all_reduce([acc for li, acc in enumerate(accs) if li not in errors], loss)
         take_spectrum = self.spectrum_every > 0 and step % self.spectrum_every == 0
         rows: list[torch.Tensor | None] = []
         spectra = []
@@ -78,9 +84,8 @@ class LayerMeasurer:
                 finite = torch.isfinite(M).all()
                 M = self._ema_update(layer.label, M, finite)
                 vec, lam = self.engine.record(li, M, finite)
-                ro = layer.readout
-                nan1 = vec.new_full((1,), float("nan"))
-                norm = ro.weight.detach().double().norm().reshape(1) if ro is not None else nan1
+                ro = acc.readout_norm  # taken at capture time: the same parameters as the features
+                norm = ro if ro is not None else vec.new_full((1,), float("nan"))
                 rows.append(torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)]))
                 if take_spectrum:
                     spectra.append((li, lam))
@@ -91,16 +96,25 @@ class LayerMeasurer:
             warn(f"layer:{li}:{msg[:40]}", f"RankMonitor: layer {layers[li].label!r} at step {step}: {msg}")
         device = next((r.device for r in rows if r is not None), torch.device("cpu"))
         nan = torch.full((self.width,), float("nan"), dtype=torch.float64, device=device)
-        return torch.stack([nan if r is None else r for r in rows]), errors, spectra
+        return torch.stack([nan if r is None else r for r in rows]), errors, spectra, loss
 
     @staticmethod
-    def _all_reduce(live: list[GramAccumulator]) -> None:
+    def _all_reduce(live: list[GramAccumulator], loss: torch.Tensor | float) -> torch.Tensor:
+        """All-reduce the sums of the ``live`` layers and the loss in one collective per dtype;
+        returns the mean loss over ranks."""
         flat = [t for acc in live for t in acc.tensors()]
-        reduced = dd.all_reduce_sum(flat)
+        dtype, device = (flat[0].dtype, flat[0].device) if flat else (torch.float64, dd.collective_device())
+        if isinstance(loss, torch.Tensor):
+            local = loss.to(device=device, dtype=dtype).reshape(())
+        else:  # a fill on the device: no host-to-device copy
+            local = torch.full((), loss, dtype=dtype, device=device)
+        reduced = dd.all_reduce_sum([*flat, local])
+        mean_loss = reduced.pop() / dd.world_size()
         for acc in live:
             k = len(acc.tensors())
             acc.set_tensors(reduced[:k])
             reduced = reduced[k:]
+        return mean_loss
 
     def _ema_update(self, label: str, M: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         if self.ema_decay is None:

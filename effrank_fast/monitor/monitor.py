@@ -2,12 +2,16 @@
 
     mon = effrank_fast.RankMonitor(model, eps=[1e-2, 1e-3], log_dir="runs/x")
     for x, y in data:
-        loss = loss_fn(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
+        loss = loss_fn(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
         mon.step(loss=loss)          # no host sync here
     mon.close()                      # flushes; mon.history has one row per (step, layer)
 
-The training forward is never changed: hooks only read (detached) activations. ``step()``
-never raises: a failed measurement is recorded (NaN measures, ``error`` column) with a warning.
+Row t pairs the loss with the ranks of the same parameters θ_t: without a probe the features
+are those of the loss's own forward pass; with a probe it runs just before the optimizer updates
+θ_t (an optimizer step pre-hook, see :mod:`.pre_step`), so step 0 is the initial network.
+The training forward is never changed: hooks only read (detached) activations. ``step()`` and
+``close()`` never raise: a failed measurement is recorded (NaN measures, ``error`` column) with
+a warning, and odd inputs are handled as :mod:`.inputs` says.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
 from effrank_fast.monitor.capture import Capture, Probe
 from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, read_jsonl
+from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
+from effrank_fast.monitor.pre_step import ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
 
 
@@ -51,7 +57,9 @@ class RankMonitor:
         relative: None (τ = ε), "max" (τ = ε·λ_max) or "trace" (τ = ε·tr M).
         every: measure every this many steps (``step % every == 0``).
         probe: fixed input points [N, ...] (or a tuple of positional inputs): the model is run on
-            them under ``no_grad`` and in eval mode at each measured step (the paper's ∫_Ω).
+            them under ``no_grad`` and in eval mode at each measured step (the paper's ∫_Ω), just
+            before the optimizer updates the parameters (or in ``step()`` when no optimizer
+            stepped), so each row's ranks and loss belong to the same parameters.
             Without a probe, the training forward passes since the last step are used
             (micro-batches add up; forwards under ``no_grad`` are ignored).
         weights: quadrature weights [N] of the probe (e.g. effrank_fast.quadrature.trapezoid).
@@ -73,9 +81,11 @@ class RankMonitor:
         acc_dtype: Gram accumulation dtype (None: effrank_fast.gram's default; float64 if centred).
         fused: form the Gram of h = act(xWᵀ + b) from the producing Linear's input with
             effrank_fast.ops.linear_act_gram (Linear→activation layers in an nn.Sequential).
-        distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic).
+        distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic); the
+            ``loss`` column is then the mean of the ranks' losses, in the same all-reduce.
         keep_history: keep flushed rows in ``mon.history`` (files are written either way).
-        meta: extra run metadata saved in meta.json under "run".
+        meta: extra run metadata saved in meta.json under "run" (``"loss_name"`` labels the loss
+            axis of the report's plots; default "loss").
     """
 
     def __init__(
@@ -172,14 +182,17 @@ class RankMonitor:
             on_resolved=self._on_layers,
             warn=self._warn,
         )
-        if self.probe is not None and not self.capture.layers:  # resolve now: configuration errors surface here
+        if self.probe is not None:  # resolve and run it now: configuration errors surface here
             self.capture.raise_discovery = True
             try:
-                self.probe.run(model, self.capture, measure=False, shard=self._shard)
+                self.probe.check(model, self.capture, shard=self._shard)
             finally:
                 self.capture.raise_discovery = False
             if not self.capture.layers:
                 raise ValueError(f"layers={layers!r}: the probe forward did not reach an nn.Linear")
+        self.schedule: ProbeSchedule | None = None
+        if self.probe is not None:
+            self.schedule = ProbeSchedule(model, self._run_probe, due=lambda: self._armed and not self._closed)
 
     @property
     def layers(self) -> list[L.Layer]:
@@ -195,33 +208,58 @@ class RankMonitor:
         self._write_meta()
 
     # ------------------------------------------------------------------ the training-loop API
-    def step(self, loss: torch.Tensor | float | None = None, *, step: int | None = None) -> None:
-        """Record one training step (call it once per optimizer step, after the forward).
+    def step(self, loss: object = None, *, step: int | None = None) -> None:
+        """Record one training step (call it once per optimizer step, after the forward); never raises.
 
-        On a measured step this runs the probe (if any), forms each layer's Gram matrix and its
-        measures on the device; nothing is copied to the host until the next flush.
+        Args:
+            loss: the step's loss: a 0-d tensor, a per-sample tensor (its mean is logged), an int or
+                float, or None; anything else is logged as NaN with a warning (:mod:`.inputs`).
+            step: an explicit step number; it must increase (else: renumbered, with a warning).
+
+        On a measured step this forms each layer's Gram matrix and its measures on the device
+        (running the probe first, unless an optimizer step pre-hook already ran it on the same
+        parameters); nothing is copied to the host until the next flush.
         """
         if self._closed:
             self._warn("closed", "RankMonitor.step() after close() is ignored")
             return
-        s = self._step if step is None else int(step)
-        if s % self.every == 0:
-            self._measure_step(s, loss)
+        s = self._step
+        try:
+            s = step_number(step, self._step, self._warn)
+            if s % self.every == 0:
+                self._measure_step(s, loss_value(loss, self._warn))
+        except Exception as exc:  # a bug here must not stop the training run
+            self._warn("step:" + type(exc).__name__, f"RankMonitor.step() failed at step {s} ({exc!r}); ignored")
+        finally:
+            self._end_step(s)
+
+    def _end_step(self, s: int) -> None:
         self.capture.reset()
+        if self.schedule is not None:
+            self.schedule.step_done()
         self._step = s + 1
         self._armed = self._step % self.every == 0
         self._since_flush += 1
         if self._since_flush >= self.flush_every:
             self.flush()
 
-    def _measure_step(self, s: int, loss: torch.Tensor | float | None) -> None:
+    def _run_probe(self) -> None:
+        """The probe forward of the coming measured step; a failure becomes that step's error rows."""
+        assert self.probe is not None
+        try:
+            self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
+        except Exception as exc:
+            msg = f"probe forward failed: {type(exc).__name__}: {exc}"
+            self.capture.errors.update(dict.fromkeys(range(len(self.layers)), msg))
+
+    def _measure_step(self, s: int, loss: torch.Tensor | float) -> None:
         wall = self._wall()
         errors: dict[int, str] = {}
         values: torch.Tensor | None = None
         spectra: list[tuple[int, torch.Tensor]] = []
         try:
-            if self.probe is not None:
-                self.probe.run(self.model, self.capture, measure=True, shard=self._shard)
+            if self.schedule is not None:
+                self.schedule.ensure()  # unless the optimizer pre-hook already probed θ_t
             if not self.layers:
                 self.capture.resolve_pending()
             if not self.layers:
@@ -229,8 +267,8 @@ class RankMonitor:
                     "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
                 )
                 return
-            values, errors, spectra = self.measurer.measure(
-                s, self.layers, self.capture.acc, self.capture.errors, self._warn
+            values, errors, spectra, loss = self.measurer.measure(
+                s, self.layers, self.capture.acc, self.capture.errors, self._warn, loss
             )
         except Exception as exc:
             msg = f"{type(exc).__name__}: {exc}"
@@ -265,6 +303,7 @@ class RankMonitor:
                 self.files.write(rows, spectrum)
             except Exception as exc:
                 self._warn("files", f"RankMonitor: writing {self.files.dir} failed ({type(exc).__name__}: {exc})")
+            self._write_meta()  # its "steps" count follows the run (an interrupted run's report reads it)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -277,14 +316,25 @@ class RankMonitor:
         return {l.label: l.info() for l in self.layers}
 
     def close(self) -> None:
-        """Flush, remove every hook and close the files. Safe to call twice."""
+        """Flush, remove every hook and close the files. Safe to call twice; never raises (it warns)."""
         if self._closed:
             return
-        self.flush()
         self._closed = True
+        for what, action in (
+            ("flush", self.flush),
+            ("hooks", self._remove_hooks),
+            ("files", lambda: self.files.close(self._meta(closed=True)) if self.files is not None else None),
+        ):
+            try:
+                action()
+            except Exception as exc:
+                where = f" ({self.files.dir})" if what == "files" and self.files is not None else ""
+                self._warn("close:" + what, f"RankMonitor.close(): {what} failed{where}: {type(exc).__name__}: {exc}")
+
+    def _remove_hooks(self) -> None:
         self.capture.close()
-        if self.files is not None:
-            self.files.close(self._meta(closed=True))
+        if self.schedule is not None:
+            self.schedule.close()
 
     def __enter__(self) -> RankMonitor:
         return self
@@ -313,6 +363,8 @@ class RankMonitor:
             raise ValueError("state must be a dict from RankMonitor.state_dict()")
         self._step = int(state["step"])
         self._armed = self._step % self.every == 0
+        if self.schedule is not None:
+            self.schedule.step_done()
         self._wall_offset, self._t0 = float(state.get("wall_time", 0.0)), time.perf_counter()
         self.measurer.ema = dict(state.get("ema", {}))
         self.engine.load_state_dict(state.get("engine", {}))
@@ -334,35 +386,7 @@ class RankMonitor:
             warnings.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _meta(self, closed: bool = False) -> dict[str, Any]:
-        from effrank_fast import __version__
-
-        n_probe = None if self.probe is None else self.probe.n
-        return {
-            "effrank_fast": __version__,
-            "torch": torch.__version__,
-            "eps": self.eps.tolist(),
-            "relative": self.relative,
-            "mode": self.mode,
-            "center": self.center,
-            "source": "probe" if self.probe is not None else "batch",
-            "probe_points": n_probe,
-            "probe_weight_sum": None if self.weights is None else float(self.weights.double().sum()),
-            "every": self.every,
-            "flush_every": self.flush_every,
-            "spectrum_every": self.spectrum_every,
-            "topk": self.topk,
-            "tracker": self.engine.name,
-            "accumulate": self.accumulate,
-            "ema_decay": self.ema_decay if self.accumulate == "ema" else None,
-            "gram_backend": self.gram_backend,
-            "acc_dtype": str(self.acc_dtype) if self.acc_dtype is not None else None,
-            "fused": self.fused,
-            "world_size": self.world,
-            "layers": self.layer_info(),
-            "columns": self.engine.columns(),
-            "closed": closed,
-            "run": self.run_meta,
-        }
+        return runfiles.monitor_meta(self, closed)
 
     def _write_meta(self) -> None:
         if self.files is not None:

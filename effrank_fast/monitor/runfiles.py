@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import torch
 
 from effrank_fast.monitor.history import read_jsonl
 from effrank_fast.monitor.sinks import (
@@ -17,6 +19,9 @@ from effrank_fast.monitor.sinks import (
     tensorboard_available,
     write_meta,
 )
+
+if TYPE_CHECKING:
+    from effrank_fast.monitor.monitor import RankMonitor
 
 
 def _round7(xs: list[float]) -> list[float]:
@@ -78,3 +83,37 @@ class RunFiles:
         self.meta(meta)
         if self.tb is not None:
             self.tb.close()
+
+
+def monitor_meta(mon: RankMonitor, closed: bool = False) -> dict[str, Any]:
+    """meta.json: the monitor's conventions, layers, step count and the user's run metadata."""
+    from effrank_fast import __version__
+
+    n_probe = None if mon.probe is None else mon.probe.n
+    return {
+        "effrank_fast": __version__,
+        "torch": torch.__version__,
+        "eps": mon.eps.tolist(),
+        "relative": mon.relative,
+        "mode": mon.mode,
+        "center": mon.center,
+        "source": "probe" if mon.probe is not None else "batch",
+        "probe_points": n_probe,
+        "probe_weight_sum": None if mon.weights is None else float(mon.weights.double().sum()),
+        "every": mon.every,
+        "steps": mon._step,
+        "flush_every": mon.flush_every,
+        "spectrum_every": mon.spectrum_every,
+        "topk": mon.topk,
+        "tracker": mon.engine.name,
+        "accumulate": mon.accumulate,
+        "ema_decay": mon.ema_decay if mon.accumulate == "ema" else None,
+        "gram_backend": mon.gram_backend,
+        "acc_dtype": str(mon.acc_dtype) if mon.acc_dtype is not None else None,
+        "fused": mon.fused,
+        "world_size": mon.world,
+        "layers": mon.layer_info(),
+        "columns": mon.engine.columns(),
+        "closed": closed,
+        "run": mon.run_meta,
+    }

@@ -1,0 +1,76 @@
+"""What ``RankMonitor.step()`` is given, made safe: the loss value and the step number.
+
+Neither function raises and neither reads device data (no host sync):
+
+- ``loss``: a 0-d tensor is taken as is; a tensor with more elements (a per-sample loss,
+  ``reduction="none"``) becomes its mean; an int or float (or a numpy number or array) is taken as
+  given; ``None`` is NaN (no loss logged). Anything else (a string, a list, a complex tensor) is
+  NaN with one warning. Tensors are detached and cast to float64 on their own device.
+- ``step``: explicit step numbers must increase. A repeated or decreasing one (or one that is
+  not an int) is replaced, with one warning, by the next number (last step + 1), so no row is
+  lost and no two rows share a step.
+"""
+
+from __future__ import annotations
+
+import numbers
+import operator
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+Warn = Callable[[str, str], None]
+
+
+def loss_value(loss: object, warn: Warn) -> torch.Tensor | float:
+    """The ``loss`` column's value: a detached 0-d float64 tensor on the loss's device, or a float."""
+    if loss is None:
+        return float("nan")
+    if isinstance(loss, torch.Tensor):
+        if not (loss.dtype.is_floating_point or loss.dtype in _REAL_DTYPES):  # complex, quantised, ...
+            return _not_numeric(loss, warn)
+        t = loss.detach().to(torch.float64)
+        return t.reshape(()) if t.numel() == 1 else t.mean()  # numel() reads the shape only
+    if isinstance(loss, numbers.Real):
+        return float(loss)
+    if isinstance(loss, np.ndarray) and loss.dtype.kind in "biuf":
+        return float(loss.astype(np.float64).mean()) if loss.size else float("nan")
+    return _not_numeric(loss, warn)
+
+
+_REAL_DTYPES = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _not_numeric(loss: object, warn: Warn) -> float:
+    what = f"a {type(loss).__name__}" + (f" of dtype {loss.dtype}" if isinstance(loss, torch.Tensor) else "")
+    warn(
+        f"loss:{type(loss).__name__}",
+        f"RankMonitor.step(loss=...) got {what}, not a number or a real tensor; the loss column holds NaN there",
+    )
+    return float("nan")
+
+
+def step_number(requested: object, expected: int, warn: Warn) -> int:
+    """The step number of this call: ``requested`` if it is an int ≥ ``expected``, else ``expected``."""
+    if requested is None:
+        return expected
+    try:
+        if isinstance(requested, torch.Tensor):
+            raise TypeError("a tensor (reading it would synchronise the device)")
+        s = operator.index(requested)  # type: ignore[arg-type]
+    except TypeError as exc:
+        warn(
+            "step:type",
+            f"RankMonitor.step(step=...) must be an int, got {type(requested).__name__} ({exc}); "
+            f"numbering it {expected} (the previous step + 1)",
+        )
+        return expected
+    if s < expected:
+        warn(
+            "step:order",
+            f"RankMonitor.step(step={s}) does not increase (the previous step was {expected - 1}); step numbers "
+            f"must increase, so this and any later such step are renumbered to the previous step + 1 ({expected})",
+        )
+        return expected
+    return s
