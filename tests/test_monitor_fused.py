@@ -164,3 +164,29 @@ def test_fused_kernel_gets_the_accumulators_backend(backend, env, want, monkeypa
     lin = nn.Linear(3, 4)
     acc.add_fused(torch.randn(5, 3), ef.monitor.layers.Fused(lin, "tanh"), None, kernel)
     assert kernel.kwargs == [want]
+
+
+def test_fused_monitor_under_autocast_computes_in_the_autocast_dtype():
+    """Under bf16 autocast a Linear meets a bf16 activation with its fp32 weight; the fused path
+    must compute in bf16 as the layer did (it used to raise, giving an error row per layer). The
+    fused Gram of the recomputed h' = tanh(bf16(x) bf16(W)ᵀ + bf16(b)) matches a float64 Gram of
+    the layer's own output h within the two bf16 roundings of the recomputation (module docstring)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 16), nn.Tanh(), nn.Linear(16, 12), nn.Tanh(), nn.Linear(12, 1))
+    x = torch.rand(200, 2) * 2 - 1
+    mon = ef.RankMonitor(model, layers="all_hidden", eps=[1e-3], fused=True, gram_backend="torch")
+    with mon:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h1 = model[1](model[0](x))
+            h2 = model[3](model[2](h1))
+            model[4](h2)
+        mon.step(loss=0.0)
+    assert h1.dtype == torch.bfloat16
+    rows = {r["layer"]: r for r in mon.history}
+    assert set(rows) == {"hidden1", "hidden2"}
+    for label, h in (("hidden1", h1), ("hidden2", h2)):
+        assert rows[label]["error"] == "", rows[label]["error"]
+        ref = _gram64(h.detach(), torch.full((200,), 1 / 200))
+        habs = h.detach().double().abs()
+        tol = (4 * EPS16 + 4 * EPS16**2) * float((habs.T @ habs / 200).norm()) + 1e-6 * float(ref.norm())
+        assert abs(rows[label]["lambda_max"] - float(torch.linalg.eigvalsh(ref)[-1])) <= tol

@@ -44,6 +44,16 @@ def load_fused_kernel() -> Callable[..., object]:
         ) from exc
 
 
+def _linear_operands(x: torch.Tensor, lin: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(x, W, b) in the dtype the Linear itself computed in: under autocast the autocast dtype (a
+    bf16 activation meets an fp32 weight there), else x's dtype."""
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    weight = lin.weight.detach().to(dtype)
+    bias = None if lin.bias is None else lin.bias.detach().to(dtype)
+    return x.to(dtype), weight, bias
+
+
 class GramAccumulator:
     """The sums (G, s, m) of one layer since the last reset; nothing here reads device data."""
 
@@ -107,8 +117,8 @@ class GramAccumulator:
         out = self.G if direct else torch.zeros(d, d, dtype=torch.float32, device=x.device)
         assert out is not None
         wf = None if w is None else w.to(torch.float32)
-        bias = None if lin.bias is None else lin.bias.detach()
-        kernel(x.detach(), lin.weight.detach(), bias, fused.act, out, wf, **self._fused_backend())
+        x_op, weight, bias = _linear_operands(x.detach(), lin)
+        kernel(x_op, weight, bias, fused.act, out, wf, **self._fused_backend())
         if not direct:
             dtype = self.acc_dtype or torch.float32
             self.G = out.to(dtype) if self.G is None else self.G + out.to(self.G.dtype)
