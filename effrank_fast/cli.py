@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--no-plots", action="store_true")
     r.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     sub.add_parser("info", help="versions, devices and available backends")
+    from effrank_fast.experiments import cli as experiments_cli  # the `experiment` command (docs/staircase.md)
+
+    experiments_cli.register(sub)
     return p
 
 
@@ -71,6 +74,8 @@ def _print_report(run_dir: Path, plots: bool, as_json: bool = False) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "experiment_main", None) is not None:
+        return int(args.experiment_main(args))
     if args.command == "info":
         from effrank_fast.info import report as info_report
 

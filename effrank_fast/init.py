@@ -109,13 +109,12 @@ def sfli_(
         g = float(gamma)
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    opts = {"dtype": torch.float64, "generator": generator}
-    alpha = torch.randn(n, d, **opts)
+    alpha = torch.randn(n, d, dtype=torch.float64, generator=generator)
     if kind != "cosine":
         alpha = alpha / alpha.norm(dim=1, keepdim=True)
     lo = torch.tensor([a for a, _ in box], dtype=torch.float64)
     hi = torch.tensor([b for _, b in box], dtype=torch.float64)
-    points = lo + (hi - lo) * torch.rand(n, d, **opts)
+    points = lo + (hi - lo) * torch.rand(n, d, dtype=torch.float64, generator=generator)
     offsets = -(alpha * points).sum(dim=1)  # c_i = −α_i·p_i: the hyperplane passes through p_i ∈ Ω
     linear.weight.copy_(g * alpha)
     linear.bias.copy_(g * offsets)
