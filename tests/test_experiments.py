@@ -108,7 +108,7 @@ def test_cli_runs_seeds_and_compares_them(tmp_path, capsys):
     assert agg["seeds"] == [0, 1] and len(agg["final_loss"]["values"]) == 2
     finals = [json.loads((out / f"adam-tanh-w64-s{s}" / "experiment.json").read_text())["final_loss"] for s in (0, 1)]
     assert agg["final_loss"]["median"] == pytest.approx(float(np.median(finals)))
-    assert cli.main(["experiment", "compare", str(out), "--no-plots"]) == 0
+    assert cli.main(["experiment", "compare", str(out), "--no-plots", "--reanalyse"]) == 0
     assert cli.main(["report", str(out / "adam-tanh-w64-s0"), "--no-plots"]) == 0
     # The experiments' own figures (drawing is slow on a shared CPU, so only these, once).
     run = report.load_run(out / "adam-tanh-w64-s0")
@@ -163,12 +163,17 @@ def test_jump_window_share_and_its_circular_baseline_against_brute_force():
     res = stats.jump_window_share(loss, jumps, half_window=3, draws=300)
     mask = np.zeros(n - 1, dtype=bool)
     for a, b in jumps:
-        mask[a - 3 : b + 3] = True
+        mask[a - 3 : b + 4] = True  # h = 3 samples before the first and after the last sample of a transition
     assert res.share == pytest.approx(_brute_share(d, mask, 0), rel=1e-10)
     assert res.coverage == pytest.approx(mask.mean())
     shares = np.array([_brute_share(d, mask, s) for s in range(1, n - 1)])
     assert res.p_circular == pytest.approx((1 + np.sum(shares >= res.share - 1e-12)) / (1 + len(shares)))
     assert res.p_circular < 0.01 and res.p_jitter < 0.01
+    after = stats.jump_window_share(loss, jumps, half_window=0, after=6, draws=300)
+    follow = np.zeros(n - 1, dtype=bool)
+    for a, b in jumps:
+        follow[a : b + 7] = True
+    assert after.share == pytest.approx(_brute_share(d, follow, 0), rel=1e-10)
 
 
 def test_jump_window_share_is_not_significant_for_unrelated_jumps():

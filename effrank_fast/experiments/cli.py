@@ -64,6 +64,7 @@ def register(subparsers: Any) -> None:
     c.add_argument("dirs", nargs="+", type=Path, help="run folders, or folders of run folders")
     c.add_argument("--out", type=Path, default=None, help="where comparison.json goes (default: the first folder)")
     c.add_argument("--no-plots", action="store_true")
+    c.add_argument("--reanalyse", action="store_true", help="recompute each run's experiment.json first (no run figures)")
     p.set_defaults(experiment_main=main)
 
 
@@ -91,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         if name == "compare":
             results = compare.load_results(args.dirs)
+            if args.reanalyse:
+                results = [runner.analyse(r["run_dir"], plots=False) for r in results]
             compare.compare(args.out or args.dirs[0], results, plots=not args.no_plots)
             return 0
         out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{name}-%Y%m%d-%H%M%S")

@@ -28,6 +28,8 @@ KEYS = (
     ("coverage", "window coverage"),
     ("p_circular", "p circular"),
     ("p_jitter", "p jitter"),
+    ("share_after", "following-window share"),
+    ("p_circular_after", "p circular (following)"),
     ("increment_correlation", "ρ_Δ increments"),
 )
 
@@ -42,6 +44,7 @@ def flat_stats(result: dict[str, Any], eps: str | None = None) -> dict[str, Any]
     e = eps if eps is not None else max(by_eps, key=float)
     s = by_eps[e]
     jw = s.get("jump_window_share") or {}
+    jf = s.get("jump_window_share_after") or {}
     return {
         "eps": e,
         "final_loss": result.get("final_loss"),
@@ -54,6 +57,8 @@ def flat_stats(result: dict[str, Any], eps: str | None = None) -> dict[str, Any]
         "coverage": jw.get("coverage"),
         "p_circular": jw.get("p_circular"),
         "p_jitter": jw.get("p_jitter"),
+        "share_after": jf.get("share"),
+        "p_circular_after": jf.get("p_circular"),
         "increment_correlation": s.get("increment_correlation"),
         "layer_order": s.get("layer_order"),
         "initial_ranks": s.get("initial_ranks"),
@@ -91,7 +96,7 @@ def _cell(v: dict[str, Any], key: str) -> str:
     m = v.get("median")
     if m is None:
         return "–"
-    fmt = ".3g" if key in ("final_loss", "p_circular", "p_jitter") else ".2f"
+    fmt = ".3g" if key in ("final_loss", "p_circular", "p_jitter", "p_circular_after") else ".2f"
     if key in ("steps_to_loss_1e-2", "initial_rank", "final_rank", "stairs"):
         fmt = ".0f"
     lo, hi = v["min"], v["max"]
@@ -118,6 +123,7 @@ def format_run(result: dict[str, Any]) -> str:
         f"ρ {_num(f['spearman']):.2f}",
         f"share {_num(f['share']):.2f} of log-loss drop in {_num(f['coverage']):.2f} of steps "
         f"(p circ {_num(f['p_circular']):.3g}, p jitter {_num(f['p_jitter']):.3g})",
+        f"following windows {_num(f['share_after']):.2f} (p circ {_num(f['p_circular_after']):.3g})",
         f"ρ_Δ {_num(f['increment_correlation']):.2f}",
         f"{_num(f['wall_time_s']):.0f} s",
     ]

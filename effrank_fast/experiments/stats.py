@@ -12,6 +12,10 @@ rank-correlated whether or not they move together, so two detrended measures are
   clipped to the run, 2000 draws from a fixed seed), which keeps each jump in its own phase of
   training and so does not reward a jump for merely lying in the early, fast part.
   p = (1 + #{baseline S ≥ observed S}) / (1 + #baselines).
+  A second variant uses *following* windows, from a transition's start to 2h samples after its end
+  (same coverage): the bound of :mod:`effrank_fast.lower_bound` says the loss can fall only once the
+  rank has risen, so a drop may lag the jump. (It was added after seeing the symmetric windows miss
+  lagged drops in E1; docs/staircase.md treats it as exploratory.)
 - **increment correlation** ρ_Δ: the run is cut into K consecutive windows; ρ_Δ is the Spearman
   correlation of the rank increment with the log-loss decrease across windows.
 """
@@ -56,6 +60,7 @@ def jump_window_share(
     jumps: Sequence[tuple[int, int]],
     half_window: int,
     *,
+    after: int | None = None,
     jitter: int | None = None,
     draws: int = 2000,
     seed: int = 0,
@@ -65,7 +70,9 @@ def jump_window_share(
     Args:
         loss: the loss at consecutive measured steps [T] (> 0).
         jumps: (first, last) sample index of each up-jump's transition.
-        half_window: h, samples added on each side of a transition.
+        half_window: h, samples added before a transition (and after it, unless ``after`` is given).
+        after: samples added after a transition (default h). ``half_window=0, after=2h`` makes the
+            *following* windows, which ask whether the loss falls right after the rank has risen.
         jitter: B for the jitter baseline (default 10h).
     """
     lo = np.asarray(loss, dtype=np.float64)
@@ -75,7 +82,10 @@ def jump_window_share(
         raise ValueError(f"half_window must be >= 0, got {half_window}")
     d = -np.diff(np.log(lo))  # d_i = log ℓ_i − log ℓ_{i+1}: the decrease over sample step i → i+1
     n, total = len(d), float(-np.diff(np.log(lo)).sum())
-    windows = [(max(a - half_window, 0), min(b + half_window, n)) for a, b in jumps]
+    tail = half_window if after is None else after
+    if tail < 0:
+        raise ValueError(f"after must be >= 0, got {after}")
+    windows = [(max(a - half_window, 0), min(b + 1 + tail, n)) for a, b in jumps]
     nan = math.nan
     if not windows or total <= 0:
         return JumpWindowShare(nan, nan, nan, nan, len(windows), half_window, total)
@@ -86,7 +96,7 @@ def jump_window_share(
     others = shifted[1:]
     tol = 1e-9 * max(1.0, abs(share))
     p_circ = (1 + int(np.sum(others >= share - tol))) / (1 + len(others))
-    b = 10 * max(half_window, 1) if jitter is None else jitter
+    b = 10 * max(half_window, tail, 1) if jitter is None else jitter
     rng = np.random.default_rng(seed)
     offsets = rng.integers(-b, b + 1, size=(draws, len(windows)))
     hits = 0
@@ -151,6 +161,7 @@ def run_statistics(series: dict[str, dict[str, np.ndarray]], layers: list[str], 
     out["jumps_up"] = len(ups)
     out["jump_steps"] = [j.step for j in ups]
     out["jump_window_share"] = jump_window_share(loss, idx, half).to_dict()
+    out["jump_window_share_after"] = jump_window_share(loss, idx, 0, after=2 * half).to_dict()
     out["increment_correlation"] = increment_correlation(rank, loss)
     out["initial_rank"] = int(rank[0])
     out["final_rank"] = int(rank[-1])
