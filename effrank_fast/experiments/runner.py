@@ -151,6 +151,7 @@ def _finished(run_dir: Path, cfg: RunConfig) -> dict[str, Any] | None:
         return None
     res = json.loads(p.read_text())
     saved = {k: res["config"].get(k) for k in asdict(cfg)}
+    saved["optimizer"] = res["config"].get("optimizer_name")  # meta's "optimizer" is the description
     same = saved == _jsonable(asdict(cfg)) | {"device": saved.get("device"), "threads": saved.get("threads")}
     return res if same and res["config"].get("finished") else None
 
