@@ -17,9 +17,9 @@ from effrank_fast.experiments.common import Problem, RunConfig, linear_ends, mlp
 
 NAME = "e3"
 TITLE = "d-dimensional regression with Monte Carlo quadrature (w = |Ω|/N)"
-DEFAULTS: dict[str, Any] = {"steps": 3000, "optimizer": "adam", "activation": "tanh", "width": 128, "depth": 3}
+DEFAULTS: dict[str, Any] = {"steps": 2000, "optimizer": "adam", "activation": "tanh", "width": 64, "depth": 3}
 LBFGS_STEPS = 100
-OPTIONS: dict[str, Any] = {"dim": 8, "train_points": 4000, "probe_points": 4000}
+OPTIONS: dict[str, Any] = {"dim": 8, "train_points": 2000, "probe_points": 2000}
 
 
 def target(x: torch.Tensor) -> torch.Tensor:
