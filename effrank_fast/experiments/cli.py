@@ -64,7 +64,9 @@ def register(subparsers: Any) -> None:
     c.add_argument("dirs", nargs="+", type=Path, help="run folders, or folders of run folders")
     c.add_argument("--out", type=Path, default=None, help="where comparison.json goes (default: the first folder)")
     c.add_argument("--no-plots", action="store_true")
-    c.add_argument("--reanalyse", action="store_true", help="recompute each run's experiment.json first (no run figures)")
+    c.add_argument(
+        "--reanalyse", action="store_true", help="recompute each run's experiment.json first (no run figures)"
+    )
     p.set_defaults(experiment_main=main)
 
 
