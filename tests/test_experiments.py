@@ -19,7 +19,7 @@ from effrank_fast import cli, report
 from effrank_fast.experiments import common, figures, runner, stats
 from effrank_fast.monitor import read_jsonl
 
-FAST = {"eps": [1e-2, 1e-3], "bound_every": 5, "spectrum_every": 5}
+FAST = {"eps": [1e-2, 1e-3], "every": 1, "bound_every": 5, "spectrum_every": 5}
 
 
 def _rows(run_dir, layer=None):
