@@ -72,18 +72,22 @@ def test_rows_pair_the_loss_and_ranks_of_the_same_parameters(tmp_path):
     opt = torch.optim.Adam(problem.model.parameters(), lr=cfg.learning_rate)
     feats: list[torch.Tensor] = []
     problem.readout.register_forward_hook(lambda m, inp, out: feats.append(inp[0].detach()))
-    torch.set_num_threads(1)
-    for t, row in enumerate(rows):
-        loss = problem.loss()
-        with torch.no_grad():
-            problem.model(problem.probe)
-        lam = ef.reference.eigenvalues(feats[-1].double(), weights=problem.weights, mode="integral")
-        assert row["step"] == t
-        assert row["loss"] == pytest.approx(float(loss.detach()), rel=1e-6)
-        assert row["lambda_1"] == pytest.approx(float(lam[0]), rel=1e-6)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the run (cfg.threads = 1)
+    try:
+        for t, row in enumerate(rows):
+            loss = problem.loss()
+            with torch.no_grad():
+                problem.model(problem.probe)
+            lam = ef.reference.eigenvalues(feats[-1].double(), weights=problem.weights, mode="integral")
+            assert row["step"] == t
+            assert row["loss"] == pytest.approx(float(loss.detach()), rel=1e-6)
+            assert row["lambda_1"] == pytest.approx(float(lam[0]), rel=1e-6)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_lbfgs_rows_are_labelled_by_iterations(tmp_path):
