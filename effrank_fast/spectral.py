@@ -121,7 +121,8 @@ def entropy_rank_from_eigenvalues(
     p = x / torch.where(positive, total, torch.ones_like(total))
     if fudge:
         p = p + fudge
-    h = -torch.special.xlogy(p, p).sum()
+    # p·log p with 0·log 0 = 0, written so that its gradient at p = 0 is 0 (xlogy's is NaN there).
+    h = -(p * torch.where(p > 0, p, torch.ones_like(p)).log()).sum()
     return torch.where(positive, h.exp(), torch.zeros_like(h))
 
 
