@@ -120,9 +120,7 @@ class _Spectrum:
     entropy_kw: dict[str, object]  # the convention's keywords for this matrix's N and d
 
 
-def _spectrum(
-    phi, gram_, weights, mode, center, backend, acc_dtype, check, conv: _Convention | None
-) -> _Spectrum:
+def _spectrum(phi, gram_, weights, mode, center, backend, acc_dtype, check, conv: _Convention | None) -> _Spectrum:
     """Prepare, decompose, take the floor; with ``conv`` (the entropy rank will be reported in that
     convention) promote to a float64 Gram if the entropy rank needs it."""
     sp = prepare(phi, gram_, weights, mode, center, backend, acc_dtype, check)

@@ -37,7 +37,7 @@ def test_gram_gradcheck(backend, center, weighted):
     g_up = torch.randn(4, 4, dtype=torch.float64)
     got = torch.autograd.grad((f(*args) * g_up).sum(), args)
     want = torch.autograd.grad((ef.gram(*args, center=center, backend="torch", check=False) * g_up).sum(), args)
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b)
 
 
@@ -64,7 +64,7 @@ def test_kernel_path_gradcheck(backend, center, weighted):
         x = phi - (wt @ phi / wt.sum() if center else 0)
         a = x * wt.sqrt().unsqueeze(1)
         want = torch.autograd.grad(((a @ a.T) * g_up).sum(), args)
-        for p, q in zip(got, want):
+        for p, q in zip(got, want, strict=True):
             torch.testing.assert_close(p, q)
 
 

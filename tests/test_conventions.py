@@ -81,8 +81,8 @@ def test_monai_constant_embeddings_are_fully_collapsed():
 def test_stable_pretraining_rankme_formula(n, d):
     """stable-pretraining 0.1.8 callbacks/rankme.py, as written (it does not import without torchvision):
 
-        s = torch.linalg.svdvals(embeddings); p = (s / torch.sum(s, axis=0)) + 1e-5
-        entropy = -torch.sum(p * torch.log(p)); rankme = torch.exp(entropy)
+    s = torch.linalg.svdvals(embeddings); p = (s / torch.sum(s, axis=0)) + 1e-5
+    entropy = -torch.sum(p * torch.log(p)); rankme = torch.exp(entropy)
     """
     phi = _features(n, d, seed=7 * n + d)
     s = torch.linalg.svdvals(phi)
@@ -104,7 +104,9 @@ def _numpy_matrix_rank_tol(a: np.ndarray) -> float:
 def test_weightwatcher_matrix_rank(rank):
     """WeightWatcher 0.7.7 uses numpy's matrix_rank default tolerance σ_max·max(N, d)·eps₆₄."""
     g = torch.Generator().manual_seed(rank)
-    a = torch.randn(60, rank, dtype=torch.float64, generator=g) @ torch.randn(rank, 30, dtype=torch.float64, generator=g)
+    a = torch.randn(60, rank, dtype=torch.float64, generator=g) @ torch.randn(
+        rank, 30, dtype=torch.float64, generator=g
+    )
     want = int(np.linalg.matrix_rank(a.numpy()))  # numpy's default tol is exactly that formula
     assert want == int((np.linalg.svd(a.numpy(), compute_uv=False) > _numpy_matrix_rank_tol(a.numpy())).sum())
     assert int(conventions.weightwatcher_matrix_rank(a)) == want == min(rank, 30)

@@ -485,7 +485,12 @@ def test_gram_error_widens_the_certificate_to_the_exact_matrix(sync, refresh):
     tr = ef.SpectrumTracker(k=16, oversample=8, eps=[tau, 0.5], sync=sync, refresh_every=refresh, slq_probes=0)
     for _ in range(3):  # deferred settles an open interval on the step after it opened
         res = tr.update(m_hat, gram_error=delta)
-    lo, hi, path, got = res.eps_rank_lower.tolist(), res.eps_rank_upper.tolist(), res.path.tolist(), res.eps_rank.tolist()
+    lo, hi, path, got = (
+        res.eps_rank_lower.tolist(),
+        res.eps_rank_upper.tolist(),
+        res.path.tolist(),
+        res.eps_rank.tolist(),
+    )
     want_half = int((torch.linalg.eigvalsh(exact) > 0.5).sum())
     assert lo[0] <= want <= hi[0] and lo[1] <= want_half <= hi[1]
     assert path[0] == int(TrackPath.UNRESOLVED) or got[0] == want
