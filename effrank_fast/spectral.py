@@ -83,15 +83,20 @@ def noise_floor(
             it is, whose entries are the exact input). None: the estimate √dim·u_acc·λ_max, the
             spectral norm of a symmetric perturbation with entries ≈ u_acc·λ_max/2 (measured on fp32
             and bf16 Grams, d = 256…2048, N ≤ 4096: the eigenvalues move 30–60× less than that).
-        solve_dtype: the eigensolver's working dtype; δ_eig = 4·dim·u_solve·λ_max, a Householder
-            tridiagonalisation's backward error (float64: ~1e-12·λ_max at dim = 1024, negligible).
+        solve_dtype: the eigensolver's working dtype. float64: δ_eig = 4·dim·u₆₄·λ_max, a
+            Householder tridiagonalisation's worst-case backward error (~1e-12·λ_max at dim = 1024,
+            negligible). float32: δ_eig = 4√dim·u₃₂·λ_max, the probabilistic size (LAPACK's
+            ssyevd measured ≤ 6·u₃₂·λ_max on low-rank and ≤ 53·u₃₂·λ_max on flat spectra up to
+            dim = 2048; the worst-case d·u₃₂ would floor away real eigenvalues).
     """
     lam = lam_max.detach().double().abs()
     if gram_error is None:
         delta_g = math.sqrt(dim) * _unit_roundoff(acc_dtype) * lam
     else:
         delta_g = torch.as_tensor(gram_error, dtype=torch.float64, device=lam.device).detach().abs()
-    return delta_g + 4.0 * dim * _unit_roundoff(solve_dtype) * lam
+    u_solve = _unit_roundoff(solve_dtype)
+    solve = 4.0 * (dim if solve_dtype == torch.float64 else math.sqrt(dim)) * u_solve
+    return delta_g + solve * lam
 
 
 def _as_floor(floor: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:

@@ -3,12 +3,15 @@ and :func:`measures` (everything from one eigendecomposition). Conventions: :mod
 the noise-floor rule: :mod:`effrank_fast.spectral`, the peers' variants: :mod:`effrank_fast.conventions`.
 
 Exactness of the σ-based measures (entropy rank): eigenvalues at or below the noise floor δ count
-as 0 (:mod:`effrank_fast.spectral`). When eigenvalues near δ could still move the entropy rank
-by more than ``PROMOTE_AT`` (relative), and the Gram was formed from features in float32 with
-default arguments (``acc_dtype=None``), it is formed again in float64 and the measures are taken
-from that: the result is then within 1e-3 of the float64 reference. That decision reads one flag
-(a host sync; the eigensolver syncs on CUDA anyway) and, when it fires, costs one float64 Gram.
-:class:`Measures` records it (``promoted``); pass ``acc_dtype=torch.float32`` to forbid it.
+as 0 (:mod:`effrank_fast.spectral`). ``entropy_rank`` and ``measures`` decompose a float32 M in
+float32 first (about half the time of float64) and accept that when the entropy rank is
+insensitive at the float32 floor (moving every eigenvalue by δ changes it by ≤ ``PROMOTE_AT``,
+relative) and no eigenvalue lies within 2δ of a threshold of ``measures``'s ε; else they
+decompose M again in float64. When the entropy rank is still sensitive, and the Gram was formed
+here in float32 with default arguments (``acc_dtype=None``), it is formed again in float64 and
+everything is taken from that: the result is then within 1e-3 of the float64 reference. Each
+decision reads one flag (a host sync; the eigensolver syncs on CUDA anyway); a promotion costs one
+float64 Gram. :class:`Measures` records it (``promoted``); ``acc_dtype=torch.float32`` forbids it.
 
 Autograd: entropy rank, stable rank, participation ratio and every float field of
 :class:`Measures` are differentiable in ``phi``, ``weights`` and ``gram=`` (float64 eigvalsh
@@ -98,14 +101,20 @@ def _centring_floor(phi: torch.Tensor, weights: torch.Tensor | None, mode: str, 
 
 
 def _floor(
-    sp: Spectral, lam_max: torch.Tensor, phi: torch.Tensor | None, weights, mode: str, center: bool
+    sp: Spectral,
+    lam_max: torch.Tensor,
+    phi: torch.Tensor | None,
+    weights,
+    mode: str,
+    center: bool,
+    solve_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """The noise floor δ of :mod:`effrank_fast.spectral` for the matrix ``sp`` (0-d float64)."""
     dim = sp.matrix.shape[0]
     acc = sp.matrix.dtype if sp.matrix.dtype in (torch.float32, torch.float64) else torch.float32
     if sp.n is None:  # gram= given: its entries are the input, exact by definition
-        return spectral.noise_floor(lam_max, dim, acc, gram_error=0.0)
-    floor = spectral.noise_floor(lam_max, dim, acc, gram_error=sp.gram_error)
+        return spectral.noise_floor(lam_max, dim, acc, gram_error=0.0, solve_dtype=solve_dtype)
+    floor = spectral.noise_floor(lam_max, dim, acc, gram_error=sp.gram_error, solve_dtype=solve_dtype)
     if sp.gram_error is None and center and phi is not None:
         floor = floor + _centring_floor(phi, weights, mode, acc)
     return floor
@@ -120,22 +129,54 @@ class _Spectrum:
     entropy_kw: dict[str, object]  # the convention's keywords for this matrix's N and d
 
 
-def _spectrum(phi, gram_, weights, mode, center, backend, acc_dtype, check, conv: _Convention | None) -> _Spectrum:
-    """Prepare, decompose, take the floor; with ``conv`` (the entropy rank will be reported in that
-    convention) promote to a float64 Gram if the entropy rank needs it."""
+def _spectrum(
+    phi,
+    gram_,
+    weights,
+    mode,
+    center,
+    backend,
+    acc_dtype,
+    check,
+    conv: _Convention | None,
+    eps: torch.Tensor | None = None,
+    relative: str | None = None,
+) -> _Spectrum:
+    """Prepare, decompose, take the floor. With ``conv`` (an entropy rank will be reported):
+
+    1. a float32 M is decomposed in float32 (half the time of float64 at d = 1024); if the entropy
+       rank is sensitive at that floor, or an eigenvalue lies within 2δ of a threshold of ``eps``
+       (the counts of :func:`measures`), it is decomposed again in float64;
+    2. if the entropy rank is still sensitive and the Gram was formed here in float32 with
+       default arguments, the Gram is formed again in float64 (``promoted``).
+    Each decision reads one flag (a host sync).
+    """
     sp = prepare(phi, gram_, weights, mode, center, backend, acc_dtype, check)
-    lam = eigenvalues_desc(sp)
-    floor = _floor(sp, lam[0], phi, weights, mode, center)
     kw = (conv or _Convention()).keywords(sp.n, sp.dim)
-    promotable = conv is not None and acc_dtype is None and sp.n is not None
-    if promotable and sp.matrix.dtype != torch.float64:
-        value = spectral.entropy_rank_from_eigenvalues(lam.detach(), floor, **kw)  # type: ignore[arg-type]
-        spread = spectral.entropy_rank_spread(lam.detach(), floor, **kw)
-        if bool(spread > PROMOTE_AT * value):  # the one host sync of the promotion decision
-            sp = prepare(phi, gram_, weights, mode, center, backend, torch.float64, False)
-            lam = eigenvalues_desc(sp)
-            return _Spectrum(sp, lam, _floor(sp, lam[0], phi, weights, mode, center), True, kw)
-    return _Spectrum(sp, lam, floor, False, kw)
+    promotable = conv is not None and acc_dtype is None and sp.n is not None and sp.matrix.dtype != torch.float64
+    solve = torch.float32 if conv is not None and sp.matrix.dtype == torch.float32 else torch.float64
+    promoted = False
+    while True:
+        lam = eigenvalues_desc(sp, solve)
+        floor = _floor(sp, lam[0], phi, weights, mode, center, solve)
+        if solve == torch.float64 and not promotable:
+            break
+        ref = lam.detach()
+        value = spectral.entropy_rank_from_eigenvalues(ref, floor, **kw)  # type: ignore[arg-type]
+        sensitive = spectral.entropy_rank_spread(ref, floor, **kw) > PROMOTE_AT * value
+        if solve == torch.float32:
+            if eps is not None:
+                tau = spectral.thresholds_for(eps.to(ref.device), relative, ref[0], ref.sum())
+                sensitive = sensitive | ((ref.unsqueeze(0) - tau.unsqueeze(1)).abs() <= 2 * floor).any()
+            if not bool(sensitive):  # host sync
+                break
+            solve = torch.float64
+            continue
+        if not bool(sensitive):  # host sync
+            break
+        sp = prepare(phi, gram_, weights, mode, center, backend, torch.float64, False)
+        promotable, promoted = False, True
+    return _Spectrum(sp, lam, floor, promoted, kw)
 
 
 def entropy_rank(
@@ -345,7 +386,7 @@ def measures(
     eps_vals, _ = _validate.check_eps(eps)
     relative = _validate.check_relative(relative)
     conv = _convention(convention, basis, fudge, components, center)
-    s = _spectrum(phi, gram, weights, mode, conv.center, backend, acc_dtype, check, conv)
+    s = _spectrum(phi, gram, weights, mode, conv.center, backend, acc_dtype, check, conv, eps_vals, relative)
     m = measures_from_eigenvalues(
         s.lam,
         eps_vals,
