@@ -20,7 +20,6 @@ backward; the Gram backends register their own backward). Counts are integers an
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -88,16 +87,23 @@ def _convention(
 
 
 def _centring_floor(phi: torch.Tensor, weights: torch.Tensor | None, mode: str, acc: torch.dtype) -> torch.Tensor:
-    """Σw·(κ u ‖μ‖)²: the rank-one error Σw·(μ̂ − μ)(μ̂ − μ)ᵀ a rounded mean leaves in a centred Gram
-    (the cross terms vanish since Σ w_k(φ_k − μ) = 0); κ = 2√(rows per chunk + chunks), the
-    probabilistic size of the mean's summation error. Only used when no ``gram_error`` is known."""
+    """4·Σw·‖r‖², r = Σ_k w_k(φ_k − μ̂)/Σw in float64: the rounded mean μ̂ leaves the rank-one error
+    Σw·(μ̂ − μ)(μ̂ − μ)ᵀ in a centred Gram (the cross terms vanish since Σ_k w_k(φ_k − μ) = 0), and r
+    measures μ̂ − μ a posteriori (a worst-case bound, n·u·‖μ‖, would call real small-variance data
+    zero; constant data rounds systematically, so √n·u is not a bound either). μ̂ is the mean the
+    PyTorch and Triton Gram paths use. Only used when no ``gram_error`` is known. One pass over Φ."""
     n = phi.shape[0]
     w = _validate.resolve_weights(weights, mode, n, phi.device)
-    mu = weighted_mean(phi.detach(), None if w is None else w.detach(), acc).double()
-    mass = torch.tensor(float(n), dtype=torch.float64) if w is None else w.detach().double().sum()
-    kappa = 2.0 * math.sqrt(min(n, CHUNK_ROWS) + math.ceil(n / CHUNK_ROWS))
-    u = torch.finfo(acc).eps / 2
-    return mass.to(mu.device) * (kappa * u) ** 2 * mu.square().sum()
+    x = phi.detach()
+    wd = None if w is None else w.detach()
+    mu = weighted_mean(x, wd, acc).double()
+    total = torch.zeros_like(mu)
+    for start in range(0, n, CHUNK_ROWS):
+        chunk = x[start : start + CHUNK_ROWS].double() - mu
+        total += chunk.sum(0) if wd is None else wd[start : start + CHUNK_ROWS].double() @ chunk
+    mass = torch.full((), float(n), dtype=torch.float64, device=mu.device) if wd is None else wd.double().sum()
+    r = total / mass
+    return 4.0 * mass * r.square().sum()
 
 
 def _floor(
