@@ -34,6 +34,9 @@ __all__ = ["Measures", "entropy_rank", "measures", "measures_from_eigenvalues", 
 # Promote to a float64 Gram when the entropy rank could move by more than this (relative): a
 # quarter of the 1e-3 contract, since the spread is an estimate, not a bound.
 PROMOTE_AT = 2.5e-4
+# The float32 eigensolve pays from here (CPU, 2026-12: 109 vs 644 ms at d = 1024 under load,
+# 93–110 vs 166–171 quieter; 11.1 vs 12.7 ms at d = 256): below it float64 costs the same.
+FP32_SOLVE_MIN_DIM = 512
 
 
 @dataclass
@@ -150,17 +153,20 @@ def _spectrum(
 ) -> _Spectrum:
     """Prepare, decompose, take the floor. With ``conv`` (an entropy rank will be reported):
 
-    1. a float32 M is decomposed in float32 (half the time of float64 at d = 1024); if the entropy
+    1. a float32 M of size ≥ ``FP32_SOLVE_MIN_DIM`` is decomposed in float32; if the entropy
        rank is sensitive at that floor, or an eigenvalue lies within 2δ of a threshold of ``eps``
        (the counts of :func:`measures`), it is decomposed again in float64;
     2. if the entropy rank is still sensitive and the Gram was formed here in float32 with
        default arguments, the Gram is formed again in float64 (``promoted``).
-    Each decision reads one flag (a host sync).
+    Each decision reads one flag (a host sync). Under ``torch.compile`` (no data-dependent branch
+    in a graph) neither is taken: a float64 eigensolve, no promotion, the floor rule alone.
     """
     sp = prepare(phi, gram_, weights, mode, center, backend, acc_dtype, check)
     kw = (conv or _Convention()).keywords(sp.n, sp.dim)
-    promotable = conv is not None and acc_dtype is None and sp.n is not None and sp.matrix.dtype != torch.float64
-    solve = torch.float32 if conv is not None and sp.matrix.dtype == torch.float32 else torch.float64
+    decide = conv is not None and not torch.compiler.is_compiling()
+    promotable = decide and acc_dtype is None and sp.n is not None and sp.matrix.dtype != torch.float64
+    fast = decide and sp.matrix.dtype == torch.float32 and sp.matrix.shape[0] >= FP32_SOLVE_MIN_DIM
+    solve = torch.float32 if fast else torch.float64
     promoted = False
     while True:
         lam = eigenvalues_desc(sp, solve)

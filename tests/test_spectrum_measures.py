@@ -140,3 +140,23 @@ def test_noise_floor_uses_the_gram_error_when_given():
     assert float(est) == pytest.approx(10 * 2**-24 * 2 + 400 * 2**-53 * 2)
     assert float(given) == pytest.approx(1e-3 + 400 * 2**-53 * 2)
     assert float(exact) < float(est) < float(given)
+
+
+def test_float32_eigensolve_is_kept_when_insensitive(monkeypatch):
+    """d ≥ 512, well conditioned: one float32 eigvalsh, no float64 one, and still within 1e-5."""
+    g = torch.Generator().manual_seed(12)
+    phi = torch.randn(1024, 512, generator=g) * torch.logspace(0, -1, 512)
+    calls: list[torch.dtype] = []
+    eigvalsh = torch.linalg.eigvalsh
+
+    def spy(a, *args, **kwargs):
+        calls.append(a.dtype)
+        return eigvalsh(a, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", spy)
+    m = ef.measures(phi, 1e-3)
+    monkeypatch.setattr(torch.linalg, "eigvalsh", eigvalsh)
+    assert calls == [torch.float32] and not m.promoted
+    want = ef.reference.measures(phi, 1e-3)
+    assert _rel(m.entropy_rank, want.entropy_rank) <= 1e-5
+    assert m.eps_rank.tolist() == want.eps_rank.tolist()
