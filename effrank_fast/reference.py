@@ -26,7 +26,8 @@ def _weighted_features(phi: torch.Tensor, weights: torch.Tensor | None, mode: st
     else:
         w = weights.detach().to("cpu", torch.float64)
     if center:
-        x = x - (w @ x) / w.sum()
+        # Mean about the first row: a constant column centres to exactly 0 (a zero matrix, every rank 0).
+        x = x - (x[:1] + (w @ (x - x[:1])) / w.sum())
     return x * w.sqrt().unsqueeze(1)
 
 
@@ -63,17 +64,41 @@ def eps_rank(phi=None, eps=None, *, weights=None, gram=None, relative=None, mode
     return counts[0] if scalar else counts
 
 
-def _erank(lam: torch.Tensor) -> float:
-    sigma = [math.sqrt(max(v, 0.0)) for v in lam.tolist()]
-    total = sum(sigma)
+def _erank(lam: torch.Tensor, basis: str = "sigma", fudge: float = 0.0, components: int | None = None) -> float:
+    """exp(−Σ q log q), q = x/Σx + fudge over the ``components`` largest, x = σ or λ (plain Python)."""
+    values = [max(v, 0.0) for v in lam.tolist()][:components]
+    xs = [math.sqrt(v) for v in values] if basis == "sigma" else values
+    total = sum(xs)
     if total == 0:
         return 0.0
-    return math.exp(-sum(s / total * math.log(s / total) for s in sigma if s > 0))
+    qs = [x / total + fudge for x in xs]
+    return math.exp(-sum(q * math.log(q) for q in qs if q > 0))
 
 
-def entropy_rank(phi=None, *, weights=None, gram=None, mode="mean", center=False, **_ignored):
+def _components(components, n: int | None, d: int) -> int | None:
+    smaller = d if n is None else min(n, d)
+    if components == "all":
+        return None
+    return smaller if components == "min" else min(int(components), smaller)
+
+
+def entropy_rank(
+    phi=None,
+    *,
+    weights=None,
+    gram=None,
+    mode="mean",
+    center=False,
+    basis="sigma",
+    fudge=0.0,
+    components="all",
+    **_ignored,
+):
+    """Entropy rank from the SVD; ``basis``/``fudge``/``components`` as in :func:`effrank_fast.entropy_rank`
+    (no ``convention=`` here: the tests spell each peer's options out)."""
     lam = eigenvalues(phi, weights=weights, gram=gram, mode=mode, center=center)
-    return torch.tensor(_erank(lam), dtype=torch.float64)
+    k = _components(components, None if phi is None else phi.shape[0], lam.shape[0])
+    return torch.tensor(_erank(lam, basis, fudge, k), dtype=torch.float64)
 
 
 def _stable(lam: torch.Tensor) -> torch.Tensor:

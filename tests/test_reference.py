@@ -74,3 +74,31 @@ def test_reference_modes_scale_eigenvalues():
     mean = ef.reference.eigenvalues(phi, mode="mean")
     total = ef.reference.eigenvalues(phi, mode="sum")
     torch.testing.assert_close(total, 64 * mean)
+
+
+@pytest.mark.parametrize("basis", ["sigma", "lambda"])
+@pytest.mark.parametrize("fudge", [0.0, 1e-7, 1e-5])
+@pytest.mark.parametrize("components", ["all", "min", 3])
+@pytest.mark.parametrize("n,d", [(40, 7), (5, 12)])
+def test_reference_entropy_options_match_numpy(basis, fudge, components, n, d):
+    """The peer-convention options of the oracle, written out with numpy's SVD."""
+    rng = np.random.default_rng(n + d)
+    phi = rng.standard_normal((n, d)) * rng.uniform(0.1, 3.0, size=d)
+    s = np.linalg.svd(phi / np.sqrt(n), compute_uv=False)  # mode="mean": λ = σ²/N
+    vals = np.concatenate([s, np.zeros(d - s.size)])  # all d values, zeros for N < d
+    k = {"all": d, "min": min(n, d)}.get(components, min(3, n, d))  # type: ignore[arg-type]
+    x = vals[:k] if basis == "sigma" else vals[:k] ** 2
+    q = x / x.sum() + fudge
+    q = q[q > 0]
+    want = float(np.exp(-(q * np.log(q)).sum()))
+    got = ef.reference.entropy_rank(torch.from_numpy(phi), basis=basis, fudge=fudge, components=components)
+    assert float(got) == pytest.approx(want, rel=1e-10)
+
+
+def test_reference_constant_centred_columns_are_exactly_zero():
+    """Centring about the first row: constant columns (0.1 is not a binary fraction) centre to exact 0."""
+    phi = torch.full((37, 5), 0.1, dtype=torch.float64)
+    phi[:, 2] = 3.3
+    assert torch.equal(ef.reference.gram(phi, center=True), torch.zeros(5, 5, dtype=torch.float64))
+    for name in ("entropy_rank", "stable_rank", "participation_ratio"):
+        assert float(getattr(ef.reference, name)(phi, center=True)) == 0.0

@@ -310,8 +310,12 @@ def test_nan_gram_is_flagged_and_the_tracker_recovers(sync):
     tr.update(grams[0])
     bad = grams[1].clone()
     bad[3, 7] = bad[7, 3] = float("nan")
-    res = tr.update(bad)
+    if sync == "step":  # validated like eps_rank(gram=...): the same message
+        with pytest.raises(ValueError, match="gram contains 2 NaN/Inf entries"):
+            tr.update(bad)
+    res = tr.update(bad, check=False)  # unchecked (deferred: never read): a device-side flag
     assert not bool(res.accepted) and not torch.isfinite(res.eigenvalues).all()
+    assert (res.path == int(TrackPath.UNRESOLVED)).all(), "a non-finite Gram must never be certified"
     restarted = False
     for g in grams[2:]:
         res = tr.update(g)
@@ -431,3 +435,65 @@ def test_certificate_rejects_nothing_true(device):
         ref = (lam.unsqueeze(0) > taus.unsqueeze(1)).sum(1)
         assert torch.all(lower.cpu() <= ref) and torch.all(ref <= upper.cpu())
         assert float(cert.lam_lo) <= float(lam[-1]) <= float(cert.lam_hi)
+
+
+@pytest.mark.parametrize("sync", ["step", "deferred"])
+def test_nan_gram_is_never_certified_from_the_first_step(sync):
+    """The issue's case: a NaN Gram once came back as rank 0, path CERTIFIED. Also on a refresh step."""
+    d = 32
+    m = next(iter(drift_sequence(d, 4 * d, steps=1, rho=0.0, seed=5))).clone()
+    m[0, 0] = float("nan")
+    for refresh in (None, 1):
+        tr = ef.SpectrumTracker(k=4, oversample=4, eps=[1e-2, 1e-6], sync=sync, refresh_every=refresh, slq_probes=0)
+        res = tr.update(m, check=False)
+        assert (res.path == int(TrackPath.UNRESOLVED)).all() and not bool(res.accepted)
+
+
+def test_update_validates_like_eps_rank():
+    d = 16
+    m = next(iter(drift_sequence(d, 4 * d, steps=1, rho=0.0, seed=6)))
+    tr = ef.SpectrumTracker(k=2, oversample=2, eps=1e-2, slq_probes=0)
+    asym = m.clone()
+    asym[0, 1] += 1e-3 * float(m.abs().max())
+    for bad, msg in ((asym, "not symmetric"), (m[:, :-1], "square"), (m.int(), "floating-point")):
+        with pytest.raises((ValueError, TypeError), match=msg):
+            ef.eps_rank(gram=bad, eps=1e-2)
+        with pytest.raises((ValueError, TypeError), match=msg):
+            tr.update(bad)
+    for bad_err in (-1.0, float("nan"), torch.zeros(2, dtype=torch.float64), "x"):
+        with pytest.raises((ValueError, TypeError), match="gram_error"):
+            tr.update(m, gram_error=bad_err)
+    with pytest.raises(ValueError, match="gram_error"):
+        tr.update(m, gram_error=torch.tensor(-1.0, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("sync", ["step", "deferred"])
+@pytest.mark.parametrize("refresh", [None, 1])
+def test_gram_error_widens_the_certificate_to_the_exact_matrix(sync, refresh):
+    """M̂ = M + E with ‖E‖₂ = δ; given gram_error=δ the intervals hold for M, and a count near τ
+    (an eigenvalue of M within δ of τ) is never reported as exact with the wrong value."""
+    d, delta, tau = 40, 1e-3, 0.05
+    g = torch.Generator().manual_seed(9)
+    q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))[0]
+    lam = torch.logspace(0, -4, d, dtype=torch.float64)
+    lam[10] = tau + 0.5 * delta  # ambiguous in M̂: its counts at τ ± δ differ
+    exact = (q * lam) @ q.T
+    v = torch.randn(d, 1, dtype=torch.float64, generator=g)
+    e = -delta * (v @ v.T) / (v.T @ v)  # ‖E‖₂ = δ, pushes the ambiguous eigenvalue down
+    m_hat = exact + e
+    want = int((torch.linalg.eigvalsh(exact) > tau).sum())
+    tr = ef.SpectrumTracker(k=16, oversample=8, eps=[tau, 0.5], sync=sync, refresh_every=refresh, slq_probes=0)
+    for _ in range(3):  # deferred settles an open interval on the step after it opened
+        res = tr.update(m_hat, gram_error=delta)
+    lo, hi, path, got = (
+        res.eps_rank_lower.tolist(),
+        res.eps_rank_upper.tolist(),
+        res.path.tolist(),
+        res.eps_rank.tolist(),
+    )
+    want_half = int((torch.linalg.eigvalsh(exact) > 0.5).sum())
+    assert lo[0] <= want <= hi[0] and lo[1] <= want_half <= hi[1]
+    assert path[0] == int(TrackPath.UNRESOLVED) or got[0] == want
+    assert path[1] != int(TrackPath.UNRESOLVED) and got[1] == want_half
+    lam_max = float(lam.max())
+    assert float(res.lambda_max) - float(res.margin) <= lam_max <= float(res.lambda_max_upper) + float(res.margin)

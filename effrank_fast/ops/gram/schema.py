@@ -16,3 +16,12 @@ def _gram_native_fake(phi, weights, center, acc_dtype):
         torch._check(weights.shape == (phi.shape[0],), lambda: "weights must be [N]")
     d = phi.shape[1]
     return phi.new_empty((d, d), dtype=acc_dtype)
+
+
+def _register_autograd() -> None:
+    from effrank_fast.ops.gram import autograd
+
+    autograd.register("effrank_fast::gram_native", autograd.gram_backward)
+
+
+_register_autograd()

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch.library import triton_op, wrap_triton
 
-from effrank_fast.ops.gram import autotune
+from effrank_fast.ops.gram import autograd, autotune
 from effrank_fast.ops.gram.reference import weighted_mean
 from effrank_fast.ops.gram.triton_kernels import _gram_syrk_kernel, _mirror_upper_kernel
 from effrank_fast.ops.gram.triton_plan import (  # noqa: F401 (OVERRIDES, HOPPER_*: test and benchmark hooks)
@@ -225,6 +225,10 @@ def _kernel_triton_op(
     return out
 
 
+autograd.register("effrank_fast::gram_triton", autograd.gram_backward)
+autograd.register("effrank_fast::kernel_triton", autograd.kernel_backward)
+
+
 def gram_triton(
     phi: torch.Tensor,
     weights: torch.Tensor | None = None,
@@ -266,6 +270,7 @@ def gram_triton(
         raise TypeError(f"acc_dtype={acc_dtype} disagrees with out.dtype={out.dtype}")
     if out.device != phi.device:
         raise ValueError(f"out is on {out.device} but phi is on {phi.device}")
+    autograd.refuse_grad("gram_triton(out=...)", phi, weights, out)
     torch.ops.effrank_fast.gram_triton_accumulate(phi, weights, bool(center), out)
     return out
 

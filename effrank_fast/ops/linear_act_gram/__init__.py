@@ -91,6 +91,12 @@ def linear_act_gram(
     reason = _backends.BACKENDS["triton"].why_not(x.device, x.dtype) if backend != "torch" else "backend='torch'"
     if backend == "auto" and x.device.type != "cuda":
         reason = reason or "the Triton interpreter is only used when asked for (backend='triton')"
+    if (
+        reason is None
+        and torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (x, weight, bias, weights, gram_out))
+    ):  # the fused Triton kernels have no backward; the PyTorch path is differentiable
+        reason = "the fused Triton kernels have no backward (inputs require grad; use torch.no_grad())"
     if reason is not None:
         if backend == "triton":
             raise _backends.BackendUnavailableError(f"backend='triton' cannot run on {x.device.type}: {reason}")

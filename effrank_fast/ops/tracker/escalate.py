@@ -35,11 +35,15 @@ def settle_counts(
     path: torch.Tensor,
     open_idx: list[int],
     sync_ok: bool,
+    both_ends: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact counts for the thresholds ``open_idx`` (host list); returns updated (counts, path).
 
     ``tau`` [E]: the reported thresholds (counted at for ``relative`` None/"trace");
-    ``tau_lo``, ``tau_hi`` [E]: ε·λ_lo and ε·λ_hi (counted at both ends for "max").
+    ``tau_lo``, ``tau_hi`` [E]: the ends of the certificate's τ-range (ε·λ_lo and ε·λ_hi for "max",
+    widened by the Gram's formation error when one is given), counted at both ends for "max" and
+    with ``both_ends`` (a formation error: the count of M̂ at τ alone is not the count of M).
+    With ``both_ends`` and not "max", disagreeing ends stay UNRESOLVED (no eigvalsh can decide).
     """
     if not open_idx:
         return counts, path
@@ -50,7 +54,8 @@ def settle_counts(
     pin = gram.device.type == "cuda"
     idx = torch.tensor(open_idx, dtype=torch.int64, pin_memory=pin).to(gram.device, non_blocking=True)
     n = len(open_idx)
-    if relative == "max":
+    two = relative == "max" or both_ends
+    if two:
         taus = torch.cat([tau_lo.index_select(0, idx), tau_hi.index_select(0, idx)])
     else:
         taus = tau.index_select(0, idx)
@@ -62,10 +67,10 @@ def settle_counts(
         exact = inertia_ref(gram, taus)
         reliable = torch.ones_like(exact, dtype=torch.bool)
         code = torch.full_like(exact, int(TrackPath.EIGH))
-    if relative == "max":
+    if two:
         settled = reliable[:n] & reliable[n:] & (exact[:n] == exact[n:])
         value, code = exact[:n], torch.maximum(code[:n], code[n:])
-        if sync_ok and not bool(settled.all()):  # a sync, only on steps that got this far
+        if relative == "max" and not both_ends and sync_ok and not bool(settled.all()):  # a sync, only here
             lam = torch.linalg.eigvalsh(gram.double())
             full = spectral.eps_counts(lam, eps.index_select(0, idx) * lam[-1])
             value = torch.where(settled, value, full)

@@ -21,12 +21,18 @@ def exact_step(
     fro_sq: torch.Tensor,
     step: int,
     dtype: torch.dtype,
+    gram_error: torch.Tensor | None = None,
 ) -> tuple[TrackResult, torch.Tensor]:
     """(the exact TrackResult, the top-q eigenvectors [d, q] in ``dtype`` to re-seed the basis).
 
     ``torch.linalg.eigh`` reads its error flag back to the host on CUDA: a refresh step syncs.
+    A non-finite M is decomposed as 0 and reported UNRESOLVED with NaN values; with ``gram_error``
+    δ_G the counts are bracketed by #{λ > τ ± δ_G} (EIGH where they agree, else UNRESOLVED).
     """
-    m = gram.double()
+    finite = torch.isfinite(fro_sq)
+    if gram_error is not None:
+        finite = finite & torch.isfinite(gram_error)
+    m = torch.where(finite, gram.double(), torch.zeros((), dtype=torch.float64, device=gram.device))
     lam, vec = torch.linalg.eigh(m)
     lam, vec = lam.flip(0), vec.flip(1)
     basis = vec[:, :q].to(dtype)
@@ -34,6 +40,11 @@ def exact_step(
     resid = torch.linalg.vector_norm(m @ vec[:, :k] - vec[:, :k] * lam[:k], dim=0)
     tau = spectral.thresholds_for(eps, relative, lam[0], lam.sum())
     counts = spectral.eps_counts(lam, tau)
+    g = torch.zeros((), dtype=torch.float64, device=gram.device) if gram_error is None else gram_error
+    lower, upper = spectral.eps_counts(lam, tau + g), spectral.eps_counts(lam, tau - g)
+    code = torch.where((lower == upper) & finite, int(TrackPath.EIGH), int(TrackPath.UNRESOLVED))
+    nan = torch.full((), float("nan"), dtype=torch.float64, device=gram.device)
+    lam = torch.where(finite, lam, nan)
     zero = torch.zeros((), dtype=torch.float64, device=gram.device)
     result = TrackResult(
         eigenvalues=lam[:k],
@@ -43,11 +54,11 @@ def exact_step(
         relative=relative,
         thresholds=tau,
         eps_rank=counts,
-        eps_rank_lower=counts.clone(),
-        eps_rank_upper=counts.clone(),
-        path=torch.full_like(counts, int(TrackPath.EIGH)),
-        lambda_max=lam[0],
-        lambda_max_upper=lam[0],
+        eps_rank_lower=lower,
+        eps_rank_upper=upper,
+        path=code,
+        lambda_max=lam[0] - g,
+        lambda_max_upper=lam[0] + g,
         trace=trace,
         fro_sq=fro_sq,
         stable_rank=spectral.stable_rank_from_eigenvalues(lam),
@@ -55,7 +66,7 @@ def exact_step(
         entropy_rank=erank_from_terms(*entropy_rank_terms(lam)),
         entropy_rank_err=zero,
         margin=zero,
-        accepted=torch.ones((), dtype=torch.bool, device=gram.device),
+        accepted=finite,
         iterations=0,
         restarted=False,
         refreshed=True,

@@ -27,6 +27,7 @@ class Step:
     upper: torch.Tensor  # [E] int64
     ritz_count: torch.Tensor  # [E] #{θ_i > τ}, clamped into [lower, upper]
     accepted: torch.Tensor  # 0-d bool
+    finite: torch.Tensor  # 0-d bool: M, its norms and the Ritz data are finite (else nothing is certified)
     flags: torch.Tensor  # int64 [3 + E]: accepted, non-finite, grow, open_e
 
 
@@ -45,6 +46,7 @@ def ritz_step(
     extra: float,
     max_sweeps: int,
     backend: str,
+    gram_error: torch.Tensor | None = None,
 ) -> Step:
     """Rayleigh–Ritz of M = ``g`` on span(V) and everything derived from it.
 
@@ -59,12 +61,18 @@ def ritz_step(
     also covers τ ± 4d·u₆₄·τ, the rounding of tr M, so it holds for the exact-arithmetic trace too.
     For "max", τ = ε·λ_max with λ_max only known to lie in [λ_lo, λ_hi]: the interval covers
     ε·[λ_lo, λ_hi] and ``tau`` reports ε·θ_max.
+
+    ``gram_error`` δ_G (0-d, ≥ ‖M̂ − M‖₂ for the exact M that ``g`` approximates): by Weyl every
+    eigenvalue of M lies within δ_G of one of M̂, so λ_max's interval widens by δ_G and every count
+    interval is taken over [τ_lo − δ_G, τ_hi + δ_G]: the certificate then holds for M itself.
     """
     d = g.shape[0]
     q = v.shape[1]
     jacobi_tol = max(default_tol(q, g.dtype), 1e-3 * tol)
     ritz = rayleigh_ritz(v, g @ v, max_sweeps=max_sweeps, backend=backend, tol=jacobi_tol)
     cert = certify(ritz.theta, ritz.hp, ritz.resid, fro_sq, d, u, extra)
+    if gram_error is not None:
+        cert.lam_lo, cert.lam_hi = cert.lam_lo - gram_error, cert.lam_hi + gram_error
     if relative == "max":
         tau_lo, tau_hi = eps * cert.lam_lo, eps * cert.lam_hi
         tau = eps * (cert.lam_lo + cert.margin)
@@ -75,13 +83,18 @@ def ritz_step(
     else:
         tau = spectral.thresholds_for(eps, relative, trace, trace)
         tau_lo = tau_hi = tau
+    if gram_error is not None:
+        tau_lo, tau_hi = tau_lo - gram_error, tau_hi + gram_error
     lower, upper = count_bounds(cert, tau_lo, tau_hi)
     ritz_count = torch.minimum(torch.maximum((ritz.theta.unsqueeze(0) > tau.unsqueeze(1)).sum(1), lower), upper)
     k = min(k, ritz.theta.shape[0])
-    finite = torch.isfinite(ritz.resid).all() & torch.isfinite(ritz.theta).all()
+    # ‖M‖_F² is finite iff every entry is (free: it was computed anyway); a NaN Gram is never certified.
+    finite = torch.isfinite(fro_sq) & torch.isfinite(ritz.resid).all() & torch.isfinite(ritz.theta).all()
+    if gram_error is not None:
+        finite = finite & torch.isfinite(gram_error)
     accepted = finite & (ritz.resid[:k].amax() <= tol * cert.lam_lo.clamp_min(0))
     grow = torch.zeros_like(accepted)
     if grow_count is not None and eps.numel():
         grow = lower.amax() >= grow_count
     flags = torch.cat([torch.stack([accepted, ~finite, grow]).long(), (lower < upper).long()])
-    return Step(ritz, cert, tau, tau_lo, tau_hi, lower, upper, ritz_count, accepted, flags)
+    return Step(ritz, cert, tau, tau_lo, tau_hi, lower, upper, ritz_count, accepted, finite, flags)

@@ -68,6 +68,26 @@ __all__ = ["SpectrumTracker"]
 _SYNC = ("step", "deferred")
 
 
+def _gram_error_arg(value: object, device: torch.device, read_values: bool) -> torch.Tensor | None:
+    """``gram_error`` as a 0-d float64 tensor on ``device`` (None stays None); values read only if allowed."""
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        if value.dim() != 0 or not value.is_floating_point():
+            raise ValueError(f"gram_error must be a float or a 0-d floating tensor, got shape {tuple(value.shape)}")
+        if value.device != device:
+            raise ValueError(f"gram_error is on {value.device} but gram is on {device}")
+        out = value.detach().to(torch.float64)
+        if read_values and not (bool(torch.isfinite(out)) and float(out) >= 0):
+            raise ValueError(f"gram_error must be finite and >= 0, got {float(out)}")
+        return out
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"gram_error must be finite and >= 0, got {value!r}")
+        return torch.full((), float(value), dtype=torch.float64, device=device)  # a fill: no host→device copy
+    raise TypeError(f"gram_error must be None, a float or a 0-d tensor, got {type(value).__name__}")
+
+
 def _int_arg(name: str, value: object, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
@@ -201,6 +221,7 @@ class SpectrumTracker(Checkpointing):
         self._flags = HostFlags()
         self._side = SideStream(self.copy_gram)
         self._saved: dict[str, Any] | None = None  # loaded state that waits for the device
+        self._gram_error: torch.Tensor | None = None  # this update's δ_G (set by update)
         self._warned_sync = False
 
     @property
@@ -216,14 +237,31 @@ class SpectrumTracker(Checkpointing):
         return q if self._d is None else min(q, self._d)
 
     # ------------------------------------------------------------------ public
-    def update(self, gram: torch.Tensor) -> TrackResult | None:
+    def update(
+        self, gram: torch.Tensor, gram_error: float | torch.Tensor | None = None, *, check: bool = True
+    ) -> TrackResult | None:
         """Track one step. ``gram``: M [d, d] (float32/float64; others are upcast). Its symmetric
         part (M + Mᵀ)/2 is tracked: M itself when M is symmetric.
+
+        Args:
+            gram_error: an absolute bound δ_G on ‖M̂ − M‖₂, the error made forming the Gram from
+                the features (a float or a 0-d tensor on M's device; None = 0: M is taken as
+                exact). Every certified interval then holds for the exact M: by Weyl its
+                eigenvalues lie within δ_G of M̂'s, so λ_max's bounds widen by δ_G and each count
+                is certified over [τ − δ_G, τ + δ_G] (exact counts at both ends; if they differ
+                the count is UNRESOLVED). ``effrank_fast.ops.gram.error.gram_error_bound`` gives it.
+            check: validate as ``eps_rank(gram=...)`` does (``effrank_fast._validate.check_gram``:
+                square, floating, finite, symmetric within 64 ulps of max |M|; the same messages).
+                Reading the values syncs the host, so only ``sync="step"`` reads them; with
+                ``sync="deferred"`` (or ``check=False``) only shape and dtype are checked and a
+                non-finite M (or δ_G) is a device-side flag: nothing is certified that step (every
+                path UNRESOLVED, ``accepted`` False) and the next update restarts cold.
 
         Returns this step's :class:`TrackResult`, or with ``side_stream=True`` the previous
         step's (None on the first call).
         """
-        _validate.check_gram(gram, check_values=False)
+        read_values = bool(check) and self.sync == "step"
+        _validate.check_gram(gram, check_values=read_values)
         d = gram.shape[0]
         if self._d is None:
             self._start(gram)
@@ -232,6 +270,7 @@ class SpectrumTracker(Checkpointing):
                 f"gram changed from [{self._d}, {self._d}] on {self._device} to {tuple(gram.shape)} on {gram.device}; "
                 "call reset() to track a new matrix"
             )
+        self._gram_error = _gram_error_arg(gram_error, gram.device, read_values)
         fresh = gram.dtype not in (torch.float32, torch.float64)
         if fresh:
             gram = gram.float()
@@ -302,14 +341,17 @@ class SpectrumTracker(Checkpointing):
             open_idx = list(nxt.open_idx)
             self._flags.publish(st.flags)
         self._v = st.ritz.vectors
-        path = torch.where(st.lower == st.upper, int(TrackPath.CERTIFIED), int(TrackPath.UNRESOLVED))
+        unresolved = int(TrackPath.UNRESOLVED)
+        path = torch.where((st.lower == st.upper) & st.finite, int(TrackPath.CERTIFIED), unresolved)
         counts = st.ritz_count
         if self.escalate:
             eps = self._eps_dev
             sync_ok = self.sync == "step"
             counts, path = settle_counts(
-                gram, eps, self.relative, st.tau, st.tau_lo, st.tau_hi, counts, path, open_idx, sync_ok
-            )
+                gram, eps, self.relative, st.tau, st.tau_lo, st.tau_hi, counts, path, open_idx, sync_ok,
+                both_ends=self._gram_error is not None,
+            )  # fmt: skip
+            path = torch.where(st.finite, path, unresolved)  # a deferred escalation may have run on NaN
         erank, erank_err = self._entropy(gram, st, trace)
         k = min(self.k, st.ritz.vectors.shape[1])
         theta_max = st.cert.lam_lo + st.cert.margin
@@ -392,6 +434,7 @@ class SpectrumTracker(Checkpointing):
             extra=u if self._gram_dtype == torch.float64 and self.dtype == torch.float32 else 0.0,
             max_sweeps=self.jacobi_sweeps,
             backend=self._solver(g.device),
+            gram_error=self._gram_error,
         )
 
     def _entropy(self, g: torch.Tensor, st: Step, trace: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -412,7 +455,9 @@ class SpectrumTracker(Checkpointing):
 
     def _refresh(self, gram: torch.Tensor, trace: torch.Tensor, fro_sq: torch.Tensor) -> TrackResult:
         eps = self._eps_dev
-        res, self._v = exact_step(gram, eps, self.relative, self.k, self.q, trace, fro_sq, self._step, self.dtype)
+        res, self._v = exact_step(
+            gram, eps, self.relative, self.k, self.q, trace, fro_sq, self._step, self.dtype, self._gram_error
+        )
         self._next = Pending(open_idx=self._next.open_idx)  # thresholds open before stay speculated
         return res
 
