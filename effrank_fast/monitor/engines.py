@@ -40,14 +40,16 @@ continues warm instead of starting cold.
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from effrank_fast import _native
+from effrank_fast import _native, spectral
 from effrank_fast.measures import measures_from_eigenvalues
 from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh
+from effrank_fast.ops.tracker import SpectrumTracker
 
 SCALARS = ("entropy_rank", "stable_rank", "participation_ratio", "lambda_max", "trace")
 EXACT_SOLVERS = ("auto", "jacobi", "eigvalsh")
@@ -130,8 +132,11 @@ class ExactEngine:
         eps = self._eps_dev.get(lam.device)
         if eps is None:
             eps = self._eps_dev[lam.device] = self.eps.to(lam.device)
+        # The accumulated Gram's rounding must not pass for spectrum in the σ-based measures
+        # (spectral.noise_floor's estimate √d·u·λ_max of the formation error: the engine sees M only).
+        floor = spectral.noise_floor(lam[0], M.shape[0], M.dtype)
         m = measures_from_eigenvalues(
-            lam, eps, self.relative, mode=self.mode, center=self.center, n=None, backend="monitor"
+            lam, eps, self.relative, mode=self.mode, center=self.center, n=None, backend="monitor", floor=floor
         )
         scal = torch.stack([m.entropy_rank, m.stable_rank, m.participation_ratio, m.lambda_max, m.trace])
         return torch.cat([m.eps_rank.double(), scal.double(), _topk(lam, self.topk)]), lam
@@ -181,7 +186,14 @@ class TrackerEngine:
         last = self._last_good.get(layer)
         safe = torch.where(finite, M, last if last is not None else torch.zeros_like(M))
         self._last_good[layer] = safe
-        res = self._tracker(layer, M.shape[0]).update(safe)
+        tracker = self._tracker(layer, M.shape[0])
+        if isinstance(tracker, SpectrumTracker):
+            # SpectrumTracker: the formation error widens its certified intervals (estimated as
+            # √d·u·‖M‖_F ≥ √d·u·λ_max, on the device); finiteness is the monitor's flag, not a read-back.
+            err = math.sqrt(M.shape[0]) * torch.finfo(M.dtype).eps / 2 * torch.linalg.matrix_norm(safe.double())
+            res = tracker.update(safe, gram_error=err, check=False)
+        else:
+            res = tracker.update(safe)
         dev = safe.device
         E = self.eps.numel()
 
