@@ -112,9 +112,7 @@ def _inertia_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsR
     assert res.count_bounds is not None and res.thresholds is not None
     lower, upper = res.count_bounds
     zero = top <= g
-    return EpsRankResult(
-        res.counts, res.reliable, lower, upper, res.thresholds, g, sp.acc_dtype, "inertia", zero=zero
-    )
+    return EpsRankResult(res.counts, res.reliable, lower, upper, res.thresholds, g, sp.acc_dtype, "inertia", zero=zero)
 
 
 def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:

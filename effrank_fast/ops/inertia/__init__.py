@@ -170,6 +170,7 @@ def _verdicts(dtype: torch.dtype, band_rel: float | None, certify: bool | None) 
 def _thresholds(thresholds: object, device: torch.device, check: bool = True) -> torch.Tensor:
     """τ as float64 [E] on ``device``; NaN/Inf rejected (a tensor τ is read for that only with
     ``check``: a host sync)."""
+    given_tensor = isinstance(thresholds, torch.Tensor)
     if isinstance(thresholds, torch.Tensor):
         t = thresholds.detach().to(torch.float64)
     else:
@@ -179,7 +180,7 @@ def _thresholds(thresholds: object, device: torch.device, check: bool = True) ->
             raise TypeError(f"thresholds must be a number, a list of numbers or a tensor, got {thresholds!r}") from exc
     if t.dim() > 1:
         raise ValueError(f"thresholds must be a scalar or 1-D [E], got shape {tuple(t.shape)}")
-    if (check or t.device.type == "cpu") and not bool(torch.isfinite(t).all()):
+    if (check or not given_tensor) and not bool(torch.isfinite(t).all()):
         raise ValueError(f"thresholds must be finite, got {t.reshape(-1).tolist()}")
     return t.reshape(-1).to(device)
 
@@ -317,8 +318,9 @@ def inertia_count(
         gram_error: δ_G ≥ ‖M − M_true‖₂, the error made forming M (absolute, a number or a 0-d
             tensor, e.g. ``effrank_fast.ops.gram.error.gram_error_bound``). None: a float64 M is
             taken as exact (the verdicts above), any other M as the exact matrix rounded to its
-            dtype (δ_G = u·‖M‖_F: pass the formation error if it is known, it is larger). Given, the count is ``reliable`` only when proven for the
-            true matrix: equal counts at τ ± (δ_G + m), m the allotted factorisation error
+            dtype (δ_G = u·‖M‖_F: pass the formation error if it is known, it is larger). With a
+            δ_G the count is ``reliable`` only when proven for the true matrix: equal counts at
+            τ ± (δ_G + m), m the allotted factorisation error
             (``certificate.py``): two factorisations per threshold, no factorisation at τ itself.
             Unproven counts are the lower end, count(τ + δ_G + m), with ``count_bounds`` =
             (lower, upper), unless a fallback recounts M at τ. inf/NaN δ_G is never reliable.
