@@ -6,14 +6,16 @@ bound, ops/inertia/schema.py). With a = δ_G + m, m an allotment for δ_± fixed
 
     count_LDL(τ_hi + a) ≤ #{λ(M) > τ'} ≤ count_LDL(τ_lo − a)    for every τ' ∈ [τ_lo, τ_hi]
 
-whenever δ_± ≤ m (Weyl twice: M̂ + E_± is within δ_G + δ_± of M). Equal ends prove the count, in
+whenever δ_± ≤ m (Weyl twice: M̂ + E_± is within δ_G + δ_± of M; δ_± taken as δ_p, below). Equal ends prove the count, in
 two factorisations. The interval [τ_lo, τ_hi] carries an uncertain threshold: τ_lo = τ_hi = τ for
 an absolute ε, the proven bracket of ε·λ_max(M) for ``relative="max"``.
 
-m = (16·γ_{3d} + u)·(Σ|M_ii| + d·|τ|): for a benign (PSD-like) factorisation the kernel's
-δ = γ_{3d}·Σ|D_k|(1 + Σ L²) + u‖A‖_F stays below γ_{3d}·(‖A‖_* + …) ≈ γ_{3d}·(tr M + d|τ|); pivot
-growth that exceeds 16× that fails the check and leaves the count uncertified (never wrong).
-Everything stays on the device: no host sync.
+m = (256·γ_{3d} + u)·(Σ|M_ii| + d·|τ|), and the check is δ_p,± ≤ m with δ_p the probabilistic form
+of the kernel's bound (``probabilistic_bound``: Higham–Mary, the same model as the tolerance
+verdict and δ_G). For a PSD M the kernel's δ = γ_{3d}·Σ|D_k|(1 + Σ L²) + u‖A‖_F is about
+γ_{3d}·tr M; the indefinite M − τI has larger |L| (measured δ ≈ 70·γ_{3d}·(tr M + d|τ|) at d = 256,
+max|L| ≈ 940, so δ_p ≈ 30·…): 256× leaves room, and growth beyond it fails the check and leaves the
+count uncertified (never wrong). Everything stays on the device: no host sync.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 _U64 = 2.0**-53
-MARGIN_GROWTH = 16.0
+MARGIN_GROWTH = 256.0
 
 
 def ldl_margin(m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -69,7 +71,7 @@ def certify_interval(
     hi = torch.where(finite, tau_hi + a_safe, torch.zeros_like(tau_hi))
     ends = factor(m, torch.cat([lo, hi]))
     at_lo, at_hi = ends.counts[:e], ends.counts[e:]
-    covered = (ends.delta[:e] <= margin) & (ends.delta[e:] <= margin)
+    covered = (ends.delta_p[:e] <= margin) & (ends.delta_p[e:] <= margin)
     sane = torch.isfinite(ends.scale[:e]) & torch.isfinite(ends.scale[e:])
     certified = finite & covered & sane & (at_lo == at_hi)
     return IntervalCertificate(certified, at_hi, at_lo, torch.where(finite, a, torch.full_like(a, math.inf)), ends)
