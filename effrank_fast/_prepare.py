@@ -44,12 +44,9 @@ def _effective_weights(
     mode="mean" without weights sums the plain products and scales by 1/N once at the end: no
     per-row √w pass over Φ and one rounding per entry instead of three per factor.
     """
-    w = _validate.resolve_weights(weights, mode, n, device)
-    if weights is None and w is not None:
-        return None, 1.0 / n, 1.0
-    if w is None:
-        return None, None, float(n)
-    return w, None, None
+    if weights is None:
+        return (None, 1.0 / n, 1.0) if mode == "mean" else (None, None, float(n))
+    return _validate.resolve_weights(weights, mode, n, device), None, None
 
 
 def features_to_matrix(
