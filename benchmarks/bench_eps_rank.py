@@ -188,19 +188,23 @@ def main() -> None:
     parser.add_argument("--gram-dims", default="1024,2048")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    print(machine_line())
+    print(machine_line(), flush=True)
     rows: list[dict] = []
+    cols = ["shape", "provider", "ok", "ms", "vs_one_liner", "vs_gemm", "vs_cholesky", "rounds", "note"]
+
+    def report(new: list[dict]) -> None:  # as each shape finishes: a long run keeps what it measured
+        rows.extend(new)
+        for r in new:
+            cells = (f"{c}={r[c]:.4g}" if isinstance(r[c], float) else f"{c}={r[c]}" for c in cols if c in r)
+            print("  ".join(cells), flush=True)
+
     for shape in args.shapes.split(","):
         if shape:
             n, d = (int(v) for v in shape.split("x"))
-            rows += feature_rows(n, d, args.rounds)
+            report(feature_rows(n, d, args.rounds))
     for d in args.gram_dims.split(","):
         if d:
-            rows += given_gram_rows(int(d), args.rounds)
-    cols = ["shape", "provider", "ok", "ms", "vs_one_liner", "vs_gemm", "vs_cholesky", "rounds", "note"]
-    for r in rows:
-        cells = (f"{c}={r[c]:.4g}" if isinstance(r[c], float) else f"{c}={r[c]}" for c in cols if c in r)
-        print("  ".join(cells))
+            report(given_gram_rows(int(d), args.rounds))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_line(), "rows": rows}, indent=1))
 

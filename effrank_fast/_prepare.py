@@ -79,7 +79,9 @@ def features_to_matrix(
         raise TypeError(f"acc_dtype must be torch.float32 or torch.float64, got {acc_dtype}")
     w, post_scale, total_weight = _effective_weights(weights, mode, n, phi.device)
     kernel = allow_kernel and n < d
-    if kernel:
+    if kernel:  # the N×N kernel is cheap to scale by rows (N·d next to N²·d): keep w = 1/N there
+        if post_scale is not None:
+            w, post_scale = _validate.resolve_weights(None, mode, n, phi.device), None
         m, used = kernel_matrix(phi, w, center, acc_dtype, backend)
     else:
         m, used = compute_gram(phi, w, center, acc_dtype, backend)

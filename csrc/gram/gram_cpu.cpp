@@ -40,8 +40,13 @@ template <typename acc_t>
 bool syrk_lower(at::Tensor& out, const at::Tensor& x, bool first) {
   void* sym = syrk_symbol<acc_t>();
   const int64_t rows = x.size(0), d = x.size(1);
-  if (sym == nullptr || rows > INT32_MAX || d > INT32_MAX || x.stride(1) != 1 || x.stride(0) > INT32_MAX) return false;
-  const int64_t n = d, k = rows, lda = x.stride(0), ldc = d;
+  // size-1 dimensions may carry any stride (torch calls such tensors contiguous): read them as dense
+  const int64_t col_stride = d == 1 ? 1 : x.stride(1);
+  const int64_t lda = rows == 1 ? d : x.stride(0);
+  if (sym == nullptr || rows > INT32_MAX || d > INT32_MAX || col_stride != 1 || lda < d || lda > INT32_MAX) {
+    return false;
+  }
+  const int64_t n = d, k = rows, ldc = d;
   const acc_t one = 1, beta = first ? 0 : 1;
   if constexpr (std::is_same<acc_t, float>::value) {
     reinterpret_cast<SyrkF>(sym)("U", "N", &n, &k, &one, x.data_ptr<float>(), &lda, &beta, out.data_ptr<float>(), &ldc);
@@ -137,7 +142,8 @@ at::Tensor gram_impl(const at::Tensor& phi, const std::optional<at::Tensor>& wei
                            mu.defined() ? mu.data_ptr<acc_t>() : nullptr, rows, d);
       }
       if (have_syrk) {
-        syrk_lower<acc_t>(out, chunk, s == 0);
+        TORCH_CHECK(syrk_lower<acc_t>(out, chunk, s == 0), "gram_native: SYRK refused a dense chunk of shape ",
+                    chunk.sizes(), " strides ", chunk.strides());
       } else {
         blocked_upper(out, chunk, 0, d);
       }
