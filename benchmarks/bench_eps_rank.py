@@ -1,61 +1,213 @@
-"""CPU benchmark of the ε-rank against the baselines users run today.
+"""CPU benchmark of the count path against what users run today, side by side in one process.
 
-    python -m pytest benchmarks/bench_eps_rank.py --benchmark-columns=median,iqr,rounds \
-        --benchmark-sort=name --benchmark-json=benchmarks/eps_rank_cpu.json
+    python benchmarks/bench_eps_rank.py [--rounds 5] [--shapes 20000x256,20000x1024] [--json PATH]
 
-Providers, all computing #{λ(ΦᵀΦ/N) > ε} for the same fp32 features:
-  svdvals        torch.linalg.svdvals(Φ) in fp32, then σ²/N > ε   (what users write today)
-  gram_eigvalsh  Φᵀ Φ / N in fp32, then torch.linalg.eigvalsh      (the common faster variant)
-  ef_eigh        effrank_fast.eps_rank(method="eigh")                (auto Gram + fp64 eigvalsh)
-  ef_inertia     effrank_fast.eps_rank(method="inertia")             (auto Gram + fp64 LDLᵀ count)
-Every provider's count is checked against the float64 reference before timing.
+Same fp32 features for every provider (a power-law spectrum with a gap at ε = 1e-3); the rounds
+are interleaved (every provider once per round, in turn) and the median is reported, so a machine
+shared with other jobs slows all of them alike. A timing is printed only if the provider's answer
+passed its correctness check in the same run:
+
+  one_liner       (torch.linalg.eigvalsh(phi.T @ phi / N) > eps).sum()     count = float64 reference
+  svdvals         (torch.linalg.svdvals(phi)² / N > eps).sum()             count = float64 reference
+  eps_rank        effrank_fast.eps_rank(phi, eps), default arguments       count = float64 reference
+  eps_rank_nochk  the same, check=False                                    count = float64 reference
+  eps_rank_promo  eps_rank at ε = 1e-6, below the fp32 Gram's floor: the float64 promotion fires
+  one_liner_promo the one-liner at ε = 1e-6                                count = float64 reference
+  torch_gemm      phi.T @ phi                                              ‖M − M₆₄‖ ≤ δ_G
+  gram / gram_nochk  effrank_fast.gram(phi) with check=True / False        ‖M − M₆₄‖ ≤ δ_G
+  entropy_rank, measures  effrank_fast (default arguments)                 within 1e-3 of the reference
+  reptrix_rankme  reptrix.rankme.get_rankme (if installed)                 within 1e-3 of itself on fp64
+  monai_erank     monai's _effective_rank_score (if installed)             within 1e-3 of its formula on
+                                                                           the float64 reference σ
+and, on a float64 Gram [d, d] (d = 1024, 2048): eps_rank(gram=M) against cholesky_ex(M).
+The float64 reference is an SVD-free float64 Gram of the upcast values plus eigvalsh (at these
+sizes as exact as the SVD, and 5× cheaper), checked for the gap at ε.
 """
 
 from __future__ import annotations
 
-import pytest
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import torch
 
-import effrank_fast as ef
-from effrank_fast import _native
-from effrank_fast.testing import features_with_spectrum, gapped_spectrum
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-SHAPES = [(20000, 256), (20000, 1024)]
+import effrank_fast as ef  # noqa: E402
+from effrank_fast import reference  # noqa: E402
+from effrank_fast.measures import eps_rank_result  # noqa: E402
+from effrank_fast.ops.gram.error import gram_error_bound  # noqa: E402
+from effrank_fast.testing import features_with_spectrum, gapped_spectrum, random_orthogonal  # noqa: E402
+
 EPS = 1e-3
+EPS_PROMO = 1e-6  # every eigenvalue of the d = 256/1024 power law (≥ 3e-5) lies above it
 
 
-def _svdvals(phi):
-    return (torch.linalg.svdvals(phi).square() / phi.shape[0] > EPS).sum()
-
-
-def _gram_eigvalsh(phi):
-    return (torch.linalg.eigvalsh(phi.T @ phi / phi.shape[0]) > EPS).sum()
-
-
-PROVIDERS = {
-    "svdvals": _svdvals,
-    "gram_eigvalsh": _gram_eigvalsh,
-    "ef_eigh": lambda phi: ef.eps_rank(phi, EPS, method="eigh", check=False),
-    "ef_inertia": lambda phi: ef.eps_rank(phi, EPS, method="inertia", check=False),
-}
-
-
-@pytest.fixture(scope="module", params=SHAPES, ids=lambda s: f"N{s[0]}-d{s[1]}")
-def features(request):
-    n, d = request.param
-    lam, want = gapped_spectrum("powerlaw", d, EPS, gap=0.3, generator=torch.Generator().manual_seed(d))
-    phi = features_with_spectrum(lam, n, generator=torch.Generator().manual_seed(n + d)).float()
-    return phi, want
-
-
-@pytest.mark.parametrize("provider", list(PROVIDERS))
-def test_eps_rank_cpu(benchmark, features, provider):
-    if provider == "ef_inertia" and not _native.has_kernel("inertia", "cpu"):
-        pytest.skip(str(_native.NATIVE_ERROR))
-    phi, want = features
-    fn = PROVIDERS[provider]
-    assert int(fn(phi)) == want  # never time a wrong answer
-    benchmark.extra_info.update(
-        {"torch": torch.__version__, "threads": torch.get_num_threads(), "N": phi.shape[0], "d": phi.shape[1]}
+def machine_line() -> str:
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"python {platform.python_version()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
     )
-    benchmark.pedantic(fn, args=(phi,), rounds=3, warmup_rounds=1, iterations=1)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1e3
+
+
+def _peers(phi: torch.Tensor, lam_c: torch.Tensor) -> dict[str, tuple[Callable[[], object], Callable[[object], bool]]]:
+    out: dict[str, tuple[Callable[[], object], Callable[[object], bool]]] = {}
+    try:
+        from reptrix.rankme import get_rankme
+
+        want_r = float(get_rankme(phi.double()))
+        out["reptrix_rankme"] = (lambda: get_rankme(phi), lambda v: abs(float(v) - want_r) <= 1e-3 * want_r)
+    except Exception:  # not installed
+        pass
+    try:
+        from monai.metrics.embedding_collapse import _effective_rank_score
+
+        sv = lam_c.clamp(min=0).sqrt() * phi.shape[0] ** 0.5
+        p = sv / sv.sum()
+        erank = float(torch.exp(-(p * p.clamp_min(1e-300).log()).sum()))
+        want_m = 1 - erank / min(phi.shape[0] - 1, phi.shape[1])
+        out["monai_erank"] = (lambda: _effective_rank_score(phi), lambda v: abs(float(v) - want_m) <= 1e-3)
+    except Exception:
+        pass
+    return out
+
+
+def feature_rows(n: int, d: int, rounds: int) -> list[dict]:
+    lam, _ = gapped_spectrum("powerlaw", d, EPS, gap=0.3, generator=torch.Generator().manual_seed(d))
+    phi = features_with_spectrum(lam, n, generator=torch.Generator().manual_seed(n + d)).float()
+    m64 = reference.gram(phi)  # float64 Gram of the given (fp32) values
+    ref = torch.linalg.eigvalsh(m64).flip(0)
+    want = int((ref > EPS).sum())
+    want_promo = int((ref > EPS_PROMO).sum())
+    assert float((ref - EPS).abs().min()) > 1e-9 * float(ref[0]) and float(ref[-1]) > 2 * EPS_PROMO
+    ref_c = torch.linalg.eigvalsh(reference.gram(phi, center=True)).flip(0)
+    want_erank = float(reference.entropy_rank(phi))
+    delta = gram_error_bound(
+        ef.gram(phi).diagonal(), n, torch.float32, input_dtype=phi.dtype, backend="native", post_scale=1 / n
+    )
+
+    def gram_ok(m: object, scale: float = 1.0) -> bool:
+        assert isinstance(m, torch.Tensor)
+        return float(torch.linalg.matrix_norm(m.double() * scale - m64, 2)) <= float(delta)
+
+    providers: dict[str, tuple[Callable[[], object], Callable[[object], bool]]] = {
+        "one_liner": (lambda: (torch.linalg.eigvalsh(phi.T @ phi / n) > EPS).sum(), lambda c: int(c) == want),
+        "svdvals": (lambda: (torch.linalg.svdvals(phi).square() / n > EPS).sum(), lambda c: int(c) == want),
+        "eps_rank": (lambda: ef.eps_rank(phi, EPS), lambda c: int(c) == want),
+        "eps_rank_nochk": (lambda: ef.eps_rank(phi, EPS, check=False), lambda c: int(c) == want),
+        "eps_rank_promo": (lambda: ef.eps_rank(phi, EPS_PROMO), lambda c: int(c) == want_promo),
+        "one_liner_promo": (
+            lambda: (torch.linalg.eigvalsh(phi.T @ phi / n) > EPS_PROMO).sum(),
+            lambda c: int(c) == want_promo,
+        ),
+        "torch_gemm": (lambda: phi.T @ phi, lambda m: gram_ok(m, 1 / n)),
+        "gram": (lambda: ef.gram(phi), gram_ok),
+        "gram_nochk": (lambda: ef.gram(phi, check=False), gram_ok),
+        "entropy_rank": (lambda: ef.entropy_rank(phi), lambda v: abs(float(v) - want_erank) <= 1e-3 * want_erank),
+        "measures": (
+            lambda: ef.measures(phi, eps=EPS),
+            lambda r: int(r.eps_rank[0]) == want and abs(float(r.entropy_rank) - want_erank) <= 1e-3 * want_erank,  # type: ignore[attr-defined]
+        ),
+        **_peers(phi, ref_c),
+    }
+    promoted = eps_rank_result(phi, EPS_PROMO).promoted
+    not_promoted = not eps_rank_result(phi, EPS).promoted
+    ok = {name: bool(check(fn())) for name, (fn, check) in providers.items()}  # also the warm-up
+    times: dict[str, list[float]] = {name: [] for name in providers}
+    for _ in range(rounds):
+        for name, (fn, _check) in providers.items():
+            times[name].append(timed(fn))
+    rows = []
+    base = statistics.median(times["one_liner"])
+    gemm = statistics.median(times["torch_gemm"])
+    for name in providers:
+        med = statistics.median(times[name])
+        rows.append(
+            {
+                "shape": f"{n}x{d}",
+                "provider": name,
+                "ok": ok[name],
+                "ms": med if ok[name] else None,
+                "vs_one_liner": med / base if ok[name] else None,
+                "vs_gemm": med / gemm if ok[name] else None,
+                "rounds": rounds,
+                "note": "promoted" if name == "eps_rank_promo" and promoted else "",
+            }
+        )
+    rows.append({"shape": f"{n}x{d}", "provider": "eps_rank at ε=1e-3 not promoted", "ok": not_promoted})
+    return rows
+
+
+def given_gram_rows(d: int, rounds: int) -> list[dict]:
+    lam, want = gapped_spectrum("powerlaw", d, EPS, gap=0.3, generator=torch.Generator().manual_seed(d))
+    q = random_orthogonal(d, generator=torch.Generator().manual_seed(7))
+    m = (q * lam) @ q.T
+    m = 0.5 * (m + m.T)
+    ok = int(ef.eps_rank(gram=m, eps=EPS)) == want
+    providers = {
+        "eps_rank(gram=M64)": lambda: ef.eps_rank(gram=m, eps=EPS),
+        "cholesky_ex(M64)": lambda: torch.linalg.cholesky_ex(m),
+        "eigvalsh(M64)": lambda: torch.linalg.eigvalsh(m),
+    }
+    times: dict[str, list[float]] = {k: [] for k in providers}
+    for fn in providers.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in providers.items():
+            times[name].append(timed(fn))
+    chol = statistics.median(times["cholesky_ex(M64)"])
+    return [
+        {
+            "shape": f"d={d}",
+            "provider": name,
+            "ok": ok or name != "eps_rank(gram=M64)",
+            "ms": statistics.median(t),
+            "vs_cholesky": statistics.median(t) / chol,
+            "rounds": rounds,
+        }
+        for name, t in times.items()
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--shapes", default="20000x256,20000x1024")
+    parser.add_argument("--gram-dims", default="1024,2048")
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    print(machine_line(), flush=True)
+    rows: list[dict] = []
+    cols = ["shape", "provider", "ok", "ms", "vs_one_liner", "vs_gemm", "vs_cholesky", "rounds", "note"]
+
+    def report(new: list[dict]) -> None:  # as each shape finishes: a long run keeps what it measured
+        rows.extend(new)
+        for r in new:
+            cells = (f"{c}={r[c]:.4g}" if isinstance(r[c], float) else f"{c}={r[c]}" for c in cols if c in r)
+            print("  ".join(cells), flush=True)
+
+    for shape in args.shapes.split(","):
+        if shape:
+            n, d = (int(v) for v in shape.split("x"))
+            report(feature_rows(n, d, args.rounds))
+    for d in args.gram_dims.split(","):
+        if d:
+            report(given_gram_rows(int(d), args.rounds))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine_line(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

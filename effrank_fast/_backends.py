@@ -156,10 +156,19 @@ INERTIA_BUDGET: dict[str, tuple[tuple[int, int], ...]] = {
 }
 
 
-def inertia_factorisations(n_thresholds: int, relative: str | None, certify: bool = False) -> int:
-    """Factorisations an inertia ε-count costs: one per threshold (three when certified, as for a
+def inertia_factorisations(
+    n_thresholds: int, relative: str | None, certify: bool = False, gram_error: bool = False
+) -> int:
+    """Factorisations an inertia ε-count costs.
+
+    Without ``gram_error`` (M taken as exact): one per threshold, three when ``certify`` (as for a
     float64 M: ops/inertia); ε·λ_max costs both ends of the λ_max bracket per ε, one to prove the
-    bracket and about one more for the Lanczos steps."""
+    bracket and about one more for the Lanczos steps. With ``gram_error`` (eps_rank: δ_G in the
+    certificate, ops/inertia/certificate.py): two per threshold, the ends τ ± (δ_G + m), for an
+    absolute ε and for ε times the λ_max bracket alike, plus the bracket's two for ``"max"``.
+    """
+    if gram_error:
+        return 2 * n_thresholds + (2 if relative == "max" else 0)
     per = 3 if certify else 1
     return 2 * per * n_thresholds + 2 if relative == "max" else per * n_thresholds
 
@@ -181,12 +190,14 @@ def select_count_method(
     dim: int | None = None,
     relative: str | None = None,
     dtype: torch.dtype | None = None,
+    gram_error: bool = True,
 ) -> str:
     """``eigh`` or ``inertia`` for an ε-count.
 
     ``auto`` takes inertia when the native kernel exists, the torch backend was not forced, and the
     factorisations it needs (:func:`inertia_factorisations`) cost less than one eigvalsh on this
-    device at this size (:data:`INERTIA_BUDGET`; without ``dim``: at most 3 thresholds). A float64
+    device at this size (:data:`INERTIA_BUDGET`; without ``dim``: at most 3 thresholds). With
+    ``gram_error`` (eps_rank's certificate, the default) two per threshold; without it a float64
     M (``dtype``) is certified, three factorisations per threshold. Both are exact; eigvalsh serves
     any number of thresholds from one spectrum, the inertia count pays d³/3 per threshold but no
     tridiagonalisation.
@@ -202,6 +213,6 @@ def select_count_method(
         return "inertia"
     if reason is not None or gram_backend == "torch":
         return "eigh"
-    needed = inertia_factorisations(n_thresholds, relative, certify=dtype == torch.float64)
+    needed = inertia_factorisations(n_thresholds, relative, certify=dtype == torch.float64, gram_error=gram_error)
     budget = 3 if dim is None else inertia_budget(device, dim)
     return "inertia" if needed <= budget else "eigh"

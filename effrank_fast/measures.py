@@ -16,13 +16,11 @@ Results stay on the input's device as tensors (counts are int64), so nothing syn
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
-from effrank_fast import _backends, _validate, spectral
+from effrank_fast import _validate
+from effrank_fast._count import EpsRankResult, certified_count
 from effrank_fast._prepare import eigenvalues_desc, features_to_matrix, prepare
-from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, inertia_count_relative
 
 # The σ-based and spectrum-summary measures live in spectrum_measures; re-exported here so that
 # ``effrank_fast.measures`` stays the one documented home of every measure.
@@ -39,7 +37,9 @@ __all__ = [
     "Measures",
     "eigenvalues",
     "entropy_rank",
+    "EpsRankResult",
     "eps_rank",
+    "eps_rank_result",
     "gram",
     "measures",
     "measures_from_eigenvalues",
@@ -67,15 +67,21 @@ def gram(
         center: remove the w-weighted mean of each feature first.
         backend: "auto", "torch", "native" or "triton".
         acc_dtype: accumulation/output dtype; float64 for fp64 input, else float32.
-        check: validate values (NaN/Inf, negative weights); this reads the data (host sync).
+        check: validate values (negative weights; NaN/Inf from M's diagonal, then Φ is counted
+            only for the message); one host sync. A Gram that overflows ``acc_dtype`` is a
+            ValueError naming ``phi``.
 
     Returns:
-        M: [d, d] symmetric, in ``acc_dtype``.
+        M: [d, d] symmetric, in ``acc_dtype``. Only its upper triangle is computed (BLAS SYRK or
+        blocked GEMMs) and mirrored, so it is exactly symmetric. Its formation error is bounded
+        by ``effrank_fast.ops.gram.error.gram_error_bound``.
 
     Example:
         >>> M = effrank_fast.gram(torch.randn(1000, 64))  # [64, 64], ≈ identity
     """
-    sp = features_to_matrix(phi, weights, mode, center, backend, acc_dtype, check, allow_kernel=False)
+    sp = features_to_matrix(
+        phi, weights, mode, center, backend, acc_dtype, check, allow_kernel=False, promote_overflow=False
+    )
     return sp.matrix
 
 
@@ -120,44 +126,71 @@ def eps_rank(
 ) -> torch.Tensor:
     """The ε-rank #{λ(M) > τ}, τ = ε, ε·λ_max (``relative="max"``) or ε·tr M (``"trace"``).
 
+    Exact with the default arguments: the count is that of the exact Gram of the given values
+    (what a float64 SVD gives) whenever no eigenvalue lies within ~1e-9·λ_max of τ. Every count is
+    certified with the Gram's own formation error δ_G (``effrank_fast.ops.gram.error``); a float32
+    Gram whose count that error could flip is formed again in float64 (**promotion**, ≈ 2–3× the
+    Gram's cost on a CPU, only when it fires). :func:`eps_rank_result` returns the certificate
+    and says whether it fired.
+
     Args:
-        phi: features [N, d], or pass ``gram=`` [d, d].
+        phi: features [N, d], or pass ``gram=`` [d, d] (taken as exact: no δ_G).
         eps: ε > 0, a scalar, a list or a 1-D tensor; several ε share one computation.
-        method: "auto", "eigh" (float64 eigvalsh) or "inertia" (float64 LDLᵀ of M − τI,
-            no eigensolver; exact to M's own rounding, and proven exact for a float64 M by two
-            extra counts at τ ± 2δ; an unreliable count falls back to eigvalsh, which reads one
-            flag from the device and warns with ``InertiaFallbackWarning``). ``relative="max"``
-            with inertia brackets λ_max by Lanczos and counts at both ends. "auto" picks inertia
-            where it is measured to be faster (``effrank_fast._backends.INERTIA_BUDGET``).
+        method: "auto", "eigh" (float64 eigvalsh) or "inertia" (float64 LDLᵀ of M − τI at the two
+            ends τ ± (δ_G + m), no eigensolver; ``relative="max"`` brackets λ_max by Lanczos).
+            "auto" picks inertia where it is measured to be faster
+            (``effrank_fast._backends.INERTIA_BUDGET``).
+        check: validate the values (from the finished Gram's diagonal, one host sync) and promote
+            or recount an unproven count (one more). ``check=False`` never promotes and never
+            synchronises on the inertia path: its counts are returned proven or not.
 
     Returns:
         int64 tensor on the input's device: 0-d for a scalar ε, else [E].
     """
+    res, scalar = _eps_rank(phi, eps, weights, gram, relative, mode, center, backend, method, acc_dtype, check)
+    return res.counts[0] if scalar else res.counts
+
+
+def _eps_rank(
+    phi: torch.Tensor | None,
+    eps: object,
+    weights: torch.Tensor | None,
+    gram: torch.Tensor | None,
+    relative: object,
+    mode: str,
+    center: bool,
+    backend: str,
+    method: str,
+    acc_dtype: torch.dtype | None,
+    check: bool,
+) -> tuple[EpsRankResult, bool]:
     eps_vals, scalar = _validate.check_eps(eps)
-    relative = _validate.check_relative(relative)
+    rel = _validate.check_relative(relative)
     sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check)
-    device = sp.matrix.device
-    eps_dev = eps_vals.to(device)
-    chosen = _backends.select_count_method(
-        method, device, eps_vals.numel(), sp.backend, dim=sp.matrix.shape[0], relative=relative, dtype=sp.matrix.dtype
-    )
-    if chosen == "eigh":
-        lam = eigenvalues_desc(sp)
-        tau = spectral.thresholds_for(eps_dev, relative, lam[0], lam.sum())
-        counts = spectral.eps_counts(lam, tau)
-    else:
-        if relative == "max":  # λ_max bracketed by Lanczos, proven, counted at both ends
-            res = inertia_count_relative(sp.matrix, eps_dev)
-        else:
-            trace = sp.matrix.diagonal().double().sum()
-            res = inertia_count(sp.matrix, spectral.thresholds_for(eps_dev, relative, trace, trace))
-        if res.fallback_method is not None:  # known on the host already: the fallback decision synced
-            warnings.warn(
-                f"eps_rank: the inertia count was not reliable for some ε (an eigenvalue within its "
-                f"error bound of the threshold, or pivot growth); those were recounted by "
-                f"{res.fallback_method}. effrank_fast.ops.inertia.inertia_count returns the diagnostics.",
-                InertiaFallbackWarning,
-                stacklevel=2,
-            )
-        counts = res.counts
-    return counts[0] if scalar else counts
+    return certified_count(sp, eps_vals.to(sp.matrix.device), rel, method, check), scalar
+
+
+def eps_rank_result(
+    phi: torch.Tensor | None = None,
+    eps: float | list[float] | torch.Tensor | None = None,
+    *,
+    weights: torch.Tensor | None = None,
+    gram: torch.Tensor | None = None,
+    relative: str | None = None,
+    mode: str = "mean",
+    center: bool = False,
+    backend: str = "auto",
+    method: str = "auto",
+    acc_dtype: torch.dtype | None = None,
+    check: bool = True,
+) -> EpsRankResult:
+    """:func:`eps_rank` with its certificate: an :class:`~effrank_fast._count.EpsRankResult`
+    (counts [E], certified, proven lower/upper bounds, δ_G, whether precision was promoted).
+
+    Example:
+        >>> r = effrank_fast.measures.eps_rank_result(torch.randn(500, 20), 1e-3)
+        >>> bool(r.certified.all()), r.promoted
+        (True, False)
+    """
+    res, _ = _eps_rank(phi, eps, weights, gram, relative, mode, center, backend, method, acc_dtype, check)
+    return res

@@ -88,3 +88,40 @@ def test_native_op_rejects_bad_arguments():
         torch.ops.effrank_fast.gram_native(torch.randn(3, 2), torch.ones(4), False, torch.float32)
     with pytest.raises(RuntimeError, match="acc_dtype must be float32 or float64"):
         torch.ops.effrank_fast.gram_native(torch.randn(3, 2), None, False, torch.float16)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str)
+@pytest.mark.parametrize(("center", "weighted"), [(False, False), (True, False), (False, True), (True, True)])
+def test_upper_triangle_gram_within_its_error_bound(backend, dtype, center, weighted):
+    # d = 600 crosses the blocked upper-triangle split (leaf 256, blocks of 64 columns) and the
+    # SYRK; the spectral error against the float64 Gram must stay below ops/gram/error's δ_G.
+    from effrank_fast.ops.gram.error import gram_error_bound as delta_g
+
+    n, d = 700, 600
+    phi = (torch.randn(n, d, dtype=torch.float64) * torch.logspace(0, -3, d, dtype=torch.float64) + 0.5).to(dtype)
+    w = torch.rand(n, dtype=torch.float64) + 0.1 if weighted else None
+    m = ef.gram(phi, w, center=center, backend=backend)
+    assert torch.equal(m, m.T)
+    ref = ef.reference.gram(phi, w, center=center)
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    mu = ref.new_zeros(())
+    if center:
+        x = phi.double()
+        ww = torch.full((n,), 1.0 / n, dtype=torch.float64) if w is None else w
+        mean = (ww @ x) / ww.sum()
+        mu = ww.sum() * mean.square().sum()
+    bound = delta_g(
+        m.diagonal(),
+        n,
+        acc,
+        input_dtype=dtype,
+        backend=backend,
+        weighted=weighted,
+        centered=center,
+        post_scale=None if weighted else 1 / n,
+        mean_sq_norm=mu,
+    )
+    err = float(torch.linalg.matrix_norm(m.double() - ref, 2))
+    assert err <= float(bound)
+    assert err > 0 or dtype == torch.float64  # the check is not vacuous for fp32 accumulation

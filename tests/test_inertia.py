@@ -81,14 +81,25 @@ def test_near_miss_is_caught_by_the_certificate(seed, g):
     assert int(got) == int(truth[0])
 
 
-def test_fp32_gram_uses_its_own_rounding_as_the_tolerance():
+def test_fp32_gram_is_certified_against_its_own_rounding():
+    # without gram_error an fp32 M is the exact matrix rounded to fp32: δ_G = u₃₂·‖M‖_F
     lam = power_law(150)
     m = spectrum_matrix(lam, seed=4)
     tau = torch.tensor([between(lam, k) for k in (3, 70)], dtype=F64)
     res = inertia_count(m.float(), tau, fallback=False)
-    assert res.band_rel == pytest.approx(16 * torch.finfo(torch.float32).eps / 2)
-    assert res.certified is not None and not bool(res.certified.any())  # one factorisation only
-    assert bool(res.reliable.all()) and res.counts.tolist() == [3, 70]
+    storage = torch.finfo(torch.float32).eps / 2 * float(torch.linalg.matrix_norm(m.float().double()))
+    assert res.gram_error is not None and float(res.gram_error[0]) == pytest.approx(storage)
+    gap = float((torch.linalg.eigvalsh(m.float().double()).unsqueeze(1) - tau).abs().min())
+    assert gap > 2 * storage  # the case is decidable at fp32 resolution
+    assert res.certified is not None and bool(res.certified.all()) and bool(res.reliable.all())
+    assert res.counts.tolist() == [3, 70]
+    # a τ within the fp32 rounding of an eigenvalue is never called reliable
+    lam32 = torch.linalg.eigvalsh(m.float().double())
+    close = inertia_count(m.float(), [float(lam32[80]) * (1 + 1e-9)], fallback=False)
+    assert not bool(close.reliable[0])
+    lo, hi = close.count_bounds  # type: ignore[misc]
+    want = int((lam32 > float(lam32[80]) * (1 + 1e-9)).sum())
+    assert int(lo[0]) <= want <= int(hi[0])
     assert default_band_rel(torch.float64) == pytest.approx(16 * 2.0**-53)
 
 
@@ -156,9 +167,13 @@ def test_low_precision_input_is_read_exactly(dtype):
     m64 = m.double()
     lam_hat = torch.linalg.eigvalsh(m64).flip(0)
     tau = torch.tensor([between(lam_hat, k) for k in (4, 40, 70)], dtype=F64)
-    res = inertia_count(m, tau, fallback=False)
+    res = inertia_count(m, tau, fallback=False, gram_error=0.0)  # the stored matrix is the matrix
     assert torch.equal(res.counts, inertia_ref(m64, tau))
     assert bool(res.reliable.all())
+    # without gram_error it is the exact matrix rounded to `dtype`: u·‖M‖_F may cover a τ
+    rounded = inertia_count(m, tau, fallback=False)
+    lo, hi = rounded.count_bounds  # type: ignore[misc]
+    assert bool((lo <= res.counts).all() and (res.counts <= hi).all())
 
 
 def test_only_the_lower_triangle_is_read():
@@ -168,7 +183,10 @@ def test_only_the_lower_triangle_is_read():
     junk.triu_(1).mul_(1e3)
     junk = m.tril() + junk  # upper triangle garbage
     tau = torch.tensor([between(lam, 10)], dtype=F64)
-    assert torch.equal(inertia_count(junk, tau, fallback=False).counts, torch.tensor([10]))
+    with pytest.raises(ValueError, match="gram is not symmetric"):  # validated like eps_rank(gram=)
+        inertia_count(junk, tau, fallback=False)
+    # check=False skips the value checks (no host sync): then only the lower triangle is read
+    assert torch.equal(inertia_count(junk, tau, fallback=False, check=False).counts, torch.tensor([10]))
 
 
 def test_probabilistic_bound_behind_the_verdict():
@@ -373,21 +391,28 @@ def test_count_method_rule():
     cpu = torch.device("cpu")
     pick = _backends.select_count_method
     assert pick("auto", cpu, 1, "given", dim=32) == "eigh"  # parity below d = 64: one spectrum serves all
-    assert pick("auto", cpu, 1, "given", dim=100) == "inertia"
-    assert pick("auto", cpu, 3, "native", dim=300) == "inertia"
-    assert pick("auto", cpu, 4, "native", dim=300) == "eigh"
-    assert pick("auto", cpu, 1, "given", dim=300, relative="max") == "eigh"  # 3 factorisations + Lanczos
+    # eps_rank's certificate (gram_error, the default): two factorisations per threshold
+    assert pick("auto", cpu, 1, "given", dim=100) == "eigh"  # 2 > 1 at 64 ≤ d < 128
+    assert pick("auto", cpu, 1, "given", dim=130) == "inertia"
+    assert pick("auto", cpu, 1, "native", dim=300) == "inertia"
+    assert pick("auto", cpu, 2, "native", dim=300) == "eigh"  # 4 > 3
+    assert pick("auto", cpu, 2, "native", dim=600) == "inertia"
+    assert pick("auto", cpu, 1, "given", dim=300, relative="max") == "eigh"  # 2 + 2 > 3
     assert pick("auto", cpu, 1, "given", dim=600, relative="max") == "inertia"
     assert pick("auto", cpu, 1, "torch", dim=500) == "eigh"  # the pure-PyTorch backend was forced
     assert pick("inertia", cpu, 9, "torch", dim=8) == "inertia"
     assert pick("eigh", cpu, 1, "given", dim=500) == "eigh"
+    assert _backends.inertia_factorisations(4, None, gram_error=True) == 8
+    assert _backends.inertia_factorisations(4, "max", gram_error=True) == 10
+    # M taken as exact (gram_error=False): one per threshold, three for a certified float64 M
     assert _backends.inertia_factorisations(4, "max") == 10 and _backends.inertia_factorisations(4, None) == 4
-    # a float64 M is certified: three factorisations per threshold
     assert _backends.inertia_factorisations(4, None, certify=True) == 12
     assert _backends.inertia_factorisations(4, "max", certify=True) == 26
-    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float32) == "inertia"
-    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float64) == "eigh"  # 3 > 2 at d ≥ 128
-    assert pick("auto", cpu, 1, "given", dim=300, dtype=torch.float64) == "inertia"
+    old = {"gram_error": False}
+    assert pick("auto", cpu, 3, "native", dim=300, **old) == "inertia"
+    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float32, **old) == "inertia"
+    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float64, **old) == "eigh"  # 3 > 2 at d ≥ 128
+    assert pick("auto", cpu, 1, "given", dim=300, dtype=torch.float64, **old) == "inertia"
     with pytest.raises(ValueError, match="method"):
         pick("svd", cpu, 1, "given")
 

@@ -83,9 +83,14 @@ def test_float_measures_within_derived_tolerance(backend, dtype, n, d, center, w
     kw = {"weights": w, "center": center}
     lam_ref = ef.reference.eigenvalues(phi, **kw)
     got = ef.measures(phi, eps=[1e-3], backend=backend, **kw)
-    # δ from the Gram the backend formed (or the N×N kernel when n < d: same nonzero spectrum).
-    mhat = ef.gram(phi, w, center=center, backend=backend).double()
-    delta = float(torch.linalg.matrix_norm(mhat - ef.reference.gram(phi, **kw), ord=2))
+    # δ from the matrix the measures used: the Gram, or the N×N kernel when n < d (same nonzero
+    # spectrum), against the same matrix formed in float64 from the given values.
+    from effrank_fast._prepare import features_to_matrix
+
+    mhat = features_to_matrix(phi, w, "mean", center, backend, None, True).matrix.double()
+    a = ef.reference._weighted_features(phi, w, "mean", center)
+    exact = a @ a.T if n < d else a.T @ a
+    delta = float(torch.linalg.matrix_norm(mhat - exact, ord=2))
     delta += d * unit_roundoff(torch.float64) * float(lam_ref[0]) * 10
     assert (got.eigenvalues - lam_ref).abs().max() <= delta
     tr, lmax = float(lam_ref.sum()), float(lam_ref[0])

@@ -7,6 +7,26 @@ import torch
 # Rows per chunk: bounds the upcast copy of low-precision features and the length of each
 # accumulation before it is added to the running sum (a two-level summation).
 CHUNK_ROWS = 8192
+# Diagonal blocks up to this many columns are one full GEMM; above, the upper triangle is split.
+LEAF_COLS = 256
+
+
+def add_upper_gram_(out: torch.Tensor, x: torch.Tensor, lo: int = 0, hi: int | None = None) -> None:
+    """out[lo:hi, lo:hi]'s upper triangle (and some of the lower) += xᵀx, x [rows, d].
+
+    Recursive blocks: the off-diagonal block is one GEMM, the diagonal blocks recurse down to
+    ``LEAF_COLS``: ½ + ½^L/2 of the full product's flops after L levels (⅝ at d = 1024).
+    """
+    hi = x.shape[1] if hi is None else hi
+    size = hi - lo
+    if size <= LEAF_COLS:
+        xs = x[:, lo:hi]
+        out[lo:hi, lo:hi].addmm_(xs.T, xs)
+        return
+    mid = lo + (size // 2 + 63) // 64 * 64  # blocks stay multiples of 64 columns
+    add_upper_gram_(out, x, lo, mid)
+    out[lo:mid, mid:hi].addmm_(x[:, lo:mid].T, x[:, mid:hi])
+    add_upper_gram_(out, x, mid, hi)
 
 
 def weighted_mean(phi: torch.Tensor, weights: torch.Tensor | None, acc_dtype: torch.dtype) -> torch.Tensor:
@@ -52,6 +72,6 @@ def gram_ref(
             chunk = chunk - mu
         if weights is not None:
             chunk = chunk * weights[start : start + CHUNK_ROWS].to(acc_dtype).sqrt().unsqueeze(1)
-        out.addmm_(chunk.T, chunk)
+        add_upper_gram_(out, chunk)
     # Mirror the upper triangle so M is exactly symmetric whatever BLAS did.
     return torch.triu(out) + torch.triu(out, 1).T

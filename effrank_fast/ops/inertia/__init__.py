@@ -34,14 +34,22 @@ fall back when the two counts differ.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 
-from effrank_fast import _native
+from effrank_fast import _native, _validate
+from effrank_fast.ops.gram.error import unit_roundoff
+from effrank_fast.ops.inertia.certificate import IntervalCertificate, certify_interval
 from effrank_fast.ops.inertia.lanczos import DEFAULT_LANCZOS_STEPS, LambdaMaxBounds, lambda_max_bounds
 from effrank_fast.ops.inertia.reference import inertia_ref, symmetric_from_lower
+from effrank_fast.ops.inertia.result import (
+    BAND_ULPS,
+    DEFAULT_BLOCK,
+    FALLBACKS,
+    InertiaFallbackWarning,
+    InertiaResult,
+    default_band_rel,
+    probabilistic_bound,
+)
 from effrank_fast.ops.inertia.robust import RBT_DEPTH, bunch_kaufman_counts, butterfly_congruence
 
 __all__ = [
@@ -60,90 +68,10 @@ __all__ = [
     "probabilistic_bound",
 ]
 
-DEFAULT_BLOCK = 0  # the device's default panel width (CPU 64, CUDA 256)
-# The default tolerance of the one-sided verdict, in units of M's unit roundoff: 16u (≈ 1e-6 for an
-# fp32 Gram, below its measured accumulation error of 1e-7…2e-6·λ_max, research/algorithms.md §2.4).
-# Benign factorisations sit at δ_p = 1e-11…3e-9·‖A‖_F up to d = 4096 (growing about like d^1.8);
-# tiny pivots push δ_p to 1e-3 and beyond.
-BAND_ULPS = 16
-FALLBACKS = ("eigh", "ldl")
-PROB_LAMBDA = 12.0
-_U64 = 2.0**-53
 
-
-def probabilistic_bound(error_bound: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
-    """δ_p: the kernel's bound δ = γ_{3n}·T + u‖A‖_F with γ_{3n} = 3nu/(1 − 3nu) replaced by the
-    probabilistic γ̃_{3n} = λ√(3n)·u, λ = 12 (Higham & Mary, "A new approach to probabilistic
-    rounding error analysis", SISC 2019): it holds with probability ≥ 1 − 2(3n)³e^{−λ²/2}
-    (> 1 − 1e-16 at n = 16384) when rounding errors are independent and mean zero. The worst-case δ
-    is typically 10⁴–10⁵ times the actual backward error of these factorisations; δ_p is
-    √(3n)/λ times smaller. inf/NaN stay inf.
-    """
-    gamma = 3 * n * _U64 / (1 - 3 * n * _U64)
-    trace_ldl = ((error_bound - _U64 * scale) / gamma).clamp(min=0)
-    out = PROB_LAMBDA * math.sqrt(3 * n) * _U64 * trace_ldl + _U64 * scale
-    return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
-
-
-class InertiaFallbackWarning(RuntimeWarning):
-    """An inertia count was not reliable and was recounted by the fallback (never silent)."""
-
-
-def default_band_rel(dtype: torch.dtype) -> float:
-    """16·u of ``dtype`` (u = eps/2): the factorisation may perturb M as much as storing it did."""
-    return BAND_ULPS * torch.finfo(dtype).eps / 2
-
-
-@dataclass
-class InertiaResult:
-    """ε-counts with the evidence behind them; tensors are on the input's device, shape [E].
-
-    Attributes:
-        counts: #{λ > τ_e} (int64); from the LDLᵀ, or from the fallback where ``fell_back``.
-        reliable: the LDLᵀ count is trusted: δ_p ≤ band_rel·‖M − τI‖_F, or ``certified`` (and,
-            for relative thresholds, both ends of the proven λ_max bracket gave the same count).
-        certified: the count at τ is proven by equal counts at τ ± 2δ (see the module docstring).
-        fell_back: the count was recomputed by ``fallback_method`` because it was not reliable.
-        min_pivot_rel, growth, band_counts, max_abs_l: the kernel's diagnostics (see the op's
-            schema): min|D|/‖M − τI‖_F, entry growth of |L||D||Lᵀ|, #{|D_ii| ≤ δ}, max|L_ij|.
-        error_bound: δ, absolute, worst case: the count is exact if no eigenvalue lies within δ of τ.
-        error_estimate: δ_p, the probabilistic bound behind the tolerance (:func:`probabilistic_bound`).
-        scale: ‖M − τI‖_F, the reference of the relative diagnostics.
-        band_rel: the tolerance that was applied.
-        thresholds: the absolute thresholds τ that were counted.
-        fallback_method: "eigh" or "ldl" when a fallback ran, else None.
-        rbt: whether the random butterfly congruence was applied.
-        lambda_max: (lower, upper) bracket of λ_max, upper proven (relative thresholds only).
-        count_bounds: (count at ε·upper, count at ε·lower): the true count lies between them when
-            both are exact (relative thresholds only).
-    """
-
-    counts: torch.Tensor
-    reliable: torch.Tensor
-    fell_back: torch.Tensor
-    min_pivot_rel: torch.Tensor
-    growth: torch.Tensor
-    band_counts: torch.Tensor
-    certified: torch.Tensor | None = None
-    max_abs_l: torch.Tensor | None = None
-    band_rel: float | None = None
-    error_bound: torch.Tensor | None = None
-    scale: torch.Tensor | None = None
-    thresholds: torch.Tensor | None = None
-    fallback_method: str | None = None
-    rbt: bool = False
-    lambda_max: tuple[torch.Tensor, torch.Tensor] | None = None
-    count_bounds: tuple[torch.Tensor, torch.Tensor] | None = None
-    error_estimate: torch.Tensor | None = None
-
-
-def _check(gram: object, band_rel: object, block_size: object, fallback: object) -> str | None:
-    if not isinstance(gram, torch.Tensor):
-        raise TypeError(f"gram must be a torch.Tensor of shape [d, d], got {type(gram).__name__}")
-    if gram.dim() != 2 or gram.shape[0] != gram.shape[1] or gram.shape[0] == 0:
-        raise ValueError(f"gram must be square [d, d] with d >= 1, got shape {tuple(gram.shape)}")
-    if not gram.is_floating_point():
-        raise TypeError(f"gram must be floating point, got {gram.dtype}")
+def _check(gram: object, band_rel: object, block_size: object, fallback: object, check: bool = True) -> str | None:
+    # the same checks (and messages) as eps_rank's gram=: square, float, finite, symmetric
+    _validate.check_gram(gram, check_values=check)
     if band_rel is not None and (
         isinstance(band_rel, bool) or not isinstance(band_rel, (int, float)) or not band_rel >= 0
     ):
@@ -165,10 +93,21 @@ def _verdicts(dtype: torch.dtype, band_rel: float | None, certify: bool | None) 
     return tol, dtype == torch.float64 if certify is None else bool(certify)
 
 
-def _thresholds(thresholds: object, device: torch.device) -> torch.Tensor:
-    t = torch.as_tensor(thresholds, dtype=torch.float64)
+def _thresholds(thresholds: object, device: torch.device, check: bool = True) -> torch.Tensor:
+    """τ as float64 [E] on ``device``; NaN/Inf rejected (a tensor τ is read for that only with
+    ``check``: a host sync)."""
+    given_tensor = isinstance(thresholds, torch.Tensor)
+    if isinstance(thresholds, torch.Tensor):
+        t = thresholds.detach().to(torch.float64)
+    else:
+        try:
+            t = torch.as_tensor(thresholds, dtype=torch.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"thresholds must be a number, a list of numbers or a tensor, got {thresholds!r}") from exc
     if t.dim() > 1:
         raise ValueError(f"thresholds must be a scalar or 1-D [E], got shape {tuple(t.shape)}")
+    if (check or not given_tensor) and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"thresholds must be finite, got {t.reshape(-1).tolist()}")
     return t.reshape(-1).to(device)
 
 
@@ -223,6 +162,58 @@ def _certify(
     return finite & covered & (lo == hi), lo
 
 
+def _default_gram_error(gram: torch.Tensor, gram_error: torch.Tensor | float | None) -> torch.Tensor | float | None:
+    """A float32/bf16/fp16 M without ``gram_error`` is taken as the exact matrix rounded to its dtype:
+    δ_G = u·‖M‖_F ≥ ‖fl(M) − M‖₂ (the least error any such M carries; its formation adds more,
+    which only the caller knows). A float64 M is taken as exact (the verdicts of the module doc)."""
+    if gram_error is not None or gram.dtype == torch.float64:
+        return gram_error
+    return unit_roundoff(gram.dtype) * torch.linalg.matrix_norm(gram.detach().double())
+
+
+def _with_gram_error(
+    gram: torch.Tensor,
+    tau_lo: torch.Tensor,
+    tau_hi: torch.Tensor,
+    gram_error: torch.Tensor,
+    tol: float,
+    block_size: int,
+    rbt: bool,
+    seed: int,
+) -> tuple[IntervalCertificate, InertiaResult]:
+    """The δ_G certificate (module ``certificate``) over [τ_lo, τ_hi], as an unreliable-unless-proven
+    :class:`InertiaResult` whose counts are the lower end (count at τ_hi + a) where not proven."""
+    m = symmetric_from_lower(gram)
+    cert = certify_interval(m, tau_lo, tau_hi, gram_error, lambda mm, t: _Factored(mm, t, block_size, rbt, seed))
+    ends = cert.ends
+    assert isinstance(ends, _Factored)
+    e = tau_lo.shape[0]
+
+    def worse(x: torch.Tensor, pick=torch.maximum) -> torch.Tensor:
+        return pick(x[:e], x[e:])
+
+    g = gram_error.to(torch.float64).reshape(()).expand(e)
+    res = InertiaResult(
+        counts=cert.at_hi,
+        reliable=cert.certified,
+        fell_back=torch.zeros_like(cert.certified),
+        min_pivot_rel=worse(ends.min_piv, torch.minimum),
+        growth=worse(ends.growth),
+        band_counts=worse(ends.band),
+        certified=cert.certified,
+        max_abs_l=worse(ends.max_l),
+        band_rel=tol,
+        error_bound=g + worse(ends.delta),
+        scale=worse(ends.scale),
+        thresholds=tau_hi,
+        rbt=rbt,
+        count_bounds=(cert.at_hi, cert.at_lo),
+        error_estimate=g + worse(ends.delta_p),
+        gram_error=g,
+    )
+    return cert, res
+
+
 def inertia_count(
     gram: torch.Tensor,
     thresholds: torch.Tensor | float | list[float],
@@ -233,33 +224,59 @@ def inertia_count(
     fallback: bool | str | None = "eigh",
     rbt: bool = False,
     rbt_seed: int = 0,
+    gram_error: torch.Tensor | float | None = None,
+    check: bool = True,
 ) -> InertiaResult:
     """Counts #{λ(M) > τ_e} for thresholds τ [E] on M [d, d] (lower triangle read).
 
     Args:
-        gram: M [d, d], any float dtype, CPU or CUDA.
-        thresholds: τ, a scalar or [E] (absolute).
+        gram: M [d, d], any float dtype, CPU or CUDA; square, finite and symmetric within 64 ulps
+            of max|M| (``_validate.check_gram``, the checks and messages of ``eps_rank(gram=)``).
+        thresholds: τ, a scalar or [E] (absolute), finite.
         band_rel: tolerance of the one-sided verdict δ_p ≤ band_rel·‖M − τI‖_F; None: 16·u of M's
-            dtype (:func:`default_band_rel`).
+            dtype (:func:`default_band_rel`). Not used with ``gram_error``.
         certify: prove counts the tolerance does not accept by counting at τ ± 2δ (two more
-            factorisations per threshold); None: for float64 M only.
+            factorisations per threshold); None: for float64 M only. Not used with ``gram_error``.
         block_size: panel width of the blocked factorisation; 0 = the device's default.
         fallback: "eigh" (or True), "ldl", or False/None for no fallback and no host sync.
         rbt: apply a random butterfly congruence first (O(d²) per threshold; curbs pivot growth).
         rbt_seed: seed of the butterfly.
+        gram_error: δ_G ≥ ‖M − M_true‖₂, the error made forming M (absolute, a number or a 0-d
+            tensor, e.g. ``effrank_fast.ops.gram.error.gram_error_bound``). None: a float64 M is
+            taken as exact (the verdicts above), any other M as the exact matrix rounded to its
+            dtype (δ_G = u·‖M‖_F: pass the formation error if it is known, it is larger). With a
+            δ_G the count is ``reliable`` only when proven for the true matrix: equal counts at
+            τ ± (δ_G + m), m the allotted factorisation error
+            (``certificate.py``): two factorisations per threshold, no factorisation at τ itself.
+            Unproven counts are the lower end, count(τ + δ_G + m), with ``count_bounds`` =
+            (lower, upper), unless a fallback recounts M at τ. inf/NaN δ_G is never reliable.
+        check: validate the values of ``gram`` (finite, symmetric) and of a tensor τ: this reads the
+            data, a **host sync**; ``check=False`` for hot paths skips it (shape and dtype are
+            still checked). A non-finite M is never reliable either way.
 
     Returns:
         :class:`InertiaResult`. Cost: one d³/3 factorisation per threshold (three when
-        certifying), plus with a fallback one eigvalsh (or one sytrf per unreliable threshold) and
-        one host sync.
+        certifying, two with ``gram_error``), plus with a fallback one eigvalsh (or one sytrf per
+        unreliable threshold) and one host sync.
     """
-    method = _check(gram, band_rel, block_size, fallback)
+    method = _check(gram, band_rel, block_size, fallback, check)
     _require_kernel(gram.device)
     tol, do_certify = _verdicts(gram.dtype, band_rel, certify)
-    tau = _thresholds(thresholds, gram.device)
+    tau = _thresholds(thresholds, gram.device, check)
+    gram_error = _default_gram_error(gram, gram_error)
+    if gram_error is not None:
+        g = torch.as_tensor(gram_error, dtype=torch.float64).to(gram.device)
+        _, res = _with_gram_error(gram, tau, tau, g, tol, block_size, rbt, rbt_seed)
+        res.thresholds = tau
+        if method is not None and tau.numel() and not bool(res.reliable.all()):  # host sync
+            redo = inertia_ref(gram, tau) if method == "eigh" else bunch_kaufman_counts(gram, tau)
+            res.counts = torch.where(res.reliable, res.counts, redo)
+            res.fell_back = ~res.reliable
+            res.fallback_method = method
+        return res
     f = _Factored(gram, tau, block_size, rbt, rbt_seed)
     counts = f.counts
-    reliable = torch.isfinite(f.delta) & (f.delta_p <= tol * f.scale)
+    reliable = torch.isfinite(f.delta) & torch.isfinite(f.scale) & (f.delta_p <= tol * f.scale)
     certified = torch.zeros_like(reliable)
     if do_certify and tau.numel():
         certified, proven = _certify(gram, tau, f.delta, block_size, rbt, rbt_seed)
@@ -302,6 +319,8 @@ def inertia_count_relative(
     rbt: bool = False,
     lanczos_steps: int = DEFAULT_LANCZOS_STEPS,
     seed: int = 0,
+    gram_error: torch.Tensor | float | None = None,
+    check: bool = True,
 ) -> InertiaResult:
     """#{λ(M) > ε_e·λ_max(M)} without an eigensolver.
 
@@ -313,18 +332,38 @@ def inertia_count_relative(
     eigvalsh (λ_max needs the spectrum, so the "ldl" fallback also uses eigvalsh here). Cost: 2E + 1
     factorisations (6E + 1 when certifying) and ``lanczos_steps`` + 1 products M·v; the fallback
     decision is one host sync.
+
+    ``gram_error`` (δ_G, as in :func:`inertia_count`) widens the bracket of the true λ_max to
+    [lower − δ_G, upper + δ_G] and proves each count over ε times that bracket by two
+    factorisations at its ends ± (δ_G + m): 2E + 1 factorisations. ``check`` as there.
     """
-    method = _check(gram, band_rel, block_size, fallback)
+    method = _check(gram, band_rel, block_size, fallback, check)
     _require_kernel(gram.device)
     tol, do_certify = _verdicts(gram.dtype, band_rel, certify)
-    eps_t = _thresholds(eps, gram.device)
+    eps_t = _thresholds(eps, gram.device, check)
     e = eps_t.numel()
     m = symmetric_from_lower(gram)
     bounds = lambda_max_bounds(gram, steps=lanczos_steps, seed=seed, matrix=m)
     top = _Factored(m, bounds.upper.reshape(1), block_size, False, seed)
-    upper_ok = ((top.counts == 0) & torch.isfinite(top.delta)).reshape(())
+    upper_ok = ((top.counts == 0) & torch.isfinite(top.delta) & torch.isfinite(top.scale)).reshape(())
     # λ_max ≤ upper + δ is proven when nothing counts above `upper` (Weyl on the factored M + E)
     upper = torch.where(upper_ok, bounds.upper + top.delta.reshape(()), bounds.upper)
+    gram_error = _default_gram_error(gram, gram_error)
+    if gram_error is not None:
+        g = torch.as_tensor(gram_error, dtype=torch.float64).to(gram.device).reshape(())
+        lower_true, upper_true = bounds.lower - g, upper + g
+        _, res = _with_gram_error(m, eps_t * lower_true, eps_t * upper_true, g, tol, block_size, rbt, seed)
+        ok = res.reliable & upper_ok
+        res.reliable, res.certified = ok, ok
+        res.lambda_max = (bounds.lower, upper)
+        res.thresholds = eps_t * upper
+        if method is not None and e and not bool(ok.all()):  # host sync
+            lam = torch.linalg.eigvalsh(m)
+            redo = (lam.unsqueeze(0) > (eps_t * lam[-1]).unsqueeze(1)).sum(1)
+            res.counts = torch.where(ok, res.counts, redo)
+            res.fell_back = ~ok
+            res.fallback_method = "eigh"
+        return res
     res = inertia_count(
         m,
         torch.cat([eps_t * bounds.lower, eps_t * upper]),
@@ -333,6 +372,7 @@ def inertia_count_relative(
         block_size=block_size,
         fallback=False,
         rbt=rbt,
+        check=False,
     )
     at_lo, at_hi = res.counts[:e], res.counts[e : 2 * e]
     ok = (at_lo == at_hi) & res.reliable[:e] & res.reliable[e : 2 * e] & upper_ok

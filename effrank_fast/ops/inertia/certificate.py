@@ -1,0 +1,77 @@
+"""The count certificate that includes the Gram's own error δ_G (``gram_error=``).
+
+An ε-count of a *computed* Gram M̂ is a count of the true M only when no eigenvalue of M̂ lies within
+δ_G ≥ ‖M̂ − M‖₂ of τ (Weyl). The factorisation adds its own backward error δ_± (the kernel's rigorous
+bound, ops/inertia/schema.py). With a = δ_G + m, m an allotment for δ_± fixed before factoring:
+
+    count_LDL(τ_hi + a) ≤ #{λ(M) > τ'} ≤ count_LDL(τ_lo − a)    for every τ' ∈ [τ_lo, τ_hi]
+
+whenever δ_± ≤ m (Weyl twice: M̂ + E_± is within δ_G + δ_± of M; δ_± taken as δ_p, below). Equal ends prove the count, in
+two factorisations. The interval [τ_lo, τ_hi] carries an uncertain threshold: τ_lo = τ_hi = τ for
+an absolute ε, the proven bracket of ε·λ_max(M) for ``relative="max"``.
+
+m = (256·γ_{3d} + u)·(Σ|M_ii| + d·|τ|), and the check is δ_p,± ≤ m with δ_p the probabilistic form
+of the kernel's bound (``probabilistic_bound``: Higham–Mary, the same model as the tolerance
+verdict and δ_G). For a PSD M the kernel's δ = γ_{3d}·Σ|D_k|(1 + Σ L²) + u‖A‖_F is about
+γ_{3d}·tr M; the indefinite M − τI has larger |L| (measured δ ≈ 70·γ_{3d}·(tr M + d|τ|) at d = 256,
+max|L| ≈ 940, so δ_p ≈ 30·…): 256× leaves room, and growth beyond it fails the check and leaves the
+count uncertified (never wrong). Everything stays on the device: no host sync.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+_U64 = 2.0**-53
+MARGIN_GROWTH = 256.0
+
+
+def ldl_margin(m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """m [E]: the backward error allotted to each end's factorisation (module docstring)."""
+    d = m.shape[0]
+    gamma = 3 * d * _U64 / (1 - 3 * d * _U64)
+    trace_abs = m.diagonal().abs().sum()
+    return (MARGIN_GROWTH * gamma + _U64) * (trace_abs + d * tau.abs())
+
+
+@dataclass
+class IntervalCertificate:
+    """Counts at both ends of [τ_lo − a, τ_hi + a] and whether they prove the count (all [E])."""
+
+    certified: torch.Tensor
+    at_hi: torch.Tensor
+    at_lo: torch.Tensor
+    margin: torch.Tensor
+    ends: object  # the _Factored outputs of the 2E factorisations (ends[:E] at τ_lo − a)
+
+
+def certify_interval(
+    m: torch.Tensor,
+    tau_lo: torch.Tensor,
+    tau_hi: torch.Tensor,
+    gram_error: torch.Tensor,
+    factor,
+) -> IntervalCertificate:
+    """Prove #{λ(M) > τ'} for all τ' ∈ [τ_lo, τ_hi] (each [E]) given ‖M̂ − M‖₂ ≤ ``gram_error``.
+
+    ``factor(m, thresholds)`` returns the kernel outputs (counts, delta, scale attributes) for the
+    thresholds [2E]; ``m`` is M̂ (float64, both triangles). Non-finite inputs are never certified.
+    """
+    e = tau_lo.shape[0]
+    g = gram_error.to(torch.float64).reshape(())
+    mid = 0.5 * (tau_lo + tau_hi)
+    margin = ldl_margin(m, mid.abs() + 0.5 * (tau_hi - tau_lo).abs())
+    a = g + margin
+    finite = torch.isfinite(a) & torch.isfinite(tau_lo) & torch.isfinite(tau_hi)
+    a_safe = torch.where(finite, a, torch.zeros_like(a))
+    lo = torch.where(finite, tau_lo - a_safe, torch.zeros_like(tau_lo))
+    hi = torch.where(finite, tau_hi + a_safe, torch.zeros_like(tau_hi))
+    ends = factor(m, torch.cat([lo, hi]))
+    at_lo, at_hi = ends.counts[:e], ends.counts[e:]
+    covered = (ends.delta_p[:e] <= margin) & (ends.delta_p[e:] <= margin)
+    sane = torch.isfinite(ends.scale[:e]) & torch.isfinite(ends.scale[e:])
+    certified = finite & covered & sane & (at_lo == at_hi)
+    return IntervalCertificate(certified, at_hi, at_lo, torch.where(finite, a, torch.full_like(a, math.inf)), ends)
