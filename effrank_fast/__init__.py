@@ -16,10 +16,12 @@ from effrank_fast import (
 )
 from effrank_fast._backends import BackendUnavailableError
 from effrank_fast.measures import (
+    EpsRankResult,
     Measures,
     eigenvalues,
     entropy_rank,
     eps_rank,
+    eps_rank_result,
     gram,
     measures,
     participation_ratio,
@@ -33,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "EpsRankResult",
     "InertiaFallbackWarning",
     "Measures",
     "SpectrumTracker",
@@ -43,6 +46,7 @@ __all__ = [
     "eigenvalues",
     "entropy_rank",
     "eps_rank",
+    "eps_rank_result",
     "gram",
     "measures",
     "participation_ratio",

@@ -60,7 +60,7 @@ def settle_counts(
     else:
         taus = tau.index_select(0, idx)
     if native:
-        res = inertia_count(gram, taus, fallback=sync_ok)
+        res = inertia_count(gram, taus, fallback=sync_ok, check=False)  # validated by update(); no read-back here
         exact, reliable = res.counts, res.reliable | res.fell_back
         code = torch.where(res.fell_back, int(TrackPath.EIGH), int(TrackPath.INERTIA))
     else:
