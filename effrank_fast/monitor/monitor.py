@@ -74,8 +74,10 @@ class RankMonitor:
         log_dir: run folder for history.jsonl, history.csv, spectrum.jsonl, meta.json (and
             TensorBoard events); None keeps the rows in memory only.
         tensorboard: None (when installed and ``log_dir`` is set), True or False.
-        tracker: spectral engine: "exact" (float64 eigvalsh), "warm"
-            (effrank_fast.SpectrumTracker) or a factory ``fn(d=, eps=, relative=)``.
+        tracker: spectral engine: "exact" (the full float64 spectrum: the device-side Jacobi solver
+            on CUDA for d ≤ 1024, else eigvalsh, which syncs once on CUDA; choose with
+            ``tracker_options={"solver": "auto"|"jacobi"|"eigvalsh"}``), "warm"
+            (effrank_fast.SpectrumTracker, sync-free) or a factory ``fn(d=, eps=, relative=)``.
         tracker_options: keyword arguments of the tracker (e.g. ``{"k": 64, "refresh_every": 50}``).
         gram_backend: backend of :func:`effrank_fast.gram` ("auto", "torch", "native", "triton").
         acc_dtype: Gram accumulation dtype (None: effrank_fast.gram's default; float64 if centred).
