@@ -94,7 +94,7 @@ def _centring_floor(phi: torch.Tensor, weights: torch.Tensor | None, mode: str, 
     Σw·(μ̂ − μ)(μ̂ − μ)ᵀ in a centred Gram (the cross terms vanish since Σ_k w_k(φ_k − μ) = 0), and r
     measures μ̂ − μ a posteriori (a worst-case bound, n·u·‖μ‖, would call real small-variance data
     zero; constant data rounds systematically, so √n·u is not a bound either). μ̂ is the mean the
-    PyTorch and Triton Gram paths use. Only used when no ``gram_error`` is known. One pass over Φ."""
+    PyTorch and Triton Gram paths use. One pass over Φ."""
     n = phi.shape[0]
     w = _validate.resolve_weights(weights, mode, n, phi.device)
     x = phi.detach()
@@ -123,8 +123,12 @@ def _floor(
     acc = sp.matrix.dtype if sp.matrix.dtype in (torch.float32, torch.float64) else torch.float32
     if sp.n is None:  # gram= given: its entries are the input, exact by definition
         return spectral.noise_floor(lam_max, dim, acc, gram_error=0.0, solve_dtype=solve_dtype)
-    floor = spectral.noise_floor(lam_max, dim, acc, gram_error=sp.gram_error, solve_dtype=solve_dtype)
-    if sp.gram_error is None and center and phi is not None:
+    # The σ sums need the noise's typical size, not the certificate-grade δ_G in sp.gram_error that
+    # the ε-counts are proven with (10²–10³ above what the Gram actually errs by): that bound would
+    # floor away real spectrum and promote well-conditioned inputs. So: the estimate of
+    # spectral.noise_floor (gram_error=None), plus the measured centring error.
+    floor = spectral.noise_floor(lam_max, dim, acc, gram_error=None, solve_dtype=solve_dtype)
+    if center and phi is not None:
         floor = floor + _centring_floor(phi, weights, mode, acc)
     return floor
 
