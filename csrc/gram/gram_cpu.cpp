@@ -1,15 +1,19 @@
-// CPU Gram matrix M = (Φ − 1μᵀ)ᵀ diag(w) (Φ − 1μᵀ): only the upper triangle is computed (a BLAS
-// SYRK, or blocked upper-triangle GEMMs where no SYRK is reachable), then mirrored, so M is exactly
-// symmetric at ~½–⅝ of a full GEMM's flops. The √w row scaling and the centring are fused into one
-// pass that builds each row chunk in the accumulation dtype; an fp32/fp64 input that needs neither
-// (and is already in the accumulation dtype) goes to the SYRK as it is, without a copy.
+// CPU Gram matrix M = (Φ − 1μᵀ)ᵀ diag(w) (Φ − 1μᵀ): only the lower triangle is computed, then
+// mirrored, so M is exactly symmetric at ~½ of a full GEMM's flops. Preferred path: the rows are
+// split over the threads, each running a sequential SYRK (syrk_cpu.h) into a private accumulator,
+// with the dtype conversion, √w scaling and centring fused into one pass per row chunk; an input
+// that needs none of them goes to the kernel as it is, without a copy. Without a sequential kernel,
+// the threaded BLAS SYRK (or blocked upper-triangle GEMMs) runs per row chunk.
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <torch/library.h>
 
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "common.h"
+#include "gram/syrk_cpu.h"
 
 namespace effrank_fast {
 namespace {
@@ -72,21 +76,73 @@ void blocked_upper(at::Tensor& out, const at::Tensor& x, int64_t lo, int64_t hi)
   blocked_upper(out, x, mid, hi);
 }
 
+// dst[r, :] = (src[r, :] − μ) · √w_r in acc precision, for a source of any float dtype and strides.
+template <typename acc_t, typename src_t>
+void prepare_rows(acc_t* dst, const src_t* src, int64_t s0, int64_t s1, const acc_t* sqrt_w, const acc_t* mu,
+                  int64_t rows, int64_t d) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const src_t* in = src + r * s0;
+    acc_t* out = dst + r * d;
+    const acc_t s = sqrt_w ? sqrt_w[r] : acc_t(1);
+    if (mu) {
+      for (int64_t c = 0; c < d; ++c) out[c] = (static_cast<acc_t>(in[c * s1]) - mu[c]) * s;
+    } else if (sqrt_w) {
+      for (int64_t c = 0; c < d; ++c) out[c] = static_cast<acc_t>(in[c * s1]) * s;
+    } else {
+      for (int64_t c = 0; c < d; ++c) out[c] = static_cast<acc_t>(in[c * s1]);
+    }
+  }
+}
+
+// How many row ranges to give the sequential kernel (0: none usable, take the threaded BLAS).
+// Each part has a private [d, d] accumulator, so the extra memory is capped.
+int64_t row_parts(int64_t n, int64_t d, bool fp64) {
+  if (!syrk_sequential_available(fp64)) return 0;
+  constexpr int64_t kMinRowsPerPart = 256;
+  constexpr double kExtraBytesCap = 256.0 * (1 << 20);
+  int64_t parts = std::min<int64_t>(at::get_num_threads(), std::max<int64_t>(1, n / kMinRowsPerPart));
+  const double bytes = static_cast<double>(d) * d * (fp64 ? 8 : 4);
+  while (parts > 1 && (parts - 1) * bytes > kExtraBytesCap) --parts;
+  return parts;
+}
+
+// M's lower triangle from `parts` row ranges, one sequential SYRK stream per thread into private
+// accumulators that are summed at the end (the two-level sum keeps the γ_n error model).
+template <typename acc_t, typename src_t>
+void gram_row_parallel(at::Tensor& out, const at::Tensor& phi, const acc_t* sqrt_w, const acc_t* mu, int64_t parts) {
+  const int64_t n = phi.size(0), d = phi.size(1), s0 = phi.stride(0), s1 = phi.stride(1);
+  const src_t* base = phi.data_ptr<src_t>();
+  const bool as_is = std::is_same<acc_t, src_t>::value && s1 == 1 && !sqrt_w && !mu;
+  std::vector<at::Tensor> acc(parts);
+  acc[0] = out;
+  for (int64_t p = 1; p < parts; ++p) acc[p] = at::empty({d, d}, out.options());
+  at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
+      acc_t* c = acc[p].data_ptr<acc_t>();
+      if (as_is) {
+        TORCH_CHECK(syrk_lower_sequential(reinterpret_cast<const acc_t*>(base) + lo * s0, hi - lo, d, s0, c, d, false),
+                    "gram_native: the sequential SYRK refused its rows");
+        continue;
+      }
+      std::vector<acc_t> buf(static_cast<size_t>(std::min(kChunkRows, hi - lo) * d));
+      for (int64_t s = lo; s < hi; s += kChunkRows) {
+        const int64_t rows = std::min(kChunkRows, hi - s);
+        prepare_rows<acc_t, src_t>(buf.data(), base + s * s0, s0, s1, sqrt_w ? sqrt_w + s : nullptr, mu, rows, d);
+        TORCH_CHECK(syrk_lower_sequential(buf.data(), rows, d, d, c, d, s != lo),
+                    "gram_native: the sequential SYRK refused a chunk");
+      }
+    }
+  });
+  for (int64_t p = 1; p < parts; ++p) out.add_(acc[p]);
+}
+
 template <typename acc_t>
 void scale_chunk(acc_t* dst, const at::Tensor& src_acc, const acc_t* sqrt_w, const acc_t* mu, int64_t rows,
                  int64_t d) {
   const acc_t* src = src_acc.data_ptr<acc_t>();
   at::parallel_for(0, rows, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const acc_t s = sqrt_w ? sqrt_w[r] : acc_t(1);
-      const acc_t* in = src + r * d;
-      acc_t* out = dst + r * d;
-      if (mu) {
-        for (int64_t c = 0; c < d; ++c) out[c] = (in[c] - mu[c]) * s;
-      } else {
-        for (int64_t c = 0; c < d; ++c) out[c] = in[c] * s;
-      }
-    }
+    prepare_rows<acc_t, acc_t>(dst + r0 * d, src + r0 * d, d, 1, sqrt_w ? sqrt_w + r0 : nullptr, mu, r1 - r0, d);
   });
 }
 
@@ -118,7 +174,20 @@ at::Tensor gram_impl(const at::Tensor& phi, const std::optional<at::Tensor>& wei
     TORCH_CHECK(mass > 0, "weights sum to zero: the weighted mean for center=True is undefined");
     mu = total.div_(mass).contiguous();
   }
+  at::Tensor sqrt_w = w_acc.defined() ? w_acc.sqrt() : at::Tensor();
+  const acc_t* sqrt_w_ptr = sqrt_w.defined() ? sqrt_w.data_ptr<acc_t>() : nullptr;
+  const acc_t* mu_ptr = mu.defined() ? mu.data_ptr<acc_t>() : nullptr;
 
+  const int64_t parts = row_parts(n, d, std::is_same<acc_t, double>::value);
+  if (parts > 0) {
+    at::Tensor out = at::empty({d, d}, opts);
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, phi.scalar_type(), "gram_native_cpu", [&] {
+      gram_row_parallel<acc_t, scalar_t>(out, phi, sqrt_w_ptr, mu_ptr, parts);
+    });
+    return at::tril(out) + at::tril(out, -1).t();
+  }
+
+  // No sequential kernel here: the threaded BLAS (MKL's SYRK, else blocked GEMMs) per row chunk.
   at::Tensor out = at::zeros({d, d}, opts);
   const bool as_is = !center && !w_acc.defined() && phi.scalar_type() == acc && phi.stride(1) == 1;
   bool upper = false;  // which triangle holds the result: SYRK fills the lower, the GEMMs the upper
@@ -127,7 +196,6 @@ at::Tensor gram_impl(const at::Tensor& phi, const std::optional<at::Tensor>& wei
   } else {
     // Pass 2: chunk ← √w ⊙ (Φ_chunk − μ); M += chunkᵀ chunk (a two-level sum over the chunks).
     at::Tensor buf = at::empty({std::min(kChunkRows, n), d}, opts);
-    at::Tensor sqrt_w = w_acc.defined() ? w_acc.sqrt() : at::Tensor();
     const bool have_syrk = syrk_symbol<acc_t>() != nullptr && d <= INT32_MAX;
     upper = !have_syrk;
     for (int64_t s = 0; s < n; s += kChunkRows) {
@@ -138,8 +206,7 @@ at::Tensor gram_impl(const at::Tensor& phi, const std::optional<at::Tensor>& wei
       } else {
         at::Tensor src = phi.narrow(0, s, rows).to(acc).contiguous();
         chunk = buf.narrow(0, 0, rows);
-        scale_chunk<acc_t>(chunk.data_ptr<acc_t>(), src, sqrt_w.defined() ? sqrt_w.data_ptr<acc_t>() + s : nullptr,
-                           mu.defined() ? mu.data_ptr<acc_t>() : nullptr, rows, d);
+        scale_chunk<acc_t>(chunk.data_ptr<acc_t>(), src, sqrt_w_ptr ? sqrt_w_ptr + s : nullptr, mu_ptr, rows, d);
       }
       if (have_syrk) {
         TORCH_CHECK(syrk_lower<acc_t>(out, chunk, s == 0), "gram_native: SYRK refused a dense chunk of shape ",

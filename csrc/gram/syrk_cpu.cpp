@@ -1,0 +1,118 @@
+// Sequential SYRK kernels (see syrk_cpu.h). MKL's per-ISA sequential kernels are exported by
+// libtorch_cpu but undocumented, so each is looked up at run time, used only on a CPU with its ISA,
+// and checked once against a small product with exactly representable values; any mismatch (a
+// changed calling convention in another MKL) disables it and the threaded BLAS serves instead.
+#include "gram/syrk_cpu.h"
+
+#include <dlfcn.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <type_traits>
+
+namespace effrank_fast {
+namespace {
+
+// Fortran calling convention; the integers are 64-bit (torch's MKL is ILP64; values < 2³¹ read
+// the same by an LP64 one on little-endian machines).
+template <typename T>
+using SyrkFn = void (*)(const char*, const char*, const int64_t*, const int64_t*, const T*, const T*, const int64_t*,
+                        const T*, T*, const int64_t*);
+
+template <typename T>
+struct MklKernel {
+  SyrkFn<T> fn = nullptr;
+  const char* name = "none";
+};
+
+template <typename T>
+bool passes_self_test(SyrkFn<T> fn) {
+  // X [5, 3] row-major with small integers: every product and sum is exact in fp32.
+  const T x[15] = {1, 2, 3, -1, 0, 2, 4, 1, -2, 0, 3, 1, 2, -1, 0};
+  T c[9];
+  for (T& v : c) v = std::nan("");
+  const int64_t n = 3, k = 5, ld = 3;
+  const T one = 1, zero = 0;
+  fn("U", "N", &n, &k, &one, x, &ld, &zero, c, &ld);
+  for (int64_t i = 0; i < 3; ++i) {
+    for (int64_t j = 0; j <= i; ++j) {
+      T want = 0;
+      for (int64_t r = 0; r < 5; ++r) want += x[r * 3 + i] * x[r * 3 + j];
+      if (!(c[i * 3 + j] == want)) return false;
+    }
+  }
+  return true;
+}
+
+template <typename T>
+MklKernel<T> find_mkl_kernel() {
+  constexpr bool f64 = std::is_same<T, double>::value;
+  struct Candidate {
+    const char* isa;
+    const char* symbol;
+    const char* name;
+  };
+  // The widest ISA this CPU runs first. "avx512" needs only AVX-512F/BW/DQ/VL-class cores, for
+  // which MKL's threaded SYRK is already fine, but the sequential kernel is never slower.
+  const Candidate candidates[] = {
+      {"avx512f", f64 ? "mkl_blas_avx512_xdsyrk" : "mkl_blas_avx512_xssyrk", "mkl-avx512"},
+      {"avx2", f64 ? "mkl_blas_avx2_xdsyrk" : "mkl_blas_avx2_xssyrk", "mkl-avx2"},
+  };
+  // EFFRANK_FAST_CPU_SYRK=blas forces the threaded-BLAS path (tests, and a way out should a
+  // future MKL change these internals in a way the self-test does not catch).
+  const char* force = std::getenv("EFFRANK_FAST_CPU_SYRK");
+  if (force != nullptr && std::string(force) == "blas") return {};
+  __builtin_cpu_init();
+  for (const Candidate& c : candidates) {
+    const bool isa_ok = c.isa[3] == '5' ? (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+                                        : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
+    if (!isa_ok) continue;
+    void* sym = dlsym(RTLD_DEFAULT, c.symbol);
+    if (sym == nullptr) continue;
+    auto fn = reinterpret_cast<SyrkFn<T>>(sym);
+    if (passes_self_test<T>(fn)) return {fn, c.name};
+  }
+  return {};
+}
+
+template <typename T>
+const MklKernel<T>& mkl_kernel() {
+  static const MklKernel<T> k = find_mkl_kernel<T>();
+  return k;
+}
+
+template <typename T>
+bool run(const T* x, int64_t rows, int64_t d, int64_t ldx, T* c, int64_t ldc, bool accumulate) {
+  const MklKernel<T>& k = mkl_kernel<T>();
+  if (k.fn == nullptr || rows > INT32_MAX || d > INT32_MAX || ldx > INT32_MAX || ldc > INT32_MAX) return false;
+  // Read as column-major, x is the d×rows matrix A; the row-major lower triangle of C is the
+  // column-major upper triangle of A·Aᵀ: SYRK("U", "N").
+  const int64_t n = d, k_rows = rows, lda = rows == 1 ? d : ldx;
+  const T one = 1, beta = accumulate ? 1 : 0;
+  k.fn("U", "N", &n, &k_rows, &one, x, &lda, &beta, c, &ldc);
+  return true;
+}
+
+}  // namespace
+
+bool syrk_lower_sequential(const float* x, int64_t rows, int64_t d, int64_t ldx, float* c, int64_t ldc,
+                           bool accumulate) {
+  return run<float>(x, rows, d, ldx, c, ldc, accumulate);
+}
+
+bool syrk_lower_sequential(const double* x, int64_t rows, int64_t d, int64_t ldx, double* c, int64_t ldc,
+                           bool accumulate) {
+  return run<double>(x, rows, d, ldx, c, ldc, accumulate);
+}
+
+bool syrk_sequential_available(bool fp64) {
+  return fp64 ? mkl_kernel<double>().fn != nullptr : mkl_kernel<float>().fn != nullptr;
+}
+
+const char* syrk_sequential_kernel_name(bool fp64, int64_t /*d*/) {
+  return fp64 ? mkl_kernel<double>().name : mkl_kernel<float>().name;
+}
+
+}  // namespace effrank_fast
