@@ -125,3 +125,67 @@ def test_upper_triangle_gram_within_its_error_bound(backend, dtype, center, weig
     err = float(torch.linalg.matrix_norm(m.double() - ref, 2))
     assert err <= float(bound)
     assert err > 0 or dtype == torch.float64  # the check is not vacuous for fp32 accumulation
+
+
+_PATH_SCRIPT = r"""
+import torch, effrank_fast as ef
+torch.manual_seed(0)
+torch.set_num_threads(2)
+worst = 0.0
+for n, d in [(1, 1), (2, 3), (513, 70), (3000, 257)]:
+    for dtype in (torch.float32, torch.float64, torch.bfloat16):
+        base = torch.randn(n, 2 * d, dtype=torch.float64)
+        for phi in (base[:, :d].to(dtype), base.to(dtype)[:, ::2], base[:, :d].T.contiguous().T.to(dtype)):
+            for w, center in ((None, False), (torch.rand(n, dtype=torch.float64) + 0.1, True)):
+                for acc in (torch.float32, torch.float64):
+                    m = torch.ops.effrank_fast.gram_native(phi, w, center, acc)
+                    assert torch.equal(m, m.T)
+                    ref = ef.reference.gram(phi, w, center=center, mode="sum")
+                    u = 2.0**-24 if acc == torch.float32 else 2.0**-53
+                    ww = w if w is not None else torch.ones(n, dtype=torch.float64)
+                    x = phi.double().abs()
+                    if center:  # |x − μ̂| ≤ |x − μ| + |μ − μ̂| ≤ |x| + 2|μ|, loosely
+                        x = (phi.double() - (ww @ phi.double()) / ww.sum()).abs() + 2 * ((ww @ x) / ww.sum())
+                    absgram = (x * ww[:, None]).T @ x  # Σ_k w_k |x_ki||x_kj|
+                    rel = float(((m.double() - ref).abs() / (absgram + 1e-300)).max())
+                    worst = max(worst, rel / (2 * (n + 2) * u))
+assert worst <= 1.0, worst
+print("worst", worst)
+"""
+
+
+@needs_native
+@pytest.mark.parametrize("path", ["auto", "blas"])
+def test_native_cpu_paths_within_the_entrywise_bound(path):
+    """Both CPU paths (sequential SYRK per thread on disjoint rows; threaded BLAS per chunk), for
+    strided and transposed inputs, 16-bit inputs, weights and centring: every entry within the
+    rigorous γ_{n+2}·Σ_k w_k|x_ki||x_kj| of the float64 Gram (the centred x from the float64 mean,
+    so that bound also covers the computed mean's error only to first order: slack 2×)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, EFFRANK_FAST_CPU_SYRK=path)
+    out = subprocess.run([sys.executable, "-c", _PATH_SCRIPT], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+@needs_native
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16], ids=str)
+def test_gram_check_counts_and_maxima(dtype):
+    """effrank_fast::gram_check against the torch expressions it replaces, on odd sizes (tiles of
+    64), a transposed view, and NaN/±Inf in either triangle."""
+    torch.manual_seed(1)
+    for d in (1, 5, 64, 65, 200):
+        a = torch.randn(d, d, dtype=torch.float64)
+        a = (a + a.T) + 1e-3 * torch.randn(d, d, dtype=torch.float64)
+        for m in (a.to(dtype), a.to(dtype).T):
+            bad, asym, scale = torch.ops.effrank_fast.gram_check(m)
+            g = m.double()
+            assert int(bad) == 0
+            assert float(asym) == float((g - g.T).abs().max())
+            assert float(scale) == float(g.abs().max())
+        if d >= 5:
+            m = a.to(dtype).clone()
+            m[3, 1], m[0, 4], m[2, 2] = float("nan"), float("inf"), float("-inf")
+            assert int(torch.ops.effrank_fast.gram_check(m)[0]) == int((~torch.isfinite(m)).sum()) == 3

@@ -156,7 +156,10 @@ def test_several_thresholds_equal_single_calls():
     for e in range(tau.shape[0]):
         single = torch.ops.effrank_fast.inertia(m, tau[e : e + 1], 0)
         for b, s in zip(batched, single, strict=True):
-            assert torch.equal(b[e : e + 1], s)
+            if s.dtype == torch.int64:  # counts and bands: identical
+                assert torch.equal(b[e : e + 1], s)
+            else:  # several thresholds factor side by side with sequential BLAS: rounding may differ
+                torch.testing.assert_close(b[e : e + 1], s, rtol=1e-10, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])

@@ -1,4 +1,5 @@
-"""Schema and fake kernel of ``effrank_fast::gram_native`` (implemented in csrc/gram/)."""
+"""Schemas and fake kernels of ``effrank_fast::gram_native`` and ``effrank_fast::gram_check``
+(implemented in csrc/gram/)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,20 @@ def _gram_native_fake(phi, weights, center, acc_dtype):
         torch._check(weights.shape == (phi.shape[0],), lambda: "weights must be [N]")
     d = phi.shape[1]
     return phi.new_empty((d, d), dtype=acc_dtype)
+
+
+# (non-finite entries int64, max |M − Mᵀ|, max |M| over the finite pairs) as 0-d tensors: the
+# one-pass CPU validation of _validate.check_gram.
+LIB.define("gram_check(Tensor gram) -> (Tensor, Tensor, Tensor)")
+
+
+@torch.library.register_fake("effrank_fast::gram_check")
+def _gram_check_fake(gram):
+    return (
+        gram.new_empty((), dtype=torch.int64),
+        gram.new_empty((), dtype=torch.float64),
+        gram.new_empty((), dtype=torch.float64),
+    )
 
 
 def _register_autograd() -> None:

@@ -183,8 +183,8 @@ def _with_gram_error(
 ) -> tuple[IntervalCertificate, InertiaResult]:
     """The δ_G certificate (module ``certificate``) over [τ_lo, τ_hi], as an unreliable-unless-proven
     :class:`InertiaResult` whose counts are the lower end (count at τ_hi + a) where not proven."""
-    m = symmetric_from_lower(gram)
-    cert = certify_interval(m, tau_lo, tau_hi, gram_error, lambda mm, t: _Factored(mm, t, block_size, rbt, seed))
+    # The kernel reads only the lower triangle and the margin only the diagonal: no mirrored copy.
+    cert = certify_interval(gram, tau_lo, tau_hi, gram_error, lambda mm, t: _Factored(mm, t, block_size, rbt, seed))
     ends = cert.ends
     assert isinstance(ends, _Factored)
     e = tau_lo.shape[0]

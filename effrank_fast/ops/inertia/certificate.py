@@ -33,7 +33,7 @@ def ldl_margin(m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """m [E]: the backward error allotted to each end's factorisation (module docstring)."""
     d = m.shape[0]
     gamma = 3 * d * _U64 / (1 - 3 * d * _U64)
-    trace_abs = m.diagonal().abs().sum()
+    trace_abs = m.diagonal().double().abs().sum()
     return (MARGIN_GROWTH * gamma + _U64) * (trace_abs + d * tau.abs())
 
 
@@ -58,7 +58,8 @@ def certify_interval(
     """Prove #{λ(M) > τ'} for all τ' ∈ [τ_lo, τ_hi] (each [E]) given ‖M̂ − M‖₂ ≤ ``gram_error``.
 
     ``factor(m, thresholds)`` returns the kernel outputs (counts, delta, scale attributes) for the
-    thresholds [2E]; ``m`` is M̂ (float64, both triangles). Non-finite inputs are never certified.
+    thresholds [2E]; ``m`` is M̂ (any float dtype; only its lower triangle and diagonal are read
+    here and by the kernel). Non-finite inputs are never certified.
     """
     e = tau_lo.shape[0]
     g = gram_error.to(torch.float64).reshape(())
