@@ -48,9 +48,10 @@ def main() -> None:
     lam = ef.eigenvalues(gram=m)
 
     def overhead():
-        floor = spectral.noise_floor(lam[0], d, torch.float32)
+        floor = spectral.noise_floor(lam[0], d, torch.float32, diag_max=m.diagonal().max())
+        fro = spectral.gram_error_frobenius_estimate(m.diagonal().double().sum(), torch.float32)
         v = spectral.entropy_rank_from_eigenvalues(lam, floor)
-        bool(spectral.entropy_rank_spread(lam, floor) > PROMOTE_AT * v)
+        bool(spectral.entropy_rank_sensitivity(lam, floor, fro) > PROMOTE_AT * v)
         measures_from_eigenvalues(
             lam,
             torch.tensor([eps], dtype=torch.float64),

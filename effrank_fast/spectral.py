@@ -25,7 +25,7 @@ come out anywhere in [−δ, δ]. The rule:
 
 Below δ the matrix holds no information; when eigenvalues that might be real lie there and
 could move the entropy rank by more than its tolerance, the entry points re-form the Gram in
-float64 (see :func:`entropy_rank_spread` and :mod:`effrank_fast.spectrum_measures`).
+float64 (see :func:`entropy_rank_sensitivity` and :mod:`effrank_fast.spectrum_measures`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ import torch
 
 __all__ = [
     "entropy_rank_from_eigenvalues",
+    "entropy_rank_sensitivity",
     "entropy_rank_spread",
+    "gram_error_frobenius_estimate",
     "eps_counts",
     "noise_floor",
     "participation_ratio_from_eigenvalues",
@@ -72,6 +74,7 @@ def noise_floor(
     acc_dtype: torch.dtype,
     gram_error: torch.Tensor | float | None = None,
     solve_dtype: torch.dtype = torch.float64,
+    diag_max: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """δ = δ_G + δ_eig (0-d float64): no computed eigenvalue of the [dim, dim] matrix is trusted below it.
 
@@ -82,7 +85,12 @@ def noise_floor(
         gram_error: an absolute bound on ‖M̂ − M‖₂ from the formation (0 for a matrix given as
             it is, whose entries are the exact input). None: the estimate √dim·u_acc·λ_max, the
             spectral norm of a symmetric perturbation with entries ≈ u_acc·λ_max/2 (measured on fp32
-            and bf16 Grams, d = 256…2048, N ≤ 4096: the eigenvalues move 30–60× less than that).
+            and bf16 Grams, d = 256…2048, N ≤ 4096: the eigenvalues move 30–60× less than that);
+            with ``diag_max`` (max_i M_ii of the formed Gram), the tighter 6·√dim·u_acc·max_i M_ii:
+            the rounding of entry (i, j) scales with √(M_ii M_jj), not with λ_max, and a random
+            symmetric matrix of such entries has norm ≈ 2√dim·c·u·max M_ii. Measured on CPU fp32
+            Grams (MKL; power-law, 1/i³, 12-decade, low-rank + noise, Gaussian, ReLU features;
+            N = 512…100000, d = 256…2048): ‖M̂ − M‖₂ ≤ 1.3·√dim·u·max M_ii, so ≥ 4.6× margin.
         solve_dtype: the eigensolver's working dtype. float64: δ_eig = 4·dim·u₆₄·λ_max, a
             Householder tridiagonalisation's worst-case backward error (~1e-12·λ_max at dim = 1024,
             negligible). float32: δ_eig = 4√dim·u₃₂·λ_max, the probabilistic size (LAPACK's
@@ -90,7 +98,9 @@ def noise_floor(
             dim = 2048; the worst-case d·u₃₂ would floor away real eigenvalues).
     """
     lam = lam_max.detach().double().abs()
-    if gram_error is None:
+    if gram_error is None and diag_max is not None:
+        delta_g = 6.0 * math.sqrt(dim) * _unit_roundoff(acc_dtype) * diag_max.detach().double().abs()
+    elif gram_error is None:
         delta_g = math.sqrt(dim) * _unit_roundoff(acc_dtype) * lam
     else:
         delta_g = torch.as_tensor(gram_error, dtype=torch.float64, device=lam.device).detach().abs()
@@ -144,6 +154,43 @@ def entropy_rank_spread(lam: torch.Tensor, floor: torch.Tensor | float, **conven
     up = entropy_rank_from_eigenvalues(lam + f, 0.0, **convention)
     down = entropy_rank_from_eigenvalues(lam - f, 0.0, **convention)
     return torch.maximum((up - value).abs(), (down - value).abs())
+
+
+def gram_error_frobenius_estimate(trace: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
+    """Typical ‖M̂ − M‖_F of a Gram formed in ``acc_dtype`` (0-d float64): 8·u_acc·tr M.
+
+    Entry (i, j) rounds by ≈ c·u·√(M_ii M_jj), so ‖ΔM‖_F ≈ c·u·Σ_i M_ii. Measured on the CPU fp32
+    Grams of :func:`noise_floor`'s list: c ≤ 2.35 (N = 512, 1/i³ spectrum), ≤ 1.3 elsewhere; 8
+    leaves ≥ 3.4×. An estimate, not a bound (that is δ_G of :mod:`effrank_fast.ops.gram.error`).
+    """
+    return 8.0 * _unit_roundoff(acc_dtype) * trace.detach().double().abs()
+
+
+def entropy_rank_sensitivity(
+    lam: torch.Tensor, floor: torch.Tensor | float, error_fro: torch.Tensor | float, **convention
+) -> torch.Tensor:
+    """How far the entropy rank could plausibly move under the matrix's rounding: 0-d.
+
+    Two parts. (1) First order: the eigenvalues λ̂ of M̂ = M + E move the entropy rank by
+    Σ g_i Δλ_i = ⟨E, V diag(g) Vᵀ⟩ + O(E²), at most ‖g‖₂·‖E‖_F (Cauchy–Schwarz), g = ∂ erank/∂λ
+    over the eigenvalues above the floor; ``error_fro`` estimates ‖E‖_F. (2) The floor: an
+    eigenvalue at or below δ is counted as 0 but may be real anywhere in [0, δ] (16-bit features'
+    quantisation spectrum sits there, below what a float32 Gram resolves), hence
+    |erank(λ with every floored λ_i raised to δ) − erank(λ)|.
+    Unlike :func:`entropy_rank_spread` (every eigenvalue shifted by δ at once), this does not
+    promote benign spectra whose tail sits far above δ: their rounding is ~100× below δ·Σ|g|.
+    ``convention``: the keywords of :func:`entropy_rank_from_eigenvalues`.
+    """
+    f = _as_floor(floor, lam)
+    x = lam.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = entropy_rank_from_eigenvalues(x, f, **convention)
+        (grad,) = torch.autograd.grad(value, x, allow_unused=True)
+    first = torch.zeros((), dtype=lam.dtype, device=lam.device) if grad is None else grad.norm()
+    first = first * torch.as_tensor(error_fro, dtype=lam.dtype, device=lam.device)
+    raised = torch.where(lam.detach() > f, lam.detach(), f.expand_as(lam))
+    full = entropy_rank_from_eigenvalues(raised, 0.0, **convention)
+    return first + (full - value.detach()).abs()
 
 
 def stable_rank_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:

@@ -4,8 +4,8 @@ the noise-floor rule: :mod:`effrank_fast.spectral`, the peers' variants: :mod:`e
 
 Exactness of the σ-based measures (entropy rank): eigenvalues at or below the noise floor δ count
 as 0 (:mod:`effrank_fast.spectral`). ``entropy_rank`` and ``measures`` decompose a float32 M in
-float32 first (about half the time of float64) and accept that when the entropy rank is
-insensitive at the float32 floor (moving every eigenvalue by δ changes it by ≤ ``PROMOTE_AT``,
+float32 first for d ≥ ``FP32_SOLVE_MIN_DIM`` and accept that when the entropy rank is
+insensitive at the float32 floor (:func:`spectral.entropy_rank_sensitivity` ≤ ``PROMOTE_AT``,
 relative) and no eigenvalue lies within 2δ of a threshold of ``measures``'s ε; else they
 decompose M again in float64. When the entropy rank is still sensitive, and the Gram was formed
 here in float32 with default arguments (``acc_dtype=None``), it is formed again in float64 and
@@ -31,12 +31,14 @@ from effrank_fast.ops.gram.reference import CHUNK_ROWS
 
 __all__ = ["Measures", "entropy_rank", "measures", "measures_from_eigenvalues", "participation_ratio", "stable_rank"]
 
-# Promote to a float64 Gram when the entropy rank could move by more than this (relative): a
-# quarter of the 1e-3 contract, since the spread is an estimate, not a bound.
-PROMOTE_AT = 2.5e-4
-# The float32 eigensolve pays from here (CPU, 2026-12: 109 vs 644 ms at d = 1024 under load,
-# 93–110 vs 166–171 quieter; 11.1 vs 12.7 ms at d = 256): below it float64 costs the same.
-FP32_SOLVE_MIN_DIM = 512
+# Promote to a float64 Gram when the entropy rank could move by more than this (relative): half
+# the 1e-3 contract; the sensitivity is a first-order Cauchy–Schwarz bound on an error estimate
+# with ≥ 3× margin (spectral.entropy_rank_sensitivity).
+PROMOTE_AT = 5e-4
+# A float32 eigensolve is ~1.7× faster than float64 (CPU, 2026-12: 72 vs 125 ms at d = 1024), but
+# its error model (4√d·u₃₂·λ_max) fails the sensitivity test on long-tailed spectra, which then
+# pay both solves; so it is tried only where the float64 solve dominates the Gram's cost.
+FP32_SOLVE_MIN_DIM = 2048
 
 
 @dataclass
@@ -119,18 +121,38 @@ def _floor(
     solve_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """The noise floor δ of :mod:`effrank_fast.spectral` for the matrix ``sp`` (0-d float64)."""
+    return _floor_and_error(sp, lam_max, phi, weights, mode, center, solve_dtype)[0]
+
+
+def _floor_and_error(
+    sp: Spectral,
+    lam_max: torch.Tensor,
+    phi: torch.Tensor | None,
+    weights,
+    mode: str,
+    center: bool,
+    solve_dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(δ, ‖E‖_F estimate) for the matrix ``sp``: the noise floor, and the typical Frobenius size
+    of its rounding (formation + centring + eigensolve), for the sensitivity test. 0-d float64."""
     dim = sp.matrix.shape[0]
     acc = sp.matrix.dtype if sp.matrix.dtype in (torch.float32, torch.float64) else torch.float32
+    solve_fro = (4.0 * dim**0.5 * torch.finfo(torch.float32).eps / 2) * lam_max.detach().double().abs()
+    solve_fro = solve_fro if solve_dtype == torch.float32 else torch.zeros_like(solve_fro)
     if sp.n is None:  # gram= given: its entries are the input, exact by definition
-        return spectral.noise_floor(lam_max, dim, acc, gram_error=0.0, solve_dtype=solve_dtype)
+        return spectral.noise_floor(lam_max, dim, acc, gram_error=0.0, solve_dtype=solve_dtype), solve_fro
     # The σ sums need the noise's typical size, not the certificate-grade δ_G in sp.gram_error that
     # the ε-counts are proven with (10²–10³ above what the Gram actually errs by): that bound would
-    # floor away real spectrum and promote well-conditioned inputs. So: the estimate of
-    # spectral.noise_floor (gram_error=None), plus the measured centring error.
-    floor = spectral.noise_floor(lam_max, dim, acc, gram_error=None, solve_dtype=solve_dtype)
+    # floor away real spectrum and promote well-conditioned inputs. So: the estimates of
+    # spectral.noise_floor (from max M_ii) and gram_error_frobenius_estimate (from tr M), plus the
+    # measured centring error (rank one: its Frobenius and spectral norms agree).
+    diag = sp.matrix.detach().diagonal()
+    floor = spectral.noise_floor(lam_max, dim, acc, gram_error=None, solve_dtype=solve_dtype, diag_max=diag.max())
+    fro = spectral.gram_error_frobenius_estimate(diag.double().sum(), acc) + solve_fro
     if center and phi is not None:
-        floor = floor + _centring_floor(phi, weights, mode, acc)
-    return floor
+        centring = _centring_floor(phi, weights, mode, acc)
+        floor, fro = floor + centring, fro + centring
+    return floor, fro
 
 
 @dataclass
@@ -174,12 +196,12 @@ def _spectrum(
     promoted = False
     while True:
         lam = eigenvalues_desc(sp, solve)
-        floor = _floor(sp, lam[0], phi, weights, mode, center, solve)
+        floor, fro = _floor_and_error(sp, lam[0], phi, weights, mode, center, solve)
         if solve == torch.float64 and not promotable:
             break
         ref = lam.detach()
         value = spectral.entropy_rank_from_eigenvalues(ref, floor, **kw)  # type: ignore[arg-type]
-        sensitive = spectral.entropy_rank_spread(ref, floor, **kw) > PROMOTE_AT * value
+        sensitive = spectral.entropy_rank_sensitivity(ref, floor, fro, **kw) > PROMOTE_AT * value
         if solve == torch.float32:
             if eps is not None:
                 tau = spectral.thresholds_for(eps.to(ref.device), relative, ref[0], ref.sum())

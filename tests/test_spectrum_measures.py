@@ -56,17 +56,24 @@ def test_issue_case_square_low_rank():
 
 @pytest.mark.parametrize("kind", ["i^-2", "i^-3", "12 decades"])
 def test_steep_spectra_are_promoted_to_a_float64_gram(kind):
-    """Real σ-mass below the float32 floor: the float32 Gram cannot resolve it, float64 can."""
+    """Real σ-mass below the float32 floor: the float32 Gram cannot resolve it, float64 can. The
+    promotion must fire exactly where the float32 Gram alone would miss the 1e-3 contract."""
     d = 256
     i = torch.arange(1, d + 1, dtype=torch.float64)
     lam = {"i^-2": i**-2, "i^-3": i**-3, "12 decades": torch.logspace(0, -12, d, dtype=torch.float64)}[kind]
     phi = _graded(2 * d, d, lam, seed=3)
     want = ef.reference.entropy_rank(phi)
     m = ef.measures(phi, 1e-3)
-    assert m.promoted and _rel(m.entropy_rank, want) <= 1e-3
+    assert _rel(m.entropy_rank, want) <= 1e-3
     assert _rel(ef.entropy_rank(phi), want) <= 1e-3
     # acc_dtype given: no promotion, the floor rule alone (the float32 Gram's limit, not exact).
-    assert not ef.measures(phi, 1e-3, acc_dtype=torch.float32).promoted
+    alone = ef.measures(phi, 1e-3, acc_dtype=torch.float32)
+    assert not alone.promoted
+    if _rel(alone.entropy_rank, want) > 1e-3:
+        assert m.promoted, "the float32 Gram misses the contract, so the default must promote"
+    # 1/i³ and 12 decades put real σ-mass below the fp32 floor (the float32 Gram misses by 7e-2
+    # and 5e-3 measured); 1/i² keeps λ_min = 1.5e-5 ≫ δ (within 1e-6 unpromoted).
+    assert m.promoted == (kind != "i^-2")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -143,7 +150,11 @@ def test_noise_floor_uses_the_gram_error_when_given():
 
 
 def test_float32_eigensolve_is_kept_when_insensitive(monkeypatch):
-    """d ≥ 512, well conditioned: one float32 eigvalsh, no float64 one, and still within 1e-5."""
+    """d ≥ FP32_SOLVE_MIN_DIM (lowered to 512 here), well conditioned: one float32 eigvalsh, no
+    float64 one, and still within 1e-5."""
+    import effrank_fast.spectrum_measures as sm
+
+    monkeypatch.setattr(sm, "FP32_SOLVE_MIN_DIM", 512)
     g = torch.Generator().manual_seed(12)
     phi = torch.randn(1024, 512, generator=g) * torch.logspace(0, -1, 512)
     calls: list[torch.dtype] = []
@@ -160,3 +171,37 @@ def test_float32_eigensolve_is_kept_when_insensitive(monkeypatch):
     want = ef.reference.measures(phi, 1e-3)
     assert _rel(m.entropy_rank, want.entropy_rank) <= 1e-5
     assert m.eps_rank.tolist() == want.eps_rank.tolist()
+
+
+@pytest.mark.parametrize("kind", ["power", "geometric", "flat"])
+def test_sensitivity_bounds_random_perturbations(kind):
+    """spectral.entropy_rank_sensitivity: (1) for M + E with ‖E‖_F = e, the entropy rank moves by
+    at most its first-order part (float64 eigvalsh of M + E, independent of the formula's g);
+    (2) eigenvalues at or below the floor placed anywhere in [0, δ] move it by at most the floor part."""
+    d = 120
+    i = torch.arange(1, d + 1, dtype=torch.float64)
+    lam = {"power": i**-1.5, "geometric": torch.logspace(0, -5, d, dtype=torch.float64), "flat": 1 + 0 * i}[kind]
+    q = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=torch.Generator().manual_seed(5)))[0]
+    m = (q * lam) @ q.T
+    g = torch.Generator().manual_seed(6)
+    e = 1e-9
+    sens = float(spectral.entropy_rank_sensitivity(lam, 0.0, e))
+    base = float(spectral.entropy_rank_from_eigenvalues(lam))
+    moved = []
+    for _ in range(10):
+        pert = torch.randn(d, d, dtype=torch.float64, generator=g)
+        pert = pert + pert.T
+        pert *= e / torch.linalg.matrix_norm(pert)
+        got = torch.linalg.eigvalsh(m + pert).flip(0)
+        moved.append(abs(float(spectral.entropy_rank_from_eigenvalues(got)) - base))
+    assert max(moved) <= sens * (1 + 1e-3) + 1e-12
+    assert sens > 0 and max(moved) > 0
+    # (2): a tail below δ
+    floor = float(lam[d // 2])
+    tail = lam <= floor
+    sens_f = float(spectral.entropy_rank_sensitivity(lam, floor, 0.0))
+    floored = float(spectral.entropy_rank_from_eigenvalues(lam, floor))
+    for _ in range(10):
+        placed = torch.where(tail, torch.rand(d, dtype=torch.float64, generator=g) * floor, lam)
+        placed = placed.sort(descending=True).values
+        assert abs(float(spectral.entropy_rank_from_eigenvalues(placed)) - floored) <= sens_f * (1 + 1e-9) + 1e-12
