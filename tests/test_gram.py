@@ -135,7 +135,8 @@ worst = 0.0
 for n, d in [(1, 1), (2, 3), (513, 70), (3000, 257)]:
     for dtype in (torch.float32, torch.float64, torch.bfloat16):
         base = torch.randn(n, 2 * d, dtype=torch.float64)
-        for phi in (base[:, :d].to(dtype), base.to(dtype)[:, ::2], base[:, :d].T.contiguous().T.to(dtype)):
+        views = (base[:, :d].to(dtype), base.to(dtype)[:, ::2], base[:, :d].T.contiguous().T.to(dtype))
+        for phi in views + (base[:1, :d].to(dtype).expand(n, d),):  # the last: stride-0 rows
             for w, center in ((None, False), (torch.rand(n, dtype=torch.float64) + 0.1, True)):
                 for acc in (torch.float32, torch.float64):
                     m = torch.ops.effrank_fast.gram_native(phi, w, center, acc)

@@ -112,7 +112,9 @@ template <typename acc_t, typename src_t>
 void gram_row_parallel(at::Tensor& out, const at::Tensor& phi, const acc_t* sqrt_w, const acc_t* mu, int64_t parts) {
   const int64_t n = phi.size(0), d = phi.size(1), s0 = phi.stride(0), s1 = phi.stride(1);
   const src_t* base = phi.data_ptr<src_t>();
-  const bool as_is = std::is_same<acc_t, src_t>::value && s1 == 1 && !sqrt_w && !mu;
+  // As it is: the kernel's layout (unit column stride, rows that do not overlap: an expanded
+  // tensor's stride-0 rows go through the copy).
+  const bool as_is = std::is_same<acc_t, src_t>::value && s1 == 1 && (s0 >= d || n == 1) && !sqrt_w && !mu;
   std::vector<at::Tensor> acc(parts);
   acc[0] = out;
   for (int64_t p = 1; p < parts; ++p) acc[p] = at::empty({d, d}, out.options());
@@ -121,7 +123,8 @@ void gram_row_parallel(at::Tensor& out, const at::Tensor& phi, const acc_t* sqrt
       const int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
       acc_t* c = acc[p].data_ptr<acc_t>();
       if (as_is) {
-        TORCH_CHECK(syrk_lower_sequential(reinterpret_cast<const acc_t*>(base) + lo * s0, hi - lo, d, s0, c, d, false),
+        const int64_t ldx = hi - lo == 1 ? d : s0;  // a single row may carry any row stride
+        TORCH_CHECK(syrk_lower_sequential(reinterpret_cast<const acc_t*>(base) + lo * s0, hi - lo, d, ldx, c, d, false),
                     "gram_native: the sequential SYRK refused its rows");
         continue;
       }
