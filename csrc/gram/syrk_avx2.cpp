@@ -21,6 +21,7 @@
 //    go through a small buffer so nothing outside the d×d triangle's rows/columns is touched.
 #include "syrk_avx2.h"
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 
 #include <algorithm>
@@ -244,3 +245,13 @@ void syrk_lower_avx2(const double* X, int64_t rows, int64_t d, int64_t ldx, doub
 }
 
 }  // namespace effrank_fast
+
+#else  // not x86: no kernel; syrk_cpu.cpp then takes MKL's (if any) or the threaded BLAS.
+#include <cstdlib>
+
+namespace effrank_fast {
+bool syrk_avx2_available() { return false; }
+void syrk_lower_avx2(const float*, int64_t, int64_t, int64_t, float*, int64_t, bool) { std::abort(); }
+void syrk_lower_avx2(const double*, int64_t, int64_t, int64_t, double*, int64_t, bool) { std::abort(); }
+}  // namespace effrank_fast
+#endif

@@ -66,6 +66,10 @@ MklKernel<T> find_mkl_kernel() {
   // future MKL change these internals in a way the self-test does not catch).
   const char* force = std::getenv("EFFRANK_FAST_CPU_SYRK");
   if (force != nullptr && std::string(force) == "blas") return {};
+#if !(defined(__x86_64__) || defined(__i386__))
+  (void)candidates;
+  return {};  // MKL's per-ISA kernels exist only on x86
+#else
   __builtin_cpu_init();
   for (const Candidate& c : candidates) {
     const bool isa_ok = c.isa[3] == '5' ? (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -78,6 +82,7 @@ MklKernel<T> find_mkl_kernel() {
     if (passes_self_test<T>(fn)) return {fn, c.name};
   }
   return {};
+#endif
 }
 
 template <typename T>
