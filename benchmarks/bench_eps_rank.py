@@ -11,7 +11,7 @@ passed its correctness check in the same run:
   svdvals         (torch.linalg.svdvals(phi)² / N > eps).sum()             count = float64 reference
   eps_rank        effrank_fast.eps_rank(phi, eps), default arguments       count = float64 reference
   eps_rank_nochk  the same, check=False                                    count = float64 reference
-  eps_rank_promo  eps_rank at ε = 1e-6, below the fp32 Gram's floor: the float64 promotion fires
+  eps_rank_promo  eps_rank at ε = 1e-6 (every eigenvalue ≥ 3e-5 lies above it: certified, unpromoted)
   one_liner_promo the one-liner at ε = 1e-6                                count = float64 reference
   torch_gemm      phi.T @ phi                                              ‖M − M₆₄‖ ≤ δ_G
   gram / gram_nochk  effrank_fast.gram(phi) with check=True / False        ‖M − M₆₄‖ ≤ δ_G
@@ -19,7 +19,8 @@ passed its correctness check in the same run:
   reptrix_rankme  reptrix.rankme.get_rankme (if installed)                 within 1e-3 of itself on fp64
   monai_erank     monai's _effective_rank_score (if installed)             within 1e-3 of its formula on
                                                                            the float64 reference σ
-and, on a float64 Gram [d, d] (d = 1024, 2048): eps_rank(gram=M) against cholesky_ex(M).
+and, on a float64 Gram [d, d] (d = 1024, 2048): eps_rank(gram=M) against cholesky_ex(M); and what
+a promotion costs where it fires (promotion_rows: the issue's rank-20 + 1e-7-noise case at ε = 1e-8).
 The float64 reference is an SVD-free float64 Gram of the upcast values plus eigvalsh (at these
 sizes as exact as the SVD, and 5× cheaper), checked for the gap at ε.
 """
@@ -124,6 +125,7 @@ def feature_rows(n: int, d: int, rounds: int) -> list[dict]:
     }
     promoted = eps_rank_result(phi, EPS_PROMO).promoted
     not_promoted = not eps_rank_result(phi, EPS).promoted
+    measures_not_promoted = not ef.measures(phi, eps=EPS).promoted
     ok = {name: bool(check(fn())) for name, (fn, check) in providers.items()}  # also the warm-up
     times: dict[str, list[float]] = {name: [] for name in providers}
     for _ in range(rounds):
@@ -147,6 +149,7 @@ def feature_rows(n: int, d: int, rounds: int) -> list[dict]:
             }
         )
     rows.append({"shape": f"{n}x{d}", "provider": "eps_rank at ε=1e-3 not promoted", "ok": not_promoted})
+    rows.append({"shape": f"{n}x{d}", "provider": "measures not promoted", "ok": measures_not_promoted})
     return rows
 
 
@@ -181,16 +184,62 @@ def given_gram_rows(d: int, rounds: int) -> list[dict]:
     ]
 
 
+def promotion_rows(rounds: int) -> list[dict]:
+    """What a promotion costs when it fires: the issue's case (N = 4096, d = 256, rank 20 with
+    λᵢ = 1/i plus 1e-7 noise, fp32). At ε = 1e-8 the fp32 Gram's δ_G covers τ, so eps_rank forms a
+    float64 Gram and counts again; at ε = 1e-3 the certificate passes without promotion."""
+    n, d, r = 4096, 256, 20
+    g = torch.Generator().manual_seed(1)
+    u = torch.linalg.qr(torch.randn(n, r, dtype=torch.float64, generator=g))[0] * n**0.5
+    v = torch.linalg.qr(torch.randn(d, r, dtype=torch.float64, generator=g))[0]
+    s = (1.0 / torch.arange(1, r + 1, dtype=torch.float64)).sqrt()
+    phi = ((u * s) @ v.T + 1e-7 * torch.randn(n, d, dtype=torch.float64, generator=g)).float()
+    ref = torch.linalg.eigvalsh(reference.gram(phi))
+    want = {e: int((ref > e).sum()) for e in (1e-3, 1e-8)}
+    promoted = {e: eps_rank_result(phi, e).promoted for e in (1e-3, 1e-8)}
+    providers: dict[str, tuple[Callable[[], object], Callable[[object], bool]]] = {
+        "eps_rank(1e-3), not promoted": (lambda: ef.eps_rank(phi, 1e-3), lambda c: int(c) == want[1e-3]),
+        "eps_rank(1e-8), promoted": (lambda: ef.eps_rank(phi, 1e-8), lambda c: int(c) == want[1e-8]),
+        "gram fp32": (lambda: ef.gram(phi), lambda m: True),
+        "gram acc_dtype=float64": (lambda: ef.gram(phi, acc_dtype=torch.float64), lambda m: True),
+        "one_liner(1e-8)": (
+            lambda: (torch.linalg.eigvalsh(phi.T @ phi / n) > 1e-8).sum(),
+            lambda c: int(c) == want[1e-8],
+        ),
+    }
+    ok = {name: bool(check(fn())) for name, (fn, check) in providers.items()}
+    ok["eps_rank(1e-3), not promoted"] &= not promoted[1e-3]
+    ok["eps_rank(1e-8), promoted"] &= promoted[1e-8]
+    times: dict[str, list[float]] = {name: [] for name in providers}
+    for _ in range(rounds):
+        for name, (fn, _check) in providers.items():
+            times[name].append(timed(fn))
+    base = statistics.median(times["eps_rank(1e-3), not promoted"])
+    return [
+        {
+            "shape": f"{n}x{d} rank {r}",
+            "provider": name,
+            "ok": ok[name],
+            "ms": statistics.median(t) if ok[name] else None,
+            "vs_unpromoted": statistics.median(t) / base if ok[name] else None,
+            "rounds": rounds,
+        }
+        for name, t in times.items()
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--shapes", default="20000x256,20000x1024")
     parser.add_argument("--gram-dims", default="1024,2048")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--no-promotion", action="store_true", help="skip the promotion-cost rows")
     args = parser.parse_args()
     print(machine_line(), flush=True)
     rows: list[dict] = []
-    cols = ["shape", "provider", "ok", "ms", "vs_one_liner", "vs_gemm", "vs_cholesky", "rounds", "note"]
+    cols = ["shape", "provider", "ok", "ms", "vs_one_liner", "vs_gemm", "vs_cholesky", "vs_unpromoted", "rounds"]
+    cols.append("note")
 
     def report(new: list[dict]) -> None:  # as each shape finishes: a long run keeps what it measured
         rows.extend(new)
@@ -205,6 +254,8 @@ def main() -> None:
     for d in args.gram_dims.split(","):
         if d:
             report(given_gram_rows(int(d), args.rounds))
+    if not args.no_promotion:
+        report(promotion_rows(args.rounds))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine_line(), "rows": rows}, indent=1))
 
