@@ -37,7 +37,6 @@ import torch
 __all__ = [
     "entropy_rank_from_eigenvalues",
     "entropy_rank_sensitivity",
-    "entropy_rank_spread",
     "gram_error_frobenius_estimate",
     "eps_counts",
     "noise_floor",
@@ -141,21 +140,6 @@ def entropy_rank_from_eigenvalues(
     return torch.where(positive, h.exp(), torch.zeros_like(h))
 
 
-def entropy_rank_spread(lam: torch.Tensor, floor: torch.Tensor | float, **convention) -> torch.Tensor:
-    """How far the entropy rank could move with the eigenvalues moving by up to ``floor``: 0-d.
-
-    max |erank(λ ± δ) − erank(λ)| over the two uniform shifts (each floored eigenvalue may hold up
-    to 2δ; the others move by δ). Not a rigorous bound (the entropy is not monotone in each λ_i),
-    a first-order sensitivity: it is large exactly when many eigenvalues sit near or below δ and
-    their σ would matter. ``convention``: the keywords of :func:`entropy_rank_from_eigenvalues`.
-    """
-    f = _as_floor(floor, lam)
-    value = entropy_rank_from_eigenvalues(lam, f, **convention)
-    up = entropy_rank_from_eigenvalues(lam + f, 0.0, **convention)
-    down = entropy_rank_from_eigenvalues(lam - f, 0.0, **convention)
-    return torch.maximum((up - value).abs(), (down - value).abs())
-
-
 def gram_error_frobenius_estimate(trace: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
     """Typical ‖M̂ − M‖_F of a Gram formed in ``acc_dtype`` (0-d float64): 8·u_acc·tr M.
 
@@ -177,8 +161,8 @@ def entropy_rank_sensitivity(
     eigenvalue at or below δ is counted as 0 but may be real anywhere in [0, δ] (16-bit features'
     quantisation spectrum sits there, below what a float32 Gram resolves), hence
     |erank(λ with every floored λ_i raised to δ) − erank(λ)|.
-    Unlike :func:`entropy_rank_spread` (every eigenvalue shifted by δ at once), this does not
-    promote benign spectra whose tail sits far above δ: their rounding is ~100× below δ·Σ|g|.
+    Unlike shifting every eigenvalue by δ at once (the rule this replaced), this does not promote
+    benign spectra whose tail sits far above δ: their rounding is ~100× below δ·Σ|g|.
     ``convention``: the keywords of :func:`entropy_rank_from_eigenvalues`.
     """
     f = _as_floor(floor, lam)

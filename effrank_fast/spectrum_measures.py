@@ -132,12 +132,16 @@ def _floor_and_error(
     mode: str,
     center: bool,
     solve_dtype: torch.dtype = torch.float64,
+    centring_cache: dict[torch.dtype, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(δ, ‖E‖_F estimate) for the matrix ``sp``: the noise floor, and the typical Frobenius size
-    of its rounding (formation + centring + eigensolve), for the sensitivity test. 0-d float64."""
+    of its rounding (formation + centring + eigensolve), for the sensitivity test. 0-d float64.
+    ``centring_cache`` keeps the centring error (a pass over Φ) per accumulation dtype across the
+    re-solves of :func:`_spectrum`."""
     dim = sp.matrix.shape[0]
     acc = sp.matrix.dtype if sp.matrix.dtype in (torch.float32, torch.float64) else torch.float32
-    solve_fro = (4.0 * dim**0.5 * torch.finfo(torch.float32).eps / 2) * lam_max.detach().double().abs()
+    # A float32 eigensolve's own δ_eig, taken as its Frobenius error too (float64's is negligible).
+    solve_fro = spectral.noise_floor(lam_max, dim, acc, gram_error=0.0, solve_dtype=solve_dtype)
     solve_fro = solve_fro if solve_dtype == torch.float32 else torch.zeros_like(solve_fro)
     if sp.n is None:  # gram= given: its entries are the input, exact by definition
         return spectral.noise_floor(lam_max, dim, acc, gram_error=0.0, solve_dtype=solve_dtype), solve_fro
@@ -150,8 +154,10 @@ def _floor_and_error(
     floor = spectral.noise_floor(lam_max, dim, acc, gram_error=None, solve_dtype=solve_dtype, diag_max=diag.max())
     fro = spectral.gram_error_frobenius_estimate(diag.double().sum(), acc) + solve_fro
     if center and phi is not None:
-        centring = _centring_floor(phi, weights, mode, acc)
-        floor, fro = floor + centring, fro + centring
+        cache = {} if centring_cache is None else centring_cache
+        if acc not in cache:
+            cache[acc] = _centring_floor(phi, weights, mode, acc)
+        floor, fro = floor + cache[acc], fro + cache[acc]
     return floor, fro
 
 
@@ -194,9 +200,10 @@ def _spectrum(
     fast = decide and sp.matrix.dtype == torch.float32 and sp.matrix.shape[0] >= FP32_SOLVE_MIN_DIM
     solve = torch.float32 if fast else torch.float64
     promoted = False
+    centring: dict[torch.dtype, torch.Tensor] = {}
     while True:
         lam = eigenvalues_desc(sp, solve)
-        floor, fro = _floor_and_error(sp, lam[0], phi, weights, mode, center, solve)
+        floor, fro = _floor_and_error(sp, lam[0], phi, weights, mode, center, solve, centring)
         if solve == torch.float64 and not promotable:
             break
         ref = lam.detach()

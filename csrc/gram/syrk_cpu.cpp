@@ -24,12 +24,6 @@ using SyrkFn = void (*)(const char*, const char*, const int64_t*, const int64_t*
                         const T*, T*, const int64_t*);
 
 template <typename T>
-struct MklKernel {
-  SyrkFn<T> fn = nullptr;
-  const char* name = "none";
-};
-
-template <typename T>
 bool passes_self_test(SyrkFn<T> fn) {
   // X [5, 3] row-major with small integers: every product and sum is exact in fp32.
   const T x[15] = {1, 2, 3, -1, 0, 2, 4, 1, -2, 0, 3, 1, 2, -1, 0};
@@ -48,27 +42,33 @@ bool passes_self_test(SyrkFn<T> fn) {
   return true;
 }
 
+// EFFRANK_FAST_CPU_SYRK=blas forces the threaded-BLAS path (tests, and a way out should a future
+// MKL change its internals in a way the self-test does not catch).
+bool forced_blas() {
+  static const bool forced = [] {
+    const char* force = std::getenv("EFFRANK_FAST_CPU_SYRK");
+    return force != nullptr && std::string(force) == "blas";
+  }();
+  return forced;
+}
+
 template <typename T>
-MklKernel<T> find_mkl_kernel() {
+SyrkFn<T> find_mkl_kernel() {
   constexpr bool f64 = std::is_same<T, double>::value;
   struct Candidate {
     const char* isa;
     const char* symbol;
-    const char* name;
   };
   // The widest ISA this CPU runs first. "avx512" needs only AVX-512F/BW/DQ/VL-class cores, for
   // which MKL's threaded SYRK is already fine, but the sequential kernel is never slower.
   const Candidate candidates[] = {
-      {"avx512f", f64 ? "mkl_blas_avx512_xdsyrk" : "mkl_blas_avx512_xssyrk", "mkl-avx512"},
-      {"avx2", f64 ? "mkl_blas_avx2_xdsyrk" : "mkl_blas_avx2_xssyrk", "mkl-avx2"},
+      {"avx512f", f64 ? "mkl_blas_avx512_xdsyrk" : "mkl_blas_avx512_xssyrk"},
+      {"avx2", f64 ? "mkl_blas_avx2_xdsyrk" : "mkl_blas_avx2_xssyrk"},
   };
-  // EFFRANK_FAST_CPU_SYRK=blas forces the threaded-BLAS path (tests, and a way out should a
-  // future MKL change these internals in a way the self-test does not catch).
-  const char* force = std::getenv("EFFRANK_FAST_CPU_SYRK");
-  if (force != nullptr && std::string(force) == "blas") return {};
+  if (forced_blas()) return nullptr;
 #if !(defined(__x86_64__) || defined(__i386__))
   (void)candidates;
-  return {};  // MKL's per-ISA kernels exist only on x86
+  return nullptr;  // MKL's per-ISA kernels exist only on x86
 #else
   __builtin_cpu_init();
   for (const Candidate& c : candidates) {
@@ -79,16 +79,17 @@ MklKernel<T> find_mkl_kernel() {
     void* sym = dlsym(RTLD_DEFAULT, c.symbol);
     if (sym == nullptr) continue;
     auto fn = reinterpret_cast<SyrkFn<T>>(sym);
-    if (passes_self_test<T>(fn)) return {fn, c.name};
+    if (passes_self_test<T>(fn)) return fn;
   }
-  return {};
+  return nullptr;
 #endif
 }
 
+// MKL's sequential SYRK for T on this CPU, or nullptr.
 template <typename T>
-const MklKernel<T>& mkl_kernel() {
-  static const MklKernel<T> k = find_mkl_kernel<T>();
-  return k;
+SyrkFn<T> mkl_kernel() {
+  static const SyrkFn<T> fn = find_mkl_kernel<T>();
+  return fn;
 }
 
 // Our AVX2 kernel (syrk_avx2.cpp) below this width, MKL's above: single-threaded on this EPYC,
@@ -97,17 +98,11 @@ const MklKernel<T>& mkl_kernel() {
 // MKL kernel is found.
 constexpr int64_t kOwnKernelMaxDim = 320;
 
-bool own_kernel_usable() {
-  static const bool usable = [] {
-    const char* force = std::getenv("EFFRANK_FAST_CPU_SYRK");
-    return !(force != nullptr && std::string(force) == "blas") && syrk_avx2_available();
-  }();
-  return usable;
-}
+bool own_kernel_usable() { return !forced_blas() && syrk_avx2_available(); }
 
 template <typename T>
 bool use_own_kernel(int64_t d) {
-  return own_kernel_usable() && (d <= kOwnKernelMaxDim || mkl_kernel<T>().fn == nullptr);
+  return own_kernel_usable() && (d <= kOwnKernelMaxDim || mkl_kernel<T>() == nullptr);
 }
 
 template <typename T>
@@ -116,13 +111,13 @@ bool run(const T* x, int64_t rows, int64_t d, int64_t ldx, T* c, int64_t ldc, bo
     syrk_lower_avx2(x, rows, d, ldx, c, ldc, accumulate);
     return true;
   }
-  const MklKernel<T>& k = mkl_kernel<T>();
-  if (k.fn == nullptr || rows > INT32_MAX || d > INT32_MAX || ldx > INT32_MAX || ldc > INT32_MAX) return false;
+  const SyrkFn<T> fn = mkl_kernel<T>();
+  if (fn == nullptr || rows > INT32_MAX || d > INT32_MAX || ldx > INT32_MAX || ldc > INT32_MAX) return false;
   // Read as column-major, x is the d×rows matrix A; the row-major lower triangle of C is the
   // column-major upper triangle of A·Aᵀ: SYRK("U", "N").
-  const int64_t n = d, k_rows = rows, lda = rows == 1 ? d : ldx;
+  const int64_t n = d, k_rows = rows;
   const T one = 1, beta = accumulate ? 1 : 0;
-  k.fn("U", "N", &n, &k_rows, &one, x, &lda, &beta, c, &ldc);
+  fn("U", "N", &n, &k_rows, &one, x, &ldx, &beta, c, &ldc);
   return true;
 }
 
@@ -139,12 +134,7 @@ bool syrk_lower_sequential(const double* x, int64_t rows, int64_t d, int64_t ldx
 }
 
 bool syrk_sequential_available(bool fp64) {
-  return own_kernel_usable() || (fp64 ? mkl_kernel<double>().fn != nullptr : mkl_kernel<float>().fn != nullptr);
-}
-
-const char* syrk_sequential_kernel_name(bool fp64, int64_t d) {
-  if (fp64 ? use_own_kernel<double>(d) : use_own_kernel<float>(d)) return "avx2";
-  return fp64 ? mkl_kernel<double>().name : mkl_kernel<float>().name;
+  return own_kernel_usable() || (fp64 ? mkl_kernel<double>() != nullptr : mkl_kernel<float>() != nullptr);
 }
 
 }  // namespace effrank_fast

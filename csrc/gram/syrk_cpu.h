@@ -7,7 +7,7 @@
 namespace effrank_fast {
 
 // C (row-major [d, d], leading dimension ldc) lower triangle (i ≥ j) = [C +] Σ_r X[r, i] X[r, j]
-// for a row-major X [rows, d] (row stride ldx ≥ d, unit column stride). Without `accumulate` C
+// for a row-major X [rows, d] (row stride ldx ≥ d even for one row, unit column stride). Without `accumulate` C
 // is not read. Entries above the diagonal are unspecified. Returns false (C untouched) when no
 // sequential kernel is usable here; the caller then falls back to the threaded BLAS.
 bool syrk_lower_sequential(const float* x, int64_t rows, int64_t d, int64_t ldx, float* c, int64_t ldc,
@@ -17,9 +17,5 @@ bool syrk_lower_sequential(const double* x, int64_t rows, int64_t d, int64_t ldx
 
 // Whether syrk_lower_sequential has a kernel for this precision on this CPU.
 bool syrk_sequential_available(bool fp64);
-
-// Which kernel syrk_lower_sequential uses for this width ("mkl-avx2", "none", ...), for tests
-// and benchmark records.
-const char* syrk_sequential_kernel_name(bool fp64, int64_t d);
 
 }  // namespace effrank_fast
