@@ -248,7 +248,7 @@ def get_extensions() -> list:
 
 def _write_build_config(cuda_arch_list: str | None) -> None:
     """Record what the CUDA kernels were built for, so that a GPU they cannot run on is refused
-    with a reason instead of a "no kernel image" error (effrank_fast/_native.py)."""
+    with a reason instead of a "no kernel image" error (effrank_fast/ops/native.py)."""
     path = os.path.join(ROOT, "effrank_fast", "_build_config.py")
     with open(path, "w") as f:
         f.write(f'"""Written by setup.py at build time (not tracked)."""\n\nCUDA_ARCH_LIST = {cuda_arch_list!r}\n')

@@ -46,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _timing import machine_line  # noqa: E402
 
 import effrank_fast as ef  # noqa: E402
-from effrank_fast.ops.tracker.result import TrackPath  # noqa: E402
+from effrank_fast.tracker.result import TrackPath  # noqa: E402
 
 EPS = [1e-2, 1e-3]
 HIDDEN = 4

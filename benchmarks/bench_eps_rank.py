@@ -41,9 +41,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import effrank_fast as ef  # noqa: E402
-from effrank_fast import reference  # noqa: E402
-from effrank_fast.measures import eps_rank_result  # noqa: E402
 from effrank_fast.ops.gram.error import gram_error_bound  # noqa: E402
+from effrank_fast.rank import (
+    eps_rank_result,  # noqa: E402
+    reference,
+)
 from effrank_fast.testing import features_with_spectrum, gapped_spectrum, random_orthogonal  # noqa: E402
 
 EPS = 1e-3

@@ -20,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 import effrank_fast as ef
-from effrank_fast.demo import build_model, target
+from effrank_fast.paper.demo import build_model, target
 from effrank_fast.quadrature import trapezoid
 
 

@@ -21,8 +21,8 @@ import time
 import torch
 
 import effrank_fast as ef
-from effrank_fast import spectral
-from effrank_fast.spectrum_measures import PROMOTE_AT, measures_from_eigenvalues
+from effrank_fast.rank import formulas
+from effrank_fast.rank.spectrum import PROMOTE_AT, measures_from_eigenvalues
 
 
 def _time(fn) -> float:
@@ -48,10 +48,10 @@ def main() -> None:
     lam = ef.eigenvalues(gram=m)
 
     def overhead():
-        floor = spectral.noise_floor(lam[0], d, torch.float32, diag_max=m.diagonal().max())
-        fro = spectral.gram_error_frobenius_estimate(m.diagonal().double().sum(), torch.float32)
-        v = spectral.entropy_rank_from_eigenvalues(lam, floor)
-        bool(spectral.entropy_rank_sensitivity(lam, floor, fro) > PROMOTE_AT * v)
+        floor = formulas.noise_floor(lam[0], d, torch.float32, diag_max=m.diagonal().max())
+        fro = formulas.gram_error_frobenius_estimate(m.diagonal().double().sum(), torch.float32)
+        v = formulas.entropy_rank_from_eigenvalues(lam, floor)
+        bool(formulas.entropy_rank_sensitivity(lam, floor, fro) > PROMOTE_AT * v)
         measures_from_eigenvalues(
             lam,
             torch.tensor([eps], dtype=torch.float64),

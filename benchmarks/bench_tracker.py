@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, ".")
 import effrank_fast as ef  # noqa: E402
 from effrank_fast.ops.jacobi_eigh import jacobi_eigh  # noqa: E402
-from effrank_fast.ops.tracker import orthonormalize  # noqa: E402
+from effrank_fast.tracker import orthonormalize  # noqa: E402
 
 
 def sequence(d: int, steps: int, rho: float, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
@@ -185,7 +185,7 @@ def run(small: bool) -> dict:
 def slq_study(seeds: int = 20) -> None:
     """Spread of the SLQ entropy-rank estimate vs its reported error, with and without the
     control variate (d = 200 power law, top 24 deflated exactly, 20 Lanczos steps)."""
-    from effrank_fast.ops.tracker import slq
+    from effrank_fast.tracker import slq
 
     gen = torch.Generator().manual_seed(0)
     d = 200

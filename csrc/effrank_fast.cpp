@@ -1,4 +1,4 @@
-// effrank_fast._C: native kernels for the ops whose schemas live in effrank_fast/_ops.py.
+// effrank_fast._C: native kernels for the ops whose schemas live in effrank_fast/ops/registry.py.
 //
 // This file only makes `import effrank_fast._C` load the shared library; the kernels register
 // themselves with TORCH_LIBRARY_IMPL(effrank_fast, <device>, m) in csrc/<op>/.

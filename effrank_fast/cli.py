@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from effrank_fast import demo as demo_mod
+from effrank_fast.paper import demo as demo_mod
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     r.set_defaults(func=_report)
     sub.add_parser("info", help="versions, devices and available backends").set_defaults(func=_info)
-    from effrank_fast.experiments import cli as experiments_cli  # the `experiment` command (docs/staircase.md)
+    from effrank_fast.paper.experiments import cli as experiments_cli  # the `experiment` command (docs/staircase.md)
 
     experiments_cli.register(sub)
     return p

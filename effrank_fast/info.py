@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from effrank_fast import _backends, _native
+from effrank_fast.ops import backends, native
 
 
 def _version(module: str) -> str:
@@ -20,14 +20,14 @@ def _version(module: str) -> str:
 
 def report() -> str:
     """The report as text; asking about CUDA here is fine (this is not the import path)."""
-    from effrank_fast import __version__
+    from effrank_fast._version import __version__
 
     lines = [
         f"effrank_fast {__version__}",
         f"python {platform.python_version()} ({sys.platform})",
         f"torch {torch.__version__} (CUDA build: {torch.version.cuda or 'no'})",
         f"triton {_version('triton')}",
-        f"native extension: {'loaded' if _native.HAS_NATIVE else 'missing: ' + str(_native.NATIVE_ERROR)}",
+        f"native extension: {'loaded' if native.HAS_NATIVE else 'missing: ' + str(native.NATIVE_ERROR)}",
     ]
     devices = [torch.device("cpu")]
     if torch.cuda.is_available():
@@ -37,10 +37,10 @@ def report() -> str:
     else:
         lines.append("cuda device: none visible")
     for dev in devices:
-        lines.append(f"[{dev.type}] Gram backends (auto order {_backends.AUTO_ORDER.get(dev.type)}):")
-        for name, reason in _backends.explain(dev).items():
+        lines.append(f"[{dev.type}] Gram backends (auto order {backends.AUTO_ORDER.get(dev.type)}):")
+        for name, reason in backends.explain(dev).items():
             lines.append(f"  {name:7s} {'available' if reason is None else 'unavailable: ' + reason}")
-        reason = _backends.inertia_why_not(dev)
+        reason = backends.inertia_why_not(dev)
         lines.append(f"  count method inertia: {'available' if reason is None else 'unavailable: ' + reason}")
         lines.append("  count method eigh: available")
     return "\n".join(lines)

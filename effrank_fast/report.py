@@ -2,7 +2,7 @@
 
 ``report(run_dir)`` reads history.jsonl, spectrum.jsonl and meta.json (a run killed mid-way is
 read up to its last flush), finds the staircase of every layer and ε
-(:func:`effrank_fast.staircase.detect`), writes ``summary.json`` and the figures
+(:func:`effrank_fast.paper.staircase.detect`), writes ``summary.json`` and the figures
 ``staircase``, ``layers`` and ``spectrum`` (PNG + SVG), and returns the summary.
 """
 
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from effrank_fast import staircase
 from effrank_fast.monitor.engines import eps_label
 from effrank_fast.monitor.history import read_jsonl, to_jsonable
 from effrank_fast.monitor.sinks import HISTORY_CSV, HISTORY_JSONL, META_JSON, SPECTRUM_JSONL
+from effrank_fast.paper import staircase
 
 SUMMARY_JSON = "summary.json"
 RUN_FILES = (HISTORY_JSONL, HISTORY_CSV, SPECTRUM_JSONL, META_JSON)  # what the monitor writes

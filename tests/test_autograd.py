@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import effrank_fast as ef
-from effrank_fast import _backends
+from effrank_fast.ops import backends
 
-BACKENDS = [name for name, why in _backends.explain(torch.device("cpu")).items() if why is None]
+BACKENDS = [name for name, why in backends.explain(torch.device("cpu")).items() if why is None]
 
 
 def _inputs(n: int, d: int, weighted: bool, seed: int = 0):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import effrank_fast as ef
-from effrank_fast import conventions
+from effrank_fast.rank import conventions
 
 SHAPES = [(200, 24), (40, 64), (12, 12)]
 

@@ -12,9 +12,10 @@ import pytest
 import scipy.stats
 import torch
 
-from effrank_fast import cli, plotting, staircase
-from effrank_fast.demo import DemoConfig
+from effrank_fast import cli, plotting
 from effrank_fast.monitor import read_csv, read_jsonl
+from effrank_fast.paper import staircase
+from effrank_fast.paper.demo import DemoConfig
 
 LAYERS = ("hidden1", "hidden2", "hidden3")
 

@@ -1,6 +1,6 @@
 """The count contract of issue 10: exact ε-ranks with default arguments, for every input dtype.
 
-Every expected count comes from ``effrank_fast.reference`` (a float64 SVD of the given values,
+Every expected count comes from ``effrank_fast.rank.reference`` (a float64 SVD of the given values,
 upcast exactly). A case is only asserted where the contract applies: no reference eigenvalue within
 1e-9·λ_max of τ (``_gapped``), so every assertion here can fail.
 """
@@ -11,15 +11,15 @@ import pytest
 import torch
 
 import effrank_fast as ef
-from effrank_fast import _native, reference
-from effrank_fast.measures import eps_rank_result
+from effrank_fast.ops import native
 from effrank_fast.ops.gram.error import gram_error_bound
 from effrank_fast.ops.inertia import inertia_count, inertia_count_relative
+from effrank_fast.rank import eps_rank_result, reference
 from effrank_fast.testing import features_with_spectrum, random_orthogonal
 
 F64 = torch.float64
 LOW = (torch.float32, torch.bfloat16, torch.float16)
-needs_inertia = pytest.mark.skipif(not _native.has_kernel("inertia", "cpu"), reason="no native inertia kernel")
+needs_inertia = pytest.mark.skipif(not native.has_kernel("inertia", "cpu"), reason="no native inertia kernel")
 
 
 def _gapped(
@@ -83,7 +83,7 @@ def test_gram_error_bound_covers_the_actual_error():
     g = torch.Generator().manual_seed(3)
     for dtype in LOW:
         for backend in ("torch", "native"):
-            if backend == "native" and not _native.has_kernel("gram_native", "cpu"):
+            if backend == "native" and not native.has_kernel("gram_native", "cpu"):
                 continue
             phi = (torch.randn(3000, 64, generator=g, dtype=F64) * torch.logspace(0, -3, 64, dtype=F64)).to(dtype)
             m = ef.gram(phi, backend=backend)

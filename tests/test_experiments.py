@@ -16,8 +16,8 @@ import torch
 
 import effrank_fast as ef
 from effrank_fast import cli, report
-from effrank_fast.experiments import common, figures, runner, stats
 from effrank_fast.monitor import read_jsonl
+from effrank_fast.paper.experiments import common, figures, runner, stats
 
 FAST = {"eps": [1e-2, 1e-3], "every": 1, "bound_every": 5, "spectrum_every": 5}
 

@@ -11,7 +11,7 @@ import pathlib
 import pytest
 import torch
 
-from effrank_fast import _native
+from effrank_fast.ops import native
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CUDA_OPS = ("inertia", "tridiag_top", "jacobi_eigh")  # every TORCH_LIBRARY_IMPL(effrank_fast, CUDA, m)
@@ -42,12 +42,12 @@ def test_every_cuda_kernel_is_listed():
 @pytest.mark.gpu
 @pytest.mark.parametrize("op", CUDA_OPS)
 def test_cuda_kernel_is_registered(op):
-    assert _native.HAS_NATIVE, f"effrank_fast._C did not load: {_native.NATIVE_ERROR}"
-    assert _native.has_kernel(op, "cuda"), (
+    assert native.HAS_NATIVE, f"effrank_fast._C did not load: {native.NATIVE_ERROR}"
+    assert native.has_kernel(op, "cuda"), (
         f"effrank_fast::{op} has no CUDA kernel: the extension was built without CUDA "
         "(see the build log's '[effrank_fast setup]' lines)"
     )
-    assert _native.kernel_missing_reason(op, torch.device("cuda")) is None
+    assert native.kernel_missing_reason(op, torch.device("cuda")) is None
 
 
 def test_cuda_home_rejects_a_wrapper_prefix(tmp_path, monkeypatch):

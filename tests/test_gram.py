@@ -6,15 +6,15 @@ import pytest
 import torch
 
 import effrank_fast as ef
-from effrank_fast import _native
+from effrank_fast.ops import native
 from effrank_fast.ops.gram import gram_ref
 from effrank_fast.testing import gram_error_bound
 
 BACKENDS = [
-    b for b in ("torch", "native") if ef._backends.BACKENDS[b].why_not(torch.device("cpu"), torch.float32) is None
+    b for b in ("torch", "native") if ef.ops.backends.BACKENDS[b].why_not(torch.device("cpu"), torch.float32) is None
 ]
 CHUNK = 8192  # the largest chunk either CPU backend sums before adding to the total
-needs_native = pytest.mark.skipif(not _native.has_kernel("gram_native", "cpu"), reason=str(_native.NATIVE_ERROR))
+needs_native = pytest.mark.skipif(not native.has_kernel("gram_native", "cpu"), reason=str(native.NATIVE_ERROR))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -29,7 +29,8 @@ from inertia_cases import (
     spectrum_matrix,
 )
 
-from effrank_fast import InertiaFallbackWarning, _native, eps_rank
+from effrank_fast import InertiaFallbackWarning, eps_rank
+from effrank_fast.ops import native
 from effrank_fast.ops.inertia import (
     bunch_kaufman_counts,
     default_band_rel,
@@ -42,7 +43,7 @@ from effrank_fast.ops.inertia import (
 from effrank_fast.ops.inertia.robust import bk_positive_count, butterfly_congruence
 
 pytestmark = pytest.mark.skipif(
-    not _native.has_kernel("inertia", "cpu"), reason=f"native CPU kernel missing: {_native.NATIVE_ERROR}"
+    not native.has_kernel("inertia", "cpu"), reason=f"native CPU kernel missing: {native.NATIVE_ERROR}"
 )
 
 SIZES = [*range(1, 18), 31, 63, 64, 65, 100, 127, 129, 200, 257, 333, 512, 700, 1024]
@@ -390,10 +391,10 @@ def test_torch_compile_fullgraph_cpu():
 
 
 def test_count_method_rule():
-    from effrank_fast import _backends
+    from effrank_fast.ops import backends
 
     cpu = torch.device("cpu")
-    pick = _backends.select_count_method
+    pick = backends.select_count_method
     assert pick("auto", cpu, 1, "given", dim=32) == "eigh"  # parity below d = 64: one spectrum serves all
     # eps_rank's certificate (gram_error, the default): two factorisations per threshold
     assert pick("auto", cpu, 1, "given", dim=100) == "eigh"  # 2 > 1 at 64 ≤ d < 128
@@ -406,12 +407,12 @@ def test_count_method_rule():
     assert pick("auto", cpu, 1, "torch", dim=500) == "eigh"  # the pure-PyTorch backend was forced
     assert pick("inertia", cpu, 9, "torch", dim=8) == "inertia"
     assert pick("eigh", cpu, 1, "given", dim=500) == "eigh"
-    assert _backends.inertia_factorisations(4, None, gram_error=True) == 8
-    assert _backends.inertia_factorisations(4, "max", gram_error=True) == 10
+    assert backends.inertia_factorisations(4, None, gram_error=True) == 8
+    assert backends.inertia_factorisations(4, "max", gram_error=True) == 10
     # M taken as exact (gram_error=False): one per threshold, three for a certified float64 M
-    assert _backends.inertia_factorisations(4, "max") == 10 and _backends.inertia_factorisations(4, None) == 4
-    assert _backends.inertia_factorisations(4, None, certify=True) == 12
-    assert _backends.inertia_factorisations(4, "max", certify=True) == 26
+    assert backends.inertia_factorisations(4, "max") == 10 and backends.inertia_factorisations(4, None) == 4
+    assert backends.inertia_factorisations(4, None, certify=True) == 12
+    assert backends.inertia_factorisations(4, "max", certify=True) == 26
     old = {"gram_error": False}
     assert pick("auto", cpu, 3, "native", dim=300, **old) == "inertia"
     assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float32, **old) == "inertia"

@@ -22,14 +22,14 @@ import pytest
 import torch
 from inertia_cases import F64, between, crafted_growth, power_law, spectrum_matrix
 
-from effrank_fast import _native
+from effrank_fast.ops import native
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAILING = {"syrkx": 0, "gemm": 1, "blocks": 2}
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ (C++20) to build the emulation"),
-    pytest.mark.skipif(not _native.has_kernel("inertia", "cpu"), reason="the CPU kernel is the comparison"),
+    pytest.mark.skipif(not native.has_kernel("inertia", "cpu"), reason="the CPU kernel is the comparison"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""SFLI (effrank_fast.init.sfli_) against its formula: γ, unit/Gaussian directions, hyperplanes that cut Ω."""
+"""SFLI (effrank_fast.paper.sfli.sfli_) against its formula: γ, unit/Gaussian directions, hyperplanes that cut Ω."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import effrank_fast as ef
-from effrank_fast.init import sfli_
+from effrank_fast.paper.sfli import sfli_
 
 
 def _gen(seed: int = 0) -> torch.Generator:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from effrank_fast import _native
+from effrank_fast.ops import native
 from effrank_fast.ops.jacobi_eigh import JacobiResult, default_tol, jacobi_eigh, jacobi_eigh_ref
 from tests.conftest import devices
 
 needs_native_cpu = pytest.mark.skipif(
-    _native.kernel_missing_reason("jacobi_eigh", "cpu") is not None, reason="native jacobi_eigh (CPU) not built"
+    native.kernel_missing_reason("jacobi_eigh", "cpu") is not None, reason="native jacobi_eigh (CPU) not built"
 )
 
 

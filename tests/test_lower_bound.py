@@ -1,4 +1,4 @@
-"""The ε-rank loss lower bound (effrank_fast.lower_bound) against independent float64 computations."""
+"""The ε-rank loss lower bound (effrank_fast.paper.lower_bound) against independent float64 computations."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import effrank_fast as ef
-from effrank_fast.lower_bound import loss_lower_bound, readout_coefficients, span_distance, weighted_l2_error
+from effrank_fast.paper.lower_bound import loss_lower_bound, readout_coefficients, span_distance, weighted_l2_error
 
 
 def _features(seed: int, n: int = 24, points: int = 800) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

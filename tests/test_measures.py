@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import effrank_fast as ef
-from effrank_fast import _backends
+from effrank_fast.ops import backends
 from effrank_fast.testing import (
     entropy_perturbation_bound,
     features_with_spectrum,
@@ -17,7 +17,7 @@ from effrank_fast.testing import (
 
 def _available_backends(device: str = "cpu") -> list[str]:
     dev = torch.device(device)
-    return [name for name, why in _backends.explain(dev).items() if why is None and name != "triton"]
+    return [name for name, why in backends.explain(dev).items() if why is None and name != "triton"]
 
 
 BACKENDS = _available_backends()
@@ -85,7 +85,7 @@ def test_float_measures_within_derived_tolerance(backend, dtype, n, d, center, w
     got = ef.measures(phi, eps=[1e-3], backend=backend, **kw)
     # δ from the matrix the measures used: the Gram, or the N×N kernel when n < d (same nonzero
     # spectrum), against the same matrix formed in float64 from the given values.
-    from effrank_fast._prepare import features_to_matrix
+    from effrank_fast.rank.prepare import features_to_matrix
 
     mhat = features_to_matrix(phi, w, "mean", center, backend, None, True).matrix.double()
     a = ef.reference._weighted_features(phi, w, "mean", center)

@@ -136,7 +136,7 @@ def test_warm_tracker_step_reads_nothing_back_and_refreshes(monkeypatch):
     read allowed is of the deferred flags' host copy (HostFlags.poll: on CUDA a pinned copy whose
     event has completed). The periodic exact refresh shows in the path codes: all EIGH exactly on
     the refresh steps (the tracker counts updates from 1; one update per measured step)."""
-    from effrank_fast.ops.tracker.deferred import HostFlags
+    from effrank_fast.tracker.deferred import HostFlags
 
     inside_poll = []
     real_poll = HostFlags.poll

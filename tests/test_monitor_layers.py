@@ -1,7 +1,7 @@
 """Hook discovery: Sequential, nested custom modules, a reused last Linear, names, modules, callables.
 
 Each test recomputes the features the monitor should have captured by hand and checks the
-logged measures against the float64 oracle (effrank_fast.reference) on those features.
+logged measures against the float64 oracle (effrank_fast.rank.reference) on those features.
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ import pytest
 import torch
 from torch import nn
 
-from effrank_fast import RankMonitor, _native
+from effrank_fast import RankMonitor
+from effrank_fast.ops import native
 from effrank_fast.quadrature import trapezoid
 
 EPS = [1e-2, 1e-3, 1e-4]
@@ -98,7 +99,7 @@ def test_the_check_catches_an_engine_that_syncs():
     mon.close()
 
 
-@pytest.mark.skipif(not _native.has_kernel("jacobi_eigh", "cpu"), reason="needs the native jacobi_eigh CPU kernel")
+@pytest.mark.skipif(not native.has_kernel("jacobi_eigh", "cpu"), reason="needs the native jacobi_eigh CPU kernel")
 def test_sync_free_exact_engine_passes_the_check_and_matches_eigvalsh():
     mon = _monitor("cpu", tracker="exact", tracker_options={"solver": "jacobi"})
     rows = assert_steps_do_not_sync(mon, 3, simulated_sync_errors)
@@ -142,7 +143,7 @@ def test_warm_tracker_without_refresh_does_not_synchronise_on_cuda():
     mon.close()
 
 
-@pytest.mark.skipif(not _native.has_kernel("jacobi_eigh", "cpu"), reason="needs the native jacobi_eigh CPU kernel")
+@pytest.mark.skipif(not native.has_kernel("jacobi_eigh", "cpu"), reason="needs the native jacobi_eigh CPU kernel")
 def test_warm_tracker_without_refresh_passes_the_check_on_cpu():
     """eigensolver="jacobi": what "auto" picks on CUDA (on the CPU it picks eigh, which needs no sync there)."""
     opts = {"k": 8, "refresh_every": None, "eigensolver": "jacobi"}
@@ -151,7 +152,7 @@ def test_warm_tracker_without_refresh_passes_the_check_on_cpu():
     mon.close()
 
 
-@pytest.mark.skipif(not _native.has_kernel("jacobi_eigh", "cpu"), reason="needs the native jacobi_eigh CPU kernel")
+@pytest.mark.skipif(not native.has_kernel("jacobi_eigh", "cpu"), reason="needs the native jacobi_eigh CPU kernel")
 def test_warm_started_jacobi_engine_matches_float64_eigvalsh_along_a_drifting_gram():
     """A graded (power-law) spectrum, M_{t+1} = (I + ρR)ᵀ M_t (I + ρR): every step's eigenvalues
     within the Weyl bound of the converged solve (plus V's orthogonality error) of eigvalsh's."""

@@ -42,8 +42,8 @@ def test_works_without_native_extension():
     res = _run(
         """
         import torch, effrank_fast as ef
-        from effrank_fast import _native
-        assert not _native.HAS_NATIVE and "EFFRANK_FAST_DISABLE_NATIVE" in _native.NATIVE_ERROR
+        from effrank_fast.ops import native
+        assert not native.HAS_NATIVE and "EFFRANK_FAST_DISABLE_NATIVE" in native.NATIVE_ERROR
         phi = torch.randn(200, 12, dtype=torch.float64)
         assert int(ef.eps_rank(phi, 0.5)) == int(ef.reference.eps_rank(phi, 0.5))
         try:
@@ -66,8 +66,8 @@ def test_works_without_triton():
         import sys
         sys.modules["triton"] = None  # makes `import triton` raise ImportError
         import torch, effrank_fast as ef
-        from effrank_fast import _backends
-        reason = _backends.explain(torch.device("cpu"))["triton"]
+        from effrank_fast.ops import backends
+        reason = backends.explain(torch.device("cpu"))["triton"]
         assert reason is not None and "triton" in reason, reason
         print(int(ef.eps_rank(torch.randn(50, 5), 1e-3)))
         """
@@ -111,23 +111,23 @@ def test_info_reports_backends_and_reasons():
     ],
 )
 def test_cuda_arch_compatibility_rule(archs, capability, runs):
-    from effrank_fast._native import arch_runs_on
+    from effrank_fast.ops.native import arch_runs_on
 
     assert arch_runs_on(archs, capability) is runs
 
 
 def test_build_records_its_cuda_arch_list():
-    from effrank_fast import _native
+    from effrank_fast.ops import native
 
-    if not _native.HAS_NATIVE:
-        pytest.skip(f"no native extension: {_native.NATIVE_ERROR}")
-    archs = _native.built_cuda_archs()
-    if _native.has_kernel("inertia", "cuda"):
+    if not native.HAS_NATIVE:
+        pytest.skip(f"no native extension: {native.NATIVE_ERROR}")
+    archs = native.built_cuda_archs()
+    if native.has_kernel("inertia", "cuda"):
         assert archs  # a CUDA build says what it targets
     else:
         assert archs is None
-    assert _native.kernel_missing_reason("inertia", "cpu") is None
-    assert _native.kernel_missing_reason("inertia", torch.device("cpu")) is None
+    assert native.kernel_missing_reason("inertia", "cpu") is None
+    assert native.kernel_missing_reason("inertia", torch.device("cpu")) is None
 
 
 def test_import_loads_no_dynamo():
@@ -150,7 +150,7 @@ def test_import_loads_no_dynamo():
 
 def test_selectors_carry_the_mark_torch_compile_reads():
     """_backends marks its selectors without importing Dynamo; the mark must be the decorator's own."""
-    from effrank_fast import _backends
+    from effrank_fast.ops import backends
 
     def probe():
         return 1
@@ -159,7 +159,7 @@ def test_selectors_carry_the_mark_torch_compile_reads():
     torch.compiler.assume_constant_result(probe)
     added = set(vars(probe)) - before
     assert added == {"_dynamo_marked_constant"} and probe._dynamo_marked_constant is True
-    for fn in (_backends.select_gram_backend, _backends.select_count_method):
+    for fn in (backends.select_gram_backend, backends.select_count_method):
         assert getattr(fn, "_dynamo_marked_constant", False) is True
 
 

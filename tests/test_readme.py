@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from effrank_fast import _native
+from effrank_fast.ops import native
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCKS = re.findall(r"^```python\n(.*?)^```", (ROOT / "README.md").read_text(), flags=re.S | re.M)
@@ -23,8 +23,8 @@ def test_the_readme_has_python_snippets():
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_snippet_runs(index, tmp_path):
     code = BLOCKS[index]
-    if "ops.inertia" in code and not _native.HAS_NATIVE:
-        pytest.skip(f"needs the compiled extension: {_native.NATIVE_ERROR}")
+    if "ops.inertia" in code and not native.HAS_NATIVE:
+        pytest.skip(f"needs the compiled extension: {native.NATIVE_ERROR}")
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",

@@ -1,6 +1,6 @@
 """The σ-based measures' contract: within 1e-3 of the float64 reference with default arguments,
 no leak of the Gram's rounding noise into Σσ, no bias on well-conditioned inputs, and every rank 0
-for a numerically zero matrix. Expected values come from effrank_fast.reference (a float64 SVD).
+for a numerically zero matrix. Expected values come from effrank_fast.rank.reference (a float64 SVD).
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import effrank_fast as ef
-from effrank_fast import spectral
-from effrank_fast.spectrum_measures import measures_from_eigenvalues
+from effrank_fast.rank import formulas
+from effrank_fast.rank.spectrum import measures_from_eigenvalues
 
 DTYPES = [torch.float32, torch.bfloat16, torch.float16, torch.float64]
 
@@ -132,7 +132,7 @@ def test_floor_rule_on_a_given_spectrum():
     sigma = torch.tensor([1.0, 0.5, 1e-6], dtype=torch.float64).sqrt()
     p = sigma / sigma.sum()
     want = float(torch.exp(-(p * p.log()).sum()))
-    assert float(spectral.entropy_rank_from_eigenvalues(lam, floor)) == pytest.approx(want, rel=1e-14)
+    assert float(formulas.entropy_rank_from_eigenvalues(lam, floor)) == pytest.approx(want, rel=1e-14)
     m = measures_from_eigenvalues(
         lam, torch.tensor([1e-3]), None, mode="mean", center=False, n=None, backend="x", floor=2.0
     )
@@ -141,9 +141,9 @@ def test_floor_rule_on_a_given_spectrum():
 
 def test_noise_floor_uses_the_gram_error_when_given():
     lam_max = torch.tensor(2.0, dtype=torch.float64)
-    est = spectral.noise_floor(lam_max, 100, torch.float32)
-    given = spectral.noise_floor(lam_max, 100, torch.float32, gram_error=1e-3)
-    exact = spectral.noise_floor(lam_max, 100, torch.float32, gram_error=0.0)
+    est = formulas.noise_floor(lam_max, 100, torch.float32)
+    given = formulas.noise_floor(lam_max, 100, torch.float32, gram_error=1e-3)
+    exact = formulas.noise_floor(lam_max, 100, torch.float32, gram_error=0.0)
     assert float(est) == pytest.approx(10 * 2**-24 * 2 + 400 * 2**-53 * 2)
     assert float(given) == pytest.approx(1e-3 + 400 * 2**-53 * 2)
     assert float(exact) < float(est) < float(given)
@@ -152,7 +152,7 @@ def test_noise_floor_uses_the_gram_error_when_given():
 def test_float32_eigensolve_is_kept_when_insensitive(monkeypatch):
     """d ≥ FP32_SOLVE_MIN_DIM (lowered to 512 here), well conditioned: one float32 eigvalsh, no
     float64 one, and still within 1e-5."""
-    import effrank_fast.spectrum_measures as sm
+    import effrank_fast.rank.spectrum as sm
 
     monkeypatch.setattr(sm, "FP32_SOLVE_MIN_DIM", 512)
     g = torch.Generator().manual_seed(12)
@@ -175,7 +175,7 @@ def test_float32_eigensolve_is_kept_when_insensitive(monkeypatch):
 
 @pytest.mark.parametrize("kind", ["power", "geometric", "flat"])
 def test_sensitivity_bounds_random_perturbations(kind):
-    """spectral.entropy_rank_sensitivity: (1) for M + E with ‖E‖_F = e, the entropy rank moves by
+    """formulas.entropy_rank_sensitivity: (1) for M + E with ‖E‖_F = e, the entropy rank moves by
     at most its first-order part (float64 eigvalsh of M + E, independent of the formula's g);
     (2) eigenvalues at or below the floor placed anywhere in [0, δ] move it by at most the floor part."""
     d = 120
@@ -185,23 +185,23 @@ def test_sensitivity_bounds_random_perturbations(kind):
     m = (q * lam) @ q.T
     g = torch.Generator().manual_seed(6)
     e = 1e-9
-    sens = float(spectral.entropy_rank_sensitivity(lam, 0.0, e))
-    base = float(spectral.entropy_rank_from_eigenvalues(lam))
+    sens = float(formulas.entropy_rank_sensitivity(lam, 0.0, e))
+    base = float(formulas.entropy_rank_from_eigenvalues(lam))
     moved = []
     for _ in range(10):
         pert = torch.randn(d, d, dtype=torch.float64, generator=g)
         pert = pert + pert.T
         pert *= e / torch.linalg.matrix_norm(pert)
         got = torch.linalg.eigvalsh(m + pert).flip(0)
-        moved.append(abs(float(spectral.entropy_rank_from_eigenvalues(got)) - base))
+        moved.append(abs(float(formulas.entropy_rank_from_eigenvalues(got)) - base))
     assert max(moved) <= sens * (1 + 1e-3) + 1e-12
     assert sens > 0 and max(moved) > 0
     # (2): a tail below δ
     floor = float(lam[d // 2])
     tail = lam <= floor
-    sens_f = float(spectral.entropy_rank_sensitivity(lam, floor, 0.0))
-    floored = float(spectral.entropy_rank_from_eigenvalues(lam, floor))
+    sens_f = float(formulas.entropy_rank_sensitivity(lam, floor, 0.0))
+    floored = float(formulas.entropy_rank_from_eigenvalues(lam, floor))
     for _ in range(10):
         placed = torch.where(tail, torch.rand(d, dtype=torch.float64, generator=g) * floor, lam)
         placed = placed.sort(descending=True).values
-        assert abs(float(spectral.entropy_rank_from_eigenvalues(placed)) - floored) <= sens_f * (1 + 1e-9) + 1e-12
+        assert abs(float(formulas.entropy_rank_from_eigenvalues(placed)) - floored) <= sens_f * (1 + 1e-9) + 1e-12

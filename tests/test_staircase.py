@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from effrank_fast import staircase
+from effrank_fast.paper import staircase
 
 
 def _staircase(levels, lengths, *, flicker=0.15, ramp=0, seed=0):

@@ -375,7 +375,7 @@ def test_cuda_deferred_mode_has_no_host_sync():
     d = 256
     eps = [0.3, 1e-2]
     grams = [g.cuda() for g in drift_sequence(d, 4 * d, steps=5, rho=0.01, seed=14)]
-    escalate = ef._native.has_kernel("inertia", "cuda")
+    escalate = ef.ops.native.has_kernel("inertia", "cuda")
     tr = ef.SpectrumTracker(k=32, oversample=16, eps=eps, relative="max", sync="deferred", escalate=escalate)
     tr.update(grams[0])  # first call: lazy CUDA init, generator creation
     torch.cuda.synchronize()
@@ -416,7 +416,7 @@ def test_cuda_side_stream_results_one_step_late():
 @pytest.mark.parametrize("device", devices())
 def test_certificate_rejects_nothing_true(device):
     # Property test of the bounds alone: random subspaces (not converged), many thresholds.
-    from effrank_fast.ops.tracker import certify, count_bounds, orthonormalize, rayleigh_ritz
+    from effrank_fast.tracker import certify, count_bounds, orthonormalize, rayleigh_ritz
 
     gen = torch.Generator().manual_seed(16)
     for trial in range(6):

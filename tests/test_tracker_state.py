@@ -11,11 +11,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import effrank_fast as ef
-from effrank_fast import _native
+from effrank_fast.ops import native
 from tests.test_tracker import check_result, drift_sequence
 
 needs_native_jacobi = pytest.mark.skipif(
-    _native.kernel_missing_reason("jacobi_eigh", "cpu") is not None, reason="native jacobi_eigh (CPU) not built"
+    native.kernel_missing_reason("jacobi_eigh", "cpu") is not None, reason="native jacobi_eigh (CPU) not built"
 )
 
 
@@ -164,7 +164,7 @@ def test_jacobi_sweep_cap_is_sound(monkeypatch):
     cold_iters=0 (a random basis): the cap is hit, the left-over off-diagonal shows in the
     residuals, the step is not accepted on that solve but iterates, and every reported number
     stays certified."""
-    from effrank_fast.ops.tracker import subspace
+    from effrank_fast.tracker import subspace
 
     solves = []
     real = subspace.jacobi_eigh

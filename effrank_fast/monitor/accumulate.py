@@ -15,33 +15,24 @@ float64 unless ``acc_dtype`` says otherwise.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 
 import torch
 
-from effrank_fast import _backends
-from effrank_fast.measures import gram
 from effrank_fast.monitor.layers import Fused
+from effrank_fast.ops import backends
 from effrank_fast.ops.gram import default_acc_dtype
+from effrank_fast.ops.linear_act_gram import linear_act_gram
+from effrank_fast.rank import gram
 
-FUSED_MODULE = "effrank_fast.ops.linear_act_gram"
 # The Gram backend (after EFFRANK_FAST_BACKEND) → linear_act_gram's backend. It has no "native":
 # that maps to "auto" (the fused Triton kernel on CUDA, PyTorch elsewhere).
 FUSED_BACKENDS = {"auto": "auto", "torch": "torch", "triton": "triton", "native": "auto"}
 
 
 def load_fused_kernel() -> Callable[..., object]:
-    """``linear_act_gram`` from effrank_fast.ops.linear_act_gram, or an ImportError naming ``fused=``."""
-    try:
-        module = importlib.import_module(FUSED_MODULE)
-        kernel: Callable[..., object] = module.linear_act_gram
-        return kernel
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(
-            f"fused=True needs {FUSED_MODULE}.linear_act_gram, which is not available in this installation "
-            f"({type(exc).__name__}: {exc}); use fused=False"
-        ) from exc
+    """The fused linear+activation Gram kernel (:func:`effrank_fast.ops.linear_act_gram.linear_act_gram`)."""
+    return linear_act_gram
 
 
 def _linear_operands(x: torch.Tensor, lin: torch.nn.Linear) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -128,7 +119,7 @@ class GramAccumulator:
 
     def _fused_backend(self) -> dict[str, str]:
         """``backend=`` for the fused kernel; left out for "auto", the kernel's default."""
-        name = FUSED_BACKENDS[_backends.requested_backend(self.backend)]
+        name = FUSED_BACKENDS[backends.requested_backend(self.backend)]
         return {} if name == "auto" else {"backend": name}
 
     def tensors(self) -> list[torch.Tensor]:

@@ -1,7 +1,7 @@
 """Spectral engines (``RankMonitor(tracker=...)``): Gram matrix M [d, d] → one packed row of measures.
 
 - ``"exact"`` (default): every eigenvalue of M in float64 at every measured step, through
-  :func:`effrank_fast.measures.measures_from_eigenvalues`; the full spectrum is available. The
+  :func:`effrank_fast.rank.measures_from_eigenvalues`; the full spectrum is available. The
   solver (``tracker_options={"solver": ...}``): ``"auto"`` (default) is the native Jacobi kernel
   (:func:`effrank_fast.ops.jacobi_eigh.jacobi_eigh`, convergence decided on the device: no host
   sync) on CUDA for d ≤ ``JACOBI_MAX_D`` when the kernel is built, else ``torch.linalg.eigvalsh``;
@@ -39,17 +39,16 @@ continues warm instead of starting cold.
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from effrank_fast import _native, spectral
-from effrank_fast.measures import measures_from_eigenvalues
+from effrank_fast.ops import native
 from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh
-from effrank_fast.ops.tracker import SpectrumTracker
+from effrank_fast.rank import formulas, measures_from_eigenvalues
+from effrank_fast.tracker import SpectrumTracker
 
 SCALARS = ("entropy_rank", "stable_rank", "participation_ratio", "lambda_max", "trace")
 EXACT_SOLVERS = ("auto", "jacobi", "eigvalsh")
@@ -101,8 +100,8 @@ class ExactEngine:
         if self.solver != "auto":
             return self.solver
         small = M.shape[0] <= JACOBI_MAX_D
-        native = M.device.type == "cuda" and _native.kernel_missing_reason("jacobi_eigh", M.device) is None
-        return "jacobi" if small and native else "eigvalsh"
+        has_native = M.device.type == "cuda" and native.kernel_missing_reason("jacobi_eigh", M.device) is None
+        return "jacobi" if small and has_native else "eigvalsh"
 
     def eigenvalues(self, layer: int, M: torch.Tensor) -> torch.Tensor:
         """[d] descending float64 eigenvalues of the symmetric M [d, d]; NaN if Jacobi did not converge."""
@@ -133,8 +132,8 @@ class ExactEngine:
         if eps is None:
             eps = self._eps_dev[lam.device] = self.eps.to(lam.device)
         # The accumulated Gram's rounding must not pass for spectrum in the σ-based measures
-        # (spectral.noise_floor's estimate √d·u·λ_max of the formation error: the engine sees M only).
-        floor = spectral.noise_floor(lam[0], M.shape[0], M.dtype)
+        # (formulas.noise_floor's estimate √d·u·λ_max of the formation error: the engine sees M only).
+        floor = formulas.noise_floor(lam[0], M.shape[0], M.dtype)
         m = measures_from_eigenvalues(
             lam, eps, self.relative, mode=self.mode, center=self.center, n=None, backend="monitor", floor=floor
         )
@@ -223,13 +222,7 @@ class TrackerEngine:
 
 
 def _warm_factory(options: dict[str, Any]) -> Callable[..., Any]:
-    try:
-        cls = importlib.import_module("effrank_fast").SpectrumTracker
-    except (ImportError, AttributeError) as exc:
-        raise ImportError(
-            "tracker='warm' needs effrank_fast.SpectrumTracker, which is not available in this installation "
-            f"({type(exc).__name__}: {exc}); use tracker='exact'"
-        ) from exc
+    cls = SpectrumTracker
     opts = {"sync": "deferred", "refresh_every": 100, **options}
     k_default = int(opts.pop("k", 64))
 

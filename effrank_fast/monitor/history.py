@@ -28,7 +28,6 @@ from typing import Any
 import torch
 
 KEYS = ("step", "layer", "loss", "wall_time")
-FLAGS = ("nonfinite", "error")
 
 
 def is_int_column(name: str) -> bool:

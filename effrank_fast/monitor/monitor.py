@@ -25,7 +25,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from effrank_fast import _backends, _validate
 from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
@@ -37,6 +36,7 @@ from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
 from effrank_fast.monitor.pre_step import ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
+from effrank_fast.ops import backends, validation
 
 
 def _positive_int(name: str, v: object, minimum: int = 1) -> int:
@@ -121,8 +121,8 @@ class RankMonitor:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
         self.model = model
-        self.eps, _ = _validate.check_eps(eps)
-        self.relative = _validate.check_relative(relative)
+        self.eps, _ = validation.check_eps(eps)
+        self.relative = validation.check_relative(relative)
         self.every = _positive_int("every", every)
         self.flush_every = _positive_int("flush_every", flush_every)
         self.topk = _positive_int("topk", topk, 0)
@@ -136,11 +136,11 @@ class RankMonitor:
             raise ValueError("weights= are the probe's quadrature weights; give probe= as well")
         self.probe = None if probe is None else Probe(probe, weights)
         if self.probe is not None and weights is not None:
-            _validate.check_weights(weights, self.probe.n, weights.device, check_values=True)
+            validation.check_weights(weights, self.probe.n, weights.device, check_values=True)
         self.weights = weights
-        self.mode = _validate.check_mode(mode or ("integral" if weights is not None else "mean"), weights)
+        self.mode = validation.check_mode(mode or ("integral" if weights is not None else "mean"), weights)
         self.center = bool(center)
-        _backends.requested_backend(gram_backend)
+        backends.requested_backend(gram_backend)
         if acc_dtype not in (None, torch.float32, torch.float64):
             raise TypeError(f"acc_dtype must be None, torch.float32 or torch.float64, got {acc_dtype}")
         if fused and center:

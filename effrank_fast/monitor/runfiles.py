@@ -87,7 +87,7 @@ class RunFiles:
 
 def monitor_meta(mon: RankMonitor, closed: bool = False) -> dict[str, Any]:
     """meta.json: the monitor's conventions, layers, step count and the user's run metadata."""
-    from effrank_fast import __version__
+    from effrank_fast._version import __version__
 
     n_probe = None if mon.probe is None else mon.probe.n
     return {

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from effrank_fast import _backends
+from effrank_fast.ops import backends
 from effrank_fast.ops.gram.reference import gram_ref, weighted_mean
 
 __all__ = ["compute_gram", "default_acc_dtype", "gram_ref", "weighted_mean"]
@@ -29,7 +29,7 @@ def compute_gram(
 
     ``phi`` [N, d] and ``weights`` [N] (None = unit weights) are assumed validated.
     """
-    name = _backends.select_gram_backend(backend, phi.device, phi.dtype)
+    name = backends.select_gram_backend(backend, phi.device, phi.dtype)
     if name == "native":
         return torch.ops.effrank_fast.gram_native(phi, weights, center, acc_dtype), name
     if name == "triton":

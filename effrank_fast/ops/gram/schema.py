@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from effrank_fast._ops import LIB
+from effrank_fast.ops.library import LIB
 
 LIB.define("gram_native(Tensor phi, Tensor? weights, bool center, ScalarType acc_dtype) -> Tensor")
 
@@ -20,7 +20,7 @@ def _gram_native_fake(phi, weights, center, acc_dtype):
 
 
 # (non-finite entries int64, max |M − Mᵀ|, max |M| over the finite pairs) as 0-d tensors: the
-# one-pass CPU validation of _validate.check_gram.
+# one-pass CPU validation of validation.check_gram.
 LIB.define("gram_check(Tensor gram) -> (Tensor, Tensor, Tensor)")
 
 

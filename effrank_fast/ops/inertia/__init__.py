@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from effrank_fast import _native, _validate
+from effrank_fast.ops import native, validation
 from effrank_fast.ops.gram.error import unit_roundoff
 from effrank_fast.ops.inertia.certificate import IntervalCertificate, certify_interval
 from effrank_fast.ops.inertia.lanczos import DEFAULT_LANCZOS_STEPS, LambdaMaxBounds, lambda_max_bounds
@@ -71,7 +71,7 @@ __all__ = [
 
 def _check(gram: object, band_rel: object, block_size: object, fallback: object, check: bool = True) -> str | None:
     # the same checks (and messages) as eps_rank's gram=: square, float, finite, symmetric
-    _validate.check_gram(gram, check_values=check)
+    validation.check_gram(gram, check_values=check)
     if band_rel is not None and (
         isinstance(band_rel, bool) or not isinstance(band_rel, (int, float)) or not band_rel >= 0
     ):
@@ -112,9 +112,9 @@ def _thresholds(thresholds: object, device: torch.device, check: bool = True) ->
 
 
 def _require_kernel(device: torch.device) -> None:
-    reason = _native.kernel_missing_reason("inertia", device)
+    reason = native.kernel_missing_reason("inertia", device)
     if reason is not None:
-        from effrank_fast._backends import BackendUnavailableError
+        from effrank_fast.ops.backends import BackendUnavailableError
 
         raise BackendUnavailableError(f"the inertia count cannot run on {device.type}: {reason}")
 
@@ -231,7 +231,7 @@ def inertia_count(
 
     Args:
         gram: M [d, d], any float dtype, CPU or CUDA; square, finite and symmetric within 64 ulps
-            of max|M| (``_validate.check_gram``, the checks and messages of ``eps_rank(gram=)``).
+            of max|M| (``validation.check_gram``, the checks and messages of ``eps_rank(gram=)``).
         thresholds: τ, a scalar or [E] (absolute), finite.
         band_rel: tolerance of the one-sided verdict δ_p ≤ band_rel·‖M − τI‖_F; None: 16·u of M's
             dtype (:func:`default_band_rel`). Not used with ``gram_error``.

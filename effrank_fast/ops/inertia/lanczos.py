@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from effrank_fast import _native
+from effrank_fast.ops import native
 from effrank_fast.ops.inertia.reference import symmetric_from_lower
 
 DEFAULT_LANCZOS_STEPS = 24
@@ -41,7 +41,7 @@ class LambdaMaxBounds:
 
 
 def _top_ritz(alpha: torch.Tensor, beta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if _native.kernel_missing_reason("tridiag_top", alpha.device) is None:
+    if native.kernel_missing_reason("tridiag_top", alpha.device) is None:
         theta, y = torch.ops.effrank_fast.tridiag_top(alpha, beta)
         return theta, y
     t = torch.diag(alpha) + torch.diag(beta, 1) + torch.diag(beta, -1)

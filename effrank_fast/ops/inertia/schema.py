@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from effrank_fast._ops import LIB
+from effrank_fast.ops.library import LIB
 
 LIB.define(
     "inertia(Tensor gram, Tensor thresholds, int block_size)"

@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import torch
 
-from effrank_fast import _native
-from effrank_fast._backends import BackendUnavailableError
+from effrank_fast.ops import native
+from effrank_fast.ops.backends import BackendUnavailableError
 from effrank_fast.ops.jacobi_eigh.reference import jacobi_eigh_ref
 
 __all__ = ["DEFAULT_MAX_SWEEPS", "JacobiResult", "default_tol", "jacobi_eigh", "jacobi_eigh_ref"]
@@ -44,7 +44,7 @@ def default_tol(n: int, dtype: torch.dtype) -> float:
 
 
 def why_not_native(device: torch.device) -> str | None:
-    return _native.kernel_missing_reason("jacobi_eigh", device)
+    return native.kernel_missing_reason("jacobi_eigh", device)
 
 
 def jacobi_eigh(

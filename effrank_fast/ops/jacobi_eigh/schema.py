@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from effrank_fast._ops import LIB
+from effrank_fast.ops.library import LIB
 
 LIB.define("jacobi_eigh(Tensor a, int max_sweeps, float tol) -> (Tensor, Tensor, Tensor, Tensor)")
 

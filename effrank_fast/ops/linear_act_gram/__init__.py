@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from effrank_fast import _backends
+from effrank_fast.ops import backends
 from effrank_fast.ops.linear_act_gram.reference import ACTIVATIONS, apply_activation, linear_act_gram_ref
 
 __all__ = ["ACTIVATIONS", "apply_activation", "linear_act_gram", "linear_act_gram_ref"]
@@ -88,7 +88,7 @@ def linear_act_gram(
     _validate(x, weight, bias, act, gram_out, weights)
     if backend not in ("auto", "triton", "torch"):
         raise ValueError(f"backend must be 'auto', 'triton' or 'torch', got {backend!r}")
-    reason = _backends.BACKENDS["triton"].why_not(x.device, x.dtype) if backend != "torch" else "backend='torch'"
+    reason = backends.BACKENDS["triton"].why_not(x.device, x.dtype) if backend != "torch" else "backend='torch'"
     if backend == "auto" and x.device.type != "cuda":
         reason = reason or "the Triton interpreter is only used when asked for (backend='triton')"
     if (
@@ -99,7 +99,7 @@ def linear_act_gram(
         reason = "the fused Triton kernels have no backward (inputs require grad; use torch.no_grad())"
     if reason is not None:
         if backend == "triton":
-            raise _backends.BackendUnavailableError(f"backend='triton' cannot run on {x.device.type}: {reason}")
+            raise backends.BackendUnavailableError(f"backend='triton' cannot run on {x.device.type}: {reason}")
         return linear_act_gram_ref(x, weight, bias, act, gram_out, weights, return_activations)
     from effrank_fast.ops.linear_act_gram.triton import linear_act_gram_triton
 

@@ -1,0 +1,163 @@
+"""The certified ε-count behind :func:`effrank_fast.eps_rank` (and its promotion of precision).
+
+A count of a computed Gram M̂ is a count of the features' exact M when no eigenvalue of M̂ lies
+within δ = δ_G + δ_solver of τ (Weyl), δ_G the formation error (``ops/gram/error.py``). Each pass
+counts with that certificate:
+
+- ``inertia``: equal LDLᵀ counts at τ ± (δ_G + m) prove it (``ops/inertia/certificate.py``), two
+  factorisations per ε; ``relative="max"`` proves it over ε times the bracket of λ_max(M).
+- ``eigh``: the float64 spectrum of M̂ has no eigenvalue in [τ_lo − δ, τ_hi + δ], with
+  δ_solver = 4·d·u₆₄·max|λ| (backward stability of the symmetric eigensolver).
+
+When a count is not proven and the Gram was accumulated in float32, the Gram is formed again in
+float64 (**promotion**) and counted again; an unproven float64 count is the float64 spectrum's
+(an eigenvalue then lies within ~1e-12 relative of τ: inside the contract's 1e-9 band). A matrix
+whose every eigenvalue lies within δ_G of 0 after that (constant centred features, say) is
+numerically zero: its relative counts are 0.
+
+Deciding to promote reads one flag from the device (**a host sync**), so it happens only with
+``check=True``; ``check=False`` returns the first pass as it is, proven or not (see
+:class:`EpsRankResult`), and never synchronises on the inertia path.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+from effrank_fast.ops import backends
+from effrank_fast.ops.gram.error import unit_roundoff
+from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, inertia_count_relative
+from effrank_fast.rank import formulas
+from effrank_fast.rank.prepare import Spectral, eigenvalues_desc
+
+_U64 = 2.0**-53
+
+
+@dataclass
+class EpsRankResult:
+    """An ε-count with its certificate; tensors on the input's device, shape [E].
+
+    Attributes:
+        counts: #{λ(M) > τ_e}, int64.
+        certified: the count is proven for the exact M of the given values (δ_G included).
+        lower, upper: proven bounds on the exact count (equal to ``counts`` where certified).
+        thresholds: the absolute τ_e of the final pass (ε·λ̂_max or ε·tr M̂ for relative ε).
+        gram_error: δ_G of the final Gram (0-d float64); for a given ``gram=``, u·‖M‖_F (the
+            exact matrix rounded to its dtype).
+        acc_dtype: the accumulation dtype of the final Gram.
+        method: "eigh" or "inertia".
+        promoted: a float64 Gram was formed because a float32 count was not proven.
+        fell_back: the final counts of unproven thresholds came from the float64 spectrum.
+        zero: the matrix was within δ_G of zero (relative counts reported as 0).
+    """
+
+    counts: torch.Tensor
+    certified: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    thresholds: torch.Tensor
+    gram_error: torch.Tensor | None
+    acc_dtype: torch.dtype | None
+    method: str
+    promoted: bool = False
+    fell_back: bool = False
+    zero: torch.Tensor | None = None
+
+
+def _gram_error(sp: Spectral) -> torch.Tensor:
+    """δ_G of a formed Gram; a given one is the exact matrix rounded to its dtype: u·‖M‖_F."""
+    if sp.gram_error is not None:
+        return sp.gram_error
+    return unit_roundoff(sp.matrix.dtype) * torch.linalg.matrix_norm(sp.matrix.detach().double())
+
+
+def _eigh_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
+    lam = eigenvalues_desc(sp)
+    g = _gram_error(sp)
+    delta = g + 4 * sp.matrix.shape[0] * _U64 * lam.abs().max()
+    lam_max, trace = lam[0], sp.matrix.diagonal().double().sum()
+    tau = formulas.thresholds_for(eps, relative, lam_max, trace)
+    if relative == "max":  # the exact λ_max lies within δ of λ̂_max
+        lo, hi = eps * (lam_max - delta), eps * (lam_max + delta)
+    elif relative == "trace":  # |tr ΔM| ≤ d·‖ΔM‖₂
+        spread = eps * sp.dim * g
+        lo, hi = tau - spread, tau + spread
+    else:
+        lo, hi = tau, tau
+    counts = formulas.eps_counts(lam, tau)
+    upper = formulas.eps_counts(lam, lo - delta)
+    lower = formulas.eps_counts(lam, hi + delta)
+    certified = torch.isfinite(delta) & (upper == lower)
+    zero = lam.abs().max() <= g
+    return EpsRankResult(counts, certified, lower, upper, tau, g, sp.acc_dtype, "eigh", zero=zero)
+
+
+def _inertia_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
+    m = sp.matrix
+    g = _gram_error(sp)
+    diag = m.diagonal().double()
+    if relative == "max":
+        res = inertia_count_relative(m, eps, gram_error=g, fallback=False, check=False)
+        assert res.lambda_max is not None
+        top = res.lambda_max[1]
+    else:
+        trace = diag.sum()
+        tau = formulas.thresholds_for(eps, relative, trace, trace)
+        # a relative-to-trace τ is uncertain by ε·d·δ_G (|tr ΔM| ≤ d‖ΔM‖₂): widen the margin
+        widen = eps * sp.dim * g if relative == "trace" else torch.zeros_like(eps)
+        res = inertia_count(m, tau, gram_error=g + widen.max(), fallback=False, check=False)
+        top = diag.abs().sum()  # ≥ λ_max for a PSD M
+    assert res.count_bounds is not None and res.thresholds is not None
+    lower, upper = res.count_bounds
+    zero = top <= g
+    return EpsRankResult(res.counts, res.reliable, lower, upper, res.thresholds, g, sp.acc_dtype, "inertia", zero=zero)
+
+
+def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
+    """One certified count of ``sp`` (no host sync on the inertia path)."""
+    chosen = backends.select_count_method(
+        method,
+        sp.matrix.device,
+        eps.numel(),
+        sp.backend,
+        dim=sp.matrix.shape[0],
+        relative=relative,
+        dtype=sp.matrix.dtype,
+    )
+    if chosen == "eigh":
+        return _eigh_pass(sp, eps, relative)
+    return _inertia_pass(sp, eps, relative)
+
+
+def certified_count(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str, check: bool) -> EpsRankResult:
+    """The count with promotion and fallback (module docstring); host syncs only with ``check``."""
+    res = count_pass(sp, eps, relative, method)
+    if not check:
+        return res
+    promoted = False
+    if not bool(res.certified.all()) and sp.recompute is not None and sp.acc_dtype == torch.float32:  # host sync
+        sp = sp.recompute(torch.float64)
+        res = count_pass(sp, eps, relative, method)
+        promoted = True
+    res.promoted = promoted
+    if relative is not None and res.zero is not None and bool(res.zero) and sp.acc_dtype == torch.float64:
+        zeros = torch.zeros_like(res.counts)
+        res.counts, res.lower, res.upper = zeros, zeros, zeros.clone()
+        res.certified = torch.ones_like(res.certified)
+        return res
+    if not bool(res.certified.all()):
+        if res.method == "inertia":
+            warnings.warn(
+                "eps_rank: an eigenvalue lies within the error bound of the threshold even for a "
+                "float64 Gram (or the factorisation grew); those ε were recounted by eigh "
+                "(effrank_fast.rank.eps_rank_result returns the certificate).",
+                InertiaFallbackWarning,
+                stacklevel=3,
+            )
+            redo = _eigh_pass(sp, eps, relative)
+            res.counts = torch.where(res.certified, res.counts, redo.counts)
+        res.fell_back = True
+    return res

@@ -1,0 +1,205 @@
+"""Rank measures as functions of a spectrum λ (eigenvalues of M, float64, descending where it matters).
+
+Conventions (shared by every entry point):
+
+- ε-rank: #{λ_i > τ} with τ = ε (absolute), ε·λ_max (``relative="max"``) or ε·tr M
+  (``relative="trace"``). Strict inequality: an eigenvalue equal to τ is not counted.
+- entropy rank (Roy–Vetterli 2007; RankMe, Garrido et al. 2023): exp(−Σ p_i log p_i) with
+  p_i = σ_i / Σσ and σ_i = √λ_i, the singular values of diag(√w)Φ. No ε inside the log:
+  0·log 0 = 0. Peer variants (:mod:`effrank_fast.rank.conventions`): ``basis="lambda"`` uses p = λ/Σλ,
+  ``fudge`` adds a constant to every p inside the log, ``components`` keeps only the largest few.
+- stable rank: tr M / λ_max. Participation ratio: (tr M)² / ‖M‖_F² = (Σλ)² / Σλ².
+
+The noise floor δ (:func:`noise_floor`). A computed matrix M̂ differs from the exact M of the
+given values by its formation error δ_G ≥ ‖M̂ − M‖₂ (and the eigensolver adds δ_eig), so by
+Weyl every computed eigenvalue lies within δ = δ_G + δ_eig of an exact one, and an exact zero can
+come out anywhere in [−δ, δ]. The rule:
+
+- **λ_i ≤ δ counts as 0 in every σ or λ sum** (entropy rank): √δ per noise eigenvalue would
+  otherwise leak into Σσ — at d = 2048 and rank 8 an fp32 Gram's noise adds 9% to the entropy
+  rank. Eigenvalues above δ are used as they are, so a well-conditioned matrix (λ_min ≫ δ) is
+  not changed at all.
+- **λ_max ≤ δ means M is numerically zero**: every rank is 0 (e.g. constant features with
+  ``center=True``, whose centred Gram is pure rounding).
+- tr M and ‖M‖_F stay exact functions of the matrix entries (negative rounding included).
+
+Below δ the matrix holds no information; when eigenvalues that might be real lie there and
+could move the entropy rank by more than its tolerance, the entry points re-form the Gram in
+float64 (see :func:`entropy_rank_sensitivity` and :mod:`effrank_fast.rank.spectrum`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "entropy_rank_from_eigenvalues",
+    "entropy_rank_sensitivity",
+    "gram_error_frobenius_estimate",
+    "eps_counts",
+    "noise_floor",
+    "participation_ratio_from_eigenvalues",
+    "participation_ratio_from_moments",
+    "stable_rank_from_eigenvalues",
+    "thresholds_for",
+]
+
+BASES = ("sigma", "lambda")
+
+
+def thresholds_for(eps: torch.Tensor, relative: str | None, lam_max: torch.Tensor, trace: torch.Tensor) -> torch.Tensor:
+    """Absolute thresholds τ [E] for ε [E] under the ``relative`` convention (device tensors)."""
+    if relative is None:
+        return eps
+    if relative == "max":
+        return eps * lam_max
+    return eps * trace
+
+
+def eps_counts(lam: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """#{λ > τ_e} for each τ_e: int64 [E]."""
+    return (lam.unsqueeze(0) > thresholds.to(lam).unsqueeze(1)).sum(1)
+
+
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps / 2
+
+
+def noise_floor(
+    lam_max: torch.Tensor,
+    dim: int,
+    acc_dtype: torch.dtype,
+    gram_error: torch.Tensor | float | None = None,
+    solve_dtype: torch.dtype = torch.float64,
+    diag_max: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """δ = δ_G + δ_eig (0-d float64): no computed eigenvalue of the [dim, dim] matrix is trusted below it.
+
+    Args:
+        lam_max: the computed λ_max (an upper bound on it also works), 0-d.
+        dim: the size of the matrix that was decomposed (N for the N×N kernel path).
+        acc_dtype: the dtype the matrix was formed (accumulated) in.
+        gram_error: an absolute bound on ‖M̂ − M‖₂ from the formation (0 for a matrix given as
+            it is, whose entries are the exact input). None: the estimate √dim·u_acc·λ_max, the
+            spectral norm of a symmetric perturbation with entries ≈ u_acc·λ_max/2 (measured on fp32
+            and bf16 Grams, d = 256…2048, N ≤ 4096: the eigenvalues move 30–60× less than that);
+            with ``diag_max`` (max_i M_ii of the formed Gram), the tighter 6·√dim·u_acc·max_i M_ii:
+            the rounding of entry (i, j) scales with √(M_ii M_jj), not with λ_max, and a random
+            symmetric matrix of such entries has norm ≈ 2√dim·c·u·max M_ii. Measured on CPU fp32
+            Grams (MKL; power-law, 1/i³, 12-decade, low-rank + noise, Gaussian, ReLU features;
+            N = 512…100000, d = 256…2048): ‖M̂ − M‖₂ ≤ 1.3·√dim·u·max M_ii, so ≥ 4.6× margin.
+        solve_dtype: the eigensolver's working dtype. float64: δ_eig = 4·dim·u₆₄·λ_max, a
+            Householder tridiagonalisation's worst-case backward error (~1e-12·λ_max at dim = 1024,
+            negligible). float32: δ_eig = 4√dim·u₃₂·λ_max, the probabilistic size (LAPACK's
+            ssyevd measured ≤ 6·u₃₂·λ_max on low-rank and ≤ 53·u₃₂·λ_max on flat spectra up to
+            dim = 2048; the worst-case d·u₃₂ would floor away real eigenvalues).
+    """
+    lam = lam_max.detach().double().abs()
+    if gram_error is None and diag_max is not None:
+        delta_g = 6.0 * math.sqrt(dim) * _unit_roundoff(acc_dtype) * diag_max.detach().double().abs()
+    elif gram_error is None:
+        delta_g = math.sqrt(dim) * _unit_roundoff(acc_dtype) * lam
+    else:
+        delta_g = torch.as_tensor(gram_error, dtype=torch.float64, device=lam.device).detach().abs()
+    u_solve = _unit_roundoff(solve_dtype)
+    solve = 4.0 * (dim if solve_dtype == torch.float64 else math.sqrt(dim)) * u_solve
+    return delta_g + solve * lam
+
+
+def _as_floor(floor: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(floor, dtype=like.dtype, device=like.device)
+
+
+def entropy_rank_from_eigenvalues(
+    lam: torch.Tensor,
+    floor: torch.Tensor | float = 0.0,
+    *,
+    basis: str = "sigma",
+    fudge: float = 0.0,
+    components: int | None = None,
+) -> torch.Tensor:
+    """exp(−Σ q log q), q_i = x_i / Σx + ``fudge``, x = σ (``basis="sigma"``) or λ, over the
+    ``components`` largest eigenvalues (None: all). λ_i ≤ ``floor`` counts as x_i = 0, and a
+    spectrum with no x_i > 0 has entropy rank 0 (with or without a fudge). ``lam`` [d] descending
+    when ``components`` is given; returns 0-d in ``lam``'s dtype. Differentiable in λ above the floor.
+    """
+    if components is not None and components < lam.shape[0]:
+        lam = lam[:components]
+    live = lam > _as_floor(floor, lam)
+    safe = torch.where(live, lam, torch.ones_like(lam))  # keeps √ and its gradient finite at 0
+    x = torch.where(live, safe.sqrt() if basis == "sigma" else safe, torch.zeros_like(lam))
+    total = x.sum()
+    positive = total > 0
+    p = x / torch.where(positive, total, torch.ones_like(total))
+    if fudge:
+        p = p + fudge
+    # p·log p with 0·log 0 = 0, written so that its gradient at p = 0 is 0 (xlogy's is NaN there).
+    h = -(p * torch.where(p > 0, p, torch.ones_like(p)).log()).sum()
+    return torch.where(positive, h.exp(), torch.zeros_like(h))
+
+
+def gram_error_frobenius_estimate(trace: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
+    """Typical ‖M̂ − M‖_F of a Gram formed in ``acc_dtype`` (0-d float64): 8·u_acc·tr M.
+
+    Entry (i, j) rounds by ≈ c·u·√(M_ii M_jj), so ‖ΔM‖_F ≈ c·u·Σ_i M_ii. Measured on the CPU fp32
+    Grams of :func:`noise_floor`'s list: c ≤ 2.35 (N = 512, 1/i³ spectrum), ≤ 1.3 elsewhere; 8
+    leaves ≥ 3.4×. An estimate, not a bound (that is δ_G of :mod:`effrank_fast.ops.gram.error`).
+    """
+    return 8.0 * _unit_roundoff(acc_dtype) * trace.detach().double().abs()
+
+
+def entropy_rank_sensitivity(
+    lam: torch.Tensor, floor: torch.Tensor | float, error_fro: torch.Tensor | float, **convention
+) -> torch.Tensor:
+    """How far the entropy rank could plausibly move under the matrix's rounding: 0-d.
+
+    Two parts. (1) First order: the eigenvalues λ̂ of M̂ = M + E move the entropy rank by
+    Σ g_i Δλ_i = ⟨E, V diag(g) Vᵀ⟩ + O(E²), at most ‖g‖₂·‖E‖_F (Cauchy–Schwarz), g = ∂ erank/∂λ
+    over the eigenvalues above the floor; ``error_fro`` estimates ‖E‖_F. (2) The floor: an
+    eigenvalue at or below δ is counted as 0 but may be real anywhere in [0, δ] (16-bit features'
+    quantisation spectrum sits there, below what a float32 Gram resolves), hence
+    |erank(λ with every floored λ_i raised to δ) − erank(λ)|.
+    Unlike shifting every eigenvalue by δ at once (the rule this replaced), this does not promote
+    benign spectra whose tail sits far above δ: their rounding is ~100× below δ·Σ|g|.
+    ``convention``: the keywords of :func:`entropy_rank_from_eigenvalues`.
+    """
+    f = _as_floor(floor, lam)
+    x = lam.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        value = entropy_rank_from_eigenvalues(x, f, **convention)
+        (grad,) = torch.autograd.grad(value, x, allow_unused=True)
+    first = torch.zeros((), dtype=lam.dtype, device=lam.device) if grad is None else grad.norm()
+    first = first * torch.as_tensor(error_fro, dtype=lam.dtype, device=lam.device)
+    raised = torch.where(lam.detach() > f, lam.detach(), f.expand_as(lam))
+    full = entropy_rank_from_eigenvalues(raised, 0.0, **convention)
+    return first + (full - value.detach()).abs()
+
+
+def stable_rank_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """tr M / λ_max from the spectrum; 0 when λ_max ≤ ``floor`` (numerically zero)."""
+    lam_max = lam.max()
+    live = lam_max > _as_floor(floor, lam_max)
+    tr = lam.sum()
+    return torch.where(live, tr / torch.where(live, lam_max, torch.ones_like(lam_max)), torch.zeros_like(tr))
+
+
+def participation_ratio_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """(Σλ)² / Σλ²; 0 when λ_max ≤ ``floor``."""
+    return participation_ratio_from_moments(lam.sum(), lam.square().sum(), lam.max(), floor)
+
+
+def participation_ratio_from_moments(
+    trace: torch.Tensor,
+    frob_sq: torch.Tensor,
+    lam_max_upper: torch.Tensor | None = None,
+    floor: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """(tr M)² / ‖M‖_F², 0 when M = 0, or when ``lam_max_upper`` (a bound ≥ λ_max, e.g. ‖M‖_F or
+    the largest absolute row sum) is ≤ ``floor``."""
+    live = frob_sq > 0
+    if lam_max_upper is not None:
+        live = live & (lam_max_upper > _as_floor(floor, lam_max_upper))
+    safe = torch.where(live, frob_sq, torch.ones_like(frob_sq))
+    return torch.where(live, trace.square() / safe, torch.zeros_like(trace))
