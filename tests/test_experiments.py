@@ -90,15 +90,40 @@ def test_rows_pair_the_loss_and_ranks_of_the_same_parameters(tmp_path):
         torch.set_num_threads(threads)
 
 
-def test_lbfgs_rows_are_labelled_by_iterations(tmp_path):
-    cfg = runner.make_config("e1", optimizer="lbfgs", steps=4, **FAST)
+def test_lbfgs_is_logged_every_iteration_without_changing_its_path(tmp_path):
+    """One row per L-BFGS iteration; the run's losses and gradient-evaluation count against plain torch L-BFGS."""
+    steps = 6
+    cfg = runner.make_config("e1", optimizer="lbfgs", steps=steps, **FAST)
     runner.run_one(cfg, tmp_path / "run", plots=False)
-    steps = [r["step"] for r in _rows(tmp_path / "run", "hidden3")]
+    rows = sorted(_rows(tmp_path / "run", "hidden3"), key=lambda r: r["step"])
     extras = common.read_extras(tmp_path / "run")
-    assert steps == [e["iterations"] for e in extras] and steps[0] == 0
-    assert all(b > a for a, b in zip(steps, steps[1:], strict=False)) and steps[-1] > 4  # > 1 iteration per step
-    assert extras[-1]["func_evals"] >= steps[-1]
-    assert extras[-1]["loss"] < 0.5 * extras[0]["loss"]  # it trains
+    assert [r["step"] for r in rows] == [e["iterations"] for e in extras] == list(range(steps + 1))
+    # The same optimizer with an ordinary closure (every call evaluates), one iteration per step.
+    problem = runner.module("e1").build(cfg, torch.device("cpu"))
+    opt = torch.optim.LBFGS(
+        problem.model.parameters(), lr=1.0, max_iter=1, max_eval=25, history_size=50, line_search_fn="strong_wolfe"
+    )
+    calls = 0
+
+    def closure():
+        nonlocal calls
+        calls += 1
+        opt.zero_grad()
+        loss = problem.loss()
+        loss.backward()
+        return loss
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the run
+    try:
+        for t in range(steps + 1):
+            assert rows[t]["loss"] == pytest.approx(float(problem.loss().detach()), rel=1e-6)
+            assert extras[t]["func_evals"] == calls - max(t - 1, 0)  # each later step's first call was a repeat
+            if t < steps:
+                opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
+    assert extras[-1]["loss"] < extras[0]["loss"]  # it trains
 
 
 def test_cli_runs_seeds_and_compares_them(tmp_path, capsys):

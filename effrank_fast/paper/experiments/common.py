@@ -10,11 +10,16 @@ The monitor writes its own files (history.jsonl, history.csv, spectrum.jsonl, me
 ``bound_every``-th step, from a forward pass on the probe at the same θ_t, the quadrature-weighted
 error ‖u − u_θ‖²_w when the target u is known on the probe, the loss lower bound of
 :mod:`effrank_fast.paper.lower_bound` for each ε, ‖c̃‖₂ of the output layer (weights and bias), the
-optimizer's iteration and function-evaluation counts, and the experiment's own metrics.
+optimizer's iteration and gradient-evaluation counts (``func_evals``: loss-and-gradient evaluations
+made for the optimizer; the monitor's own forward passes are not counted), and the experiment's
+own metrics.
 
-Step numbers are optimizer iterations: for L-BFGS (``max_iter`` iterations per ``opt.step``) a row
-is written per ``opt.step`` and labelled with the cumulative iteration count, so Adam steps and
-L-BFGS iterations share one axis.
+Step numbers are optimizer iterations. L-BFGS runs one iteration per ``opt.step`` by default
+(``lbfgs_max_iter`` = 1, with ``max_eval`` = 25 so that the strong-Wolfe search is not cut short),
+so it is logged at every iteration, at the same resolution as Adam; its first closure call in each
+``opt.step`` is served from a cache of the line search's last evaluations (:class:`_CachedClosure`).
+``extras.jsonl`` then has a row per iteration with the cumulative function (= gradient)
+evaluations, so optimisers can be compared at equal evaluations and at equal wall time.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ class RunConfig:
     steps: int = 5000  # Adam/SGD steps, or L-BFGS opt.step calls (each up to lbfgs_max_iter iterations)
     optimizer: str = "adam"
     lr: float | None = None
-    lbfgs_max_iter: int = 20
+    lbfgs_max_iter: int = 1  # iterations per opt.step: 1 logs every iteration
     activation: str = "tanh"
     width: int = 64
     depth: int = 3
@@ -138,15 +143,53 @@ def _optimizer(cfg: RunConfig, params: Any) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=lr)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr)
-    # Several iterations per step: with max_iter=1 the strong-Wolfe search stalls (issue 11).
-    return torch.optim.LBFGS(params, lr=lr, max_iter=cfg.lbfgs_max_iter, history_size=50, line_search_fn="strong_wolfe")
+    # max_eval defaults to 1.25 max_iter, which at max_iter=1 stops the strong-Wolfe search after
+    # one evaluation and stalls the optimizer (issue 11); 25 evaluations per iteration is ample.
+    return torch.optim.LBFGS(
+        params,
+        lr=lr,
+        max_iter=cfg.lbfgs_max_iter,
+        max_eval=max(25, cfg.lbfgs_max_iter * 5 // 4),
+        history_size=50,
+        line_search_fn="strong_wolfe",
+    )
 
 
-def _counts(opt: torch.optim.Optimizer, t: int) -> tuple[int, int]:
-    """(iterations, function evaluations) so far."""
+class _CachedClosure:
+    """L-BFGS's closure, counting the gradient evaluations it really computes.
+
+    With one iteration per ``opt.step``, each step starts by evaluating the closure at the point the
+    previous line search ended on, which that search has already evaluated; the cache returns that
+    loss and gradient instead of recomputing them, so logging every iteration costs no evaluation.
+    """
+
+    def __init__(self, problem: Problem, opt: torch.optim.Optimizer, keep: int = 4) -> None:
+        self.problem, self.opt, self.keep = problem, opt, keep
+        self.params = [p for g in opt.param_groups for p in g["params"]]
+        self.cache: list[tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor | None]]] = []
+        self.evals = 0
+
+    def __call__(self) -> torch.Tensor:
+        for snap, loss, grads in self.cache:
+            if all(torch.equal(p, s) for p, s in zip(self.params, snap, strict=True)):
+                for p, g in zip(self.params, grads, strict=True):
+                    p.grad = None if g is None else g.clone()
+                return loss
+        self.opt.zero_grad()
+        loss = self.problem.loss()
+        loss.backward()
+        self.evals += 1
+        snap = [p.detach().clone() for p in self.params]
+        grads = [None if p.grad is None else p.grad.detach().clone() for p in self.params]
+        self.cache = [*self.cache[-(self.keep - 1) :], (snap, loss.detach(), grads)]
+        return loss
+
+
+def _counts(opt: torch.optim.Optimizer, t: int, closure: _CachedClosure) -> tuple[int, int]:
+    """(iterations, gradient evaluations) so far (Adam, SGD: one each per step)."""
     if isinstance(opt, torch.optim.LBFGS):
         state = opt.state[opt.param_groups[0]["params"][0]]
-        return int(state.get("n_iter", 0)), int(state.get("func_evals", 0))
+        return int(state.get("n_iter", 0)), closure.evals
     return t, t
 
 
@@ -160,9 +203,13 @@ class _Extras:
         path.write_text("")
 
     @torch.no_grad()
-    def record(self, step: int, iters: int, evals: int, wall: float, loss: float) -> None:
+    def record(self, step: int, iters: int, evals: int, wall: float, loss: float, *, full: bool = True) -> None:
+        """One row; ``full=False`` writes only the counts, the wall time and the loss."""
         p = self.problem
         row: dict[str, Any] = {"step": step, "iterations": iters, "func_evals": evals, "wall_time": wall, "loss": loss}
+        if not full:
+            self._write(row)
+            return
         c = readout_coefficients(p.readout)
         row["c_norm"] = float(c.norm())
         if p.target is not None:
@@ -184,6 +231,9 @@ class _Extras:
                     row[f"rank_aug@{lb.eps:g}"] = lb.rank
         if p.evaluate is not None:
             row.update(p.evaluate())
+        self._write(row)
+
+    def _write(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
@@ -249,27 +299,26 @@ def _train(cfg: RunConfig, problem: Problem, out: Path) -> Path:
     )
     extras = _Extras(problem, list(cfg.eps), out / EXTRAS_JSONL)
     t0 = time.perf_counter()
+    last_step = -1
+    closure = _CachedClosure(problem, opt)
     try:
         for t in range(cfg.steps + 1):
             loss = problem.loss()
-            iters, evals = _counts(opt, t)
+            iters, evals = _counts(opt, t, closure)
             step = iters if lbfgs else t
+            if t > 0 and step == last_step:
+                break  # L-BFGS stopped iterating (its tolerances were met): a repeated row would reuse a step
+            last_step = step
             mon.step(loss=loss.detach(), step=step)
-            if step % cfg.bound_every == 0 or t == cfg.steps or lbfgs:
-                value = float(loss.detach())  # a host sync, only at the bound steps
-                extras.record(step, iters, evals, time.perf_counter() - t0, value)
+            full = step % cfg.bound_every == 0 or t == cfg.steps
+            if full or lbfgs:
+                value = float(loss.detach())  # a host sync, only at the bound steps (every iteration for L-BFGS)
+                extras.record(step, iters, evals, time.perf_counter() - t0, value, full=full)
                 if not math.isfinite(value):
                     break  # diverged: the rows so far are kept
             if t == cfg.steps:
                 break
             if lbfgs:
-
-                def closure() -> torch.Tensor:
-                    opt.zero_grad()
-                    closure_loss = problem.loss()
-                    closure_loss.backward()
-                    return closure_loss
-
                 opt.step(closure)  # type: ignore[arg-type]
             else:
                 opt.zero_grad()

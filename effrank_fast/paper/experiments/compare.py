@@ -1,8 +1,11 @@
-"""Aggregate runs over seeds: per variant the median and range of every statistic, a table and figures.
+"""Aggregate runs over seeds: per arm the mean of every statistic with a bootstrap interval, a table, figures.
 
-Runs are grouped by their folder label without the trailing ``-s<seed>``. ``compare(root, results)``
-writes ``comparison.json`` and (with plots) ``seeds.png`` into ``root``; ``load_results(dirs)``
-reads the ``experiment.json`` of finished runs for ``effrank-fast experiment compare``.
+Runs are grouped into arms by their folder label without the trailing ``-s<seed>``. For each
+statistic and arm, over the n seeds with a finite value: the mean, a 95 % percentile-bootstrap
+interval of the mean (:func:`bootstrap_ci`), the median, min and max. Intervals from fewer than
+``MIN_SEEDS`` seeds are flagged. ``compare(root, results)`` writes ``comparison.json`` and (with
+plots) ``seeds.png`` into ``root``; ``load_results(dirs)`` reads the ``experiment.json`` of finished
+runs for ``effrank-fast experiment compare``.
 """
 
 from __future__ import annotations
@@ -17,20 +20,26 @@ from typing import Any
 import numpy as np
 
 COMPARISON_JSON = "comparison.json"
+MIN_SEEDS = 10
+RESAMPLES = 4000
 KEYS = (
-    ("final_loss", "final loss"),
-    ("steps_to_loss_1e-2", "steps to loss 1e-2"),
+    ("log10_final_loss", "log10 final loss"),
+    ("reached_1e-2", "share reaching 1e-2"),
+    ("steps_to_loss_1e-2", "steps to 1e-2 (if reached)"),
+    ("evals_to_loss_1e-2", "gradient evals to 1e-2"),
+    ("wall_to_loss_1e-2", "wall s to 1e-2"),
     ("initial_rank", "initial rank"),
     ("final_rank", "final rank"),
     ("stairs", "stairs"),
+    ("jumps_down", "down-jumps"),
     ("spearman", "ρ(rank, loss)"),
+    ("primary_p", "primary p (local)"),
+    ("primary_significant", "share p < 0.05"),
+    ("primary_excess", "local excess X/null"),
     ("share", "jump-window share"),
     ("coverage", "window coverage"),
-    ("p_circular", "p circular"),
-    ("p_jitter", "p jitter"),
-    ("share_after", "following-window share"),
-    ("p_circular_after", "p circular (following)"),
-    ("increment_correlation", "ρ_Δ increments"),
+    ("p_circular", "p circular (expl.)"),
+    ("raw_increment_correlation", "raw increment ρ"),
 )
 
 
@@ -38,28 +47,40 @@ def group_label(label: str) -> str:
     return re.sub(r"-s\d+$", "", label)
 
 
+def _primary(result: dict[str, Any]) -> dict[str, Any]:
+    return (result.get("coupling") or {}).get("primary") or {}
+
+
 def flat_stats(result: dict[str, Any], eps: str | None = None) -> dict[str, Any]:
-    """The scalar statistics of one run at ε = ``eps`` (default: the largest ε)."""
+    """The scalar statistics of one run at ε = ``eps`` (default: the largest ε); the primary test is ε-free."""
     by_eps = result["stats"]
     e = eps if eps is not None else max(by_eps, key=float)
     s = by_eps[e]
     jw = s.get("jump_window_share") or {}
-    jf = s.get("jump_window_share_after") or {}
+    prim = _primary(result)
+    final = result.get("final_loss")
+    steps = s.get("steps_to_loss_1e-2")
+    p = prim.get("p")
     return {
         "eps": e,
-        "final_loss": result.get("final_loss"),
-        "steps_to_loss_1e-2": s.get("steps_to_loss_1e-2"),
+        "final_loss": final,
+        "log10_final_loss": math.log10(final) if isinstance(final, (int, float)) and final > 0 else None,
+        "reached_1e-2": None if final is None else float(steps is not None),
+        "steps_to_loss_1e-2": steps,
+        "evals_to_loss_1e-2": result.get("evals_to_loss_1e-2"),
+        "wall_to_loss_1e-2": result.get("wall_to_loss_1e-2"),
         "initial_rank": s.get("initial_rank"),
         "final_rank": s.get("final_rank"),
         "stairs": s.get("stairs"),
+        "jumps_down": s.get("jumps_down"),
         "spearman": s.get("spearman"),
+        "primary_p": p,
+        "primary_significant": None if p is None else float(p < 0.05),
+        "primary_excess": prim.get("excess"),
         "share": jw.get("share"),
         "coverage": jw.get("coverage"),
         "p_circular": jw.get("p_circular"),
-        "p_jitter": jw.get("p_jitter"),
-        "share_after": jf.get("share"),
-        "p_circular_after": jf.get("p_circular"),
-        "increment_correlation": s.get("increment_correlation"),
+        "raw_increment_correlation": s.get("raw_increment_correlation", s.get("increment_correlation")),
         "layer_order": s.get("layer_order"),
         "initial_ranks": s.get("initial_ranks"),
         "wall_time_s": result.get("wall_time_s"),
@@ -70,8 +91,49 @@ def _num(v: Any) -> float:
     return float(v) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else math.nan
 
 
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, *, level: float = 0.95, resamples: int = RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of ``values`` [n].
+
+    ``resamples`` rows of n indices drawn with replacement from ``np.random.default_rng(seed)``
+    (``rng.integers(0, n, (resamples, n))``); the interval is the (1 ∓ level)/2 quantiles (numpy's
+    default linear interpolation) of the resampled means. One value gives (v, v); none, (NaN, NaN).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 1 or not np.all(np.isfinite(x)):
+        raise ValueError("values must be a 1-D sequence of finite numbers")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if len(x) == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, len(x), (resamples, len(x)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def summarise(values: Sequence[Any]) -> dict[str, Any]:
+    """n, mean, 95 % bootstrap interval of the mean, median, min, max over the finite ``values``."""
+    vals = np.array([_num(v) for v in values])
+    fin = vals[np.isfinite(vals)]
+    out: dict[str, Any] = {"values": [None if not math.isfinite(v) else v for v in vals.tolist()], "n": len(fin)}
+    if not len(fin):
+        return {**out, "mean": None, "ci_low": None, "ci_high": None, "median": None, "min": None, "max": None}
+    lo, hi = bootstrap_ci(fin)
+    return {
+        **out,
+        "mean": float(fin.mean()),
+        "ci_low": lo,
+        "ci_high": hi,
+        "median": float(np.median(fin)),
+        "min": float(fin.min()),
+        "max": float(fin.max()),
+    }
+
+
 def aggregate(results: Sequence[dict[str, Any]], eps: str | None = None) -> dict[str, dict[str, Any]]:
-    """{group: {"seeds", "runs", key: {"median", "min", "max", "values"}}} over the runs of each group."""
+    """{arm: {"seeds", "runs", key: summarise(values over the arm's seeds)}}."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         groups.setdefault(group_label(r["label"]), []).append(r)
@@ -79,52 +141,50 @@ def aggregate(results: Sequence[dict[str, Any]], eps: str | None = None) -> dict
     for g, runs in groups.items():
         flat = [flat_stats(r, eps) for r in runs]
         entry: dict[str, Any] = {"seeds": [r.get("seed") for r in runs], "runs": [r["run_dir"] for r in runs]}
-        for key, _ in (*KEYS, ("wall_time_s", "")):
-            vals = np.array([_num(f[key]) for f in flat])
-            fin = vals[np.isfinite(vals)]
-            entry[key] = {
-                "values": [None if not math.isfinite(v) else v for v in vals.tolist()],
-                "median": float(np.median(fin)) if len(fin) else None,
-                "min": float(fin.min()) if len(fin) else None,
-                "max": float(fin.max()) if len(fin) else None,
-            }
+        for key, _ in (*KEYS, ("final_loss", ""), ("wall_time_s", "")):
+            entry[key] = summarise([f[key] for f in flat])
         out[g] = entry
     return out
 
 
 def _cell(v: dict[str, Any], key: str) -> str:
-    m = v.get("median")
+    m = v.get("mean")
     if m is None:
         return "–"
-    fmt = ".3g" if key in ("final_loss", "p_circular", "p_jitter", "p_circular_after") else ".2f"
-    if key in ("steps_to_loss_1e-2", "initial_rank", "final_rank", "stairs"):
+    fmt = ".3g" if key in ("primary_p", "p_circular") else ".2f"
+    if key in ("steps_to_loss_1e-2", "evals_to_loss_1e-2", "wall_to_loss_1e-2"):
         fmt = ".0f"
-    lo, hi = v["min"], v["max"]
-    return f"{m:{fmt}}" + ("" if lo == hi else f" [{lo:{fmt}}, {hi:{fmt}}]")
+    if key in ("initial_rank", "final_rank", "stairs", "jumps_down"):
+        fmt = ".1f"
+    return f"{m:{fmt}}" + ("" if v["ci_low"] == v["ci_high"] else f" [{v['ci_low']:{fmt}}, {v['ci_high']:{fmt}}]")
 
 
 def format_table(agg: dict[str, dict[str, Any]]) -> str:
-    """Rows: statistics; columns: groups; cells: median [min, max] over seeds."""
+    """Rows: statistics; columns: arms; cells: mean [95 % bootstrap interval] over seeds."""
     names = list(agg)
-    width = max(24, *(len(n) + 2 for n in names))
-    lines = [f"{'statistic':<22}" + "".join(f"{n:>{width}}" for n in names)]
-    lines.append(f"{'seeds':<22}" + "".join(f"{len(agg[n]['seeds']):>{width}}" for n in names))
+    width = max(28, *(len(n) + 2 for n in names))
+    lines = [f"{'statistic':<28}" + "".join(f"{n:>{width}}" for n in names)]
+    lines.append(f"{'seeds':<28}" + "".join(f"{len(agg[n]['seeds']):>{width}}" for n in names))
     for key, title in KEYS:
-        lines.append(f"{title:<22}" + "".join(f"{_cell(agg[n][key], key):>{width}}" for n in names))
+        lines.append(f"{title:<28}" + "".join(f"{_cell(agg[n][key], key):>{width}}" for n in names))
+    few = [n for n in names if len(agg[n]["seeds"]) < MIN_SEEDS]
+    if few:
+        lines.append(f"note: fewer than {MIN_SEEDS} seeds in {', '.join(few)}: the intervals are rough")
     return "\n".join(lines)
 
 
 def format_run(result: dict[str, Any]) -> str:
     f = flat_stats(result)
+    prim = _primary(result)
     parts = [
         f"  final loss {_num(f['final_loss']):.3g}",
         f"rank {f['initial_rank']}→{f['final_rank']} (ε={f['eps']})",
         f"stairs {f['stairs']}",
         f"ρ {_num(f['spearman']):.2f}",
+        f"primary local test (ε={prim.get('eps')}): excess {_num(f['primary_excess']):.2f}, "
+        f"p {_num(f['primary_p']):.3g}",
         f"share {_num(f['share']):.2f} of log-loss drop in {_num(f['coverage']):.2f} of steps "
-        f"(p circ {_num(f['p_circular']):.3g}, p jitter {_num(f['p_jitter']):.3g})",
-        f"following windows {_num(f['share_after']):.2f} (p circ {_num(f['p_circular_after']):.3g})",
-        f"ρ_Δ {_num(f['increment_correlation']):.2f}",
+        f"(exploratory p circ {_num(f['p_circular']):.3g})",
         f"{_num(f['wall_time_s']):.0f} s",
     ]
     return ", ".join(parts)
@@ -145,7 +205,7 @@ def compare(
     (root / COMPARISON_JSON).write_text(json.dumps(out, indent=2) + "\n")
     if results:
         e0 = max(by_eps, key=float)
-        log(f"comparison over seeds (median [min, max]), last hidden layer, ε = {e0}:")
+        log(f"comparison over seeds (mean [95 % bootstrap interval]), last hidden layer, ε = {e0}:")
         log(format_table(by_eps[e0]))
     return out
 

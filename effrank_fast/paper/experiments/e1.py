@@ -18,7 +18,7 @@ from effrank_fast.quadrature import trapezoid
 NAME = "e1"
 TITLE = "1-D multi-frequency regression Σ sin(kπx) on [−1, 1]"
 DEFAULTS: dict[str, Any] = {"steps": 5000, "optimizer": "adam", "activation": "tanh", "width": 64, "depth": 3}
-LBFGS_STEPS = 150  # opt.step calls (≈ 3000 iterations at max_iter 20) when --optimizer lbfgs and no --steps
+LBFGS_STEPS = 3000  # L-BFGS iterations (one per opt.step) when --optimizer lbfgs and no --steps
 OPTIONS: dict[str, Any] = {"frequencies": 8, "train_points": 1000, "probe_points": 2000}
 BOUNDS = [(-1.0, 1.0)]
 

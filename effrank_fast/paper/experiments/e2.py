@@ -30,7 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "spectrum_every": 50,
     "bound_every": 50,
 }
-LBFGS_STEPS = 100
+LBFGS_STEPS = 2000  # L-BFGS iterations (one per opt.step)
 OPTIONS: dict[str, Any] = {"interior": 1000, "boundary": 200, "boundary_weight": 1.0, "grid": 40}
 BOUNDS = [(-1.0, 1.0), (-1.0, 1.0)]
 

@@ -18,7 +18,7 @@ from effrank_fast.paper.experiments.common import Problem, RunConfig, linear_end
 NAME = "e3"
 TITLE = "d-dimensional regression with Monte Carlo quadrature (w = |Ω|/N)"
 DEFAULTS: dict[str, Any] = {"steps": 2000, "optimizer": "adam", "activation": "tanh", "width": 64, "depth": 3}
-LBFGS_STEPS = 100
+LBFGS_STEPS = 2000  # L-BFGS iterations (one per opt.step)
 OPTIONS: dict[str, Any] = {"dim": 8, "train_points": 2000, "probe_points": 2000}
 
 

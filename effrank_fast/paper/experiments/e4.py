@@ -20,7 +20,7 @@ from effrank_fast.paper.experiments.common import Problem, RunConfig, linear_end
 NAME = "e4"
 TITLE = "classification of scikit-learn's bundled digits (rank on a fixed evaluation set, mode mean)"
 DEFAULTS: dict[str, Any] = {"steps": 2000, "optimizer": "adam", "activation": "tanh", "width": 128, "depth": 3}
-LBFGS_STEPS = 100
+LBFGS_STEPS = 2000  # L-BFGS iterations (one per opt.step)
 OPTIONS: dict[str, Any] = {"eval_points": 360, "batch_size": 0}
 
 

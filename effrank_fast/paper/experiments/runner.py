@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from effrank_fast.paper.experiments import coupling
 from effrank_fast.paper.experiments.common import RunConfig, read_extras, train
 
 EXPERIMENTS = {
@@ -121,6 +122,8 @@ def analyse(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
         "stats": {f"{e:g}": stats.run_statistics(series, layers, e) for e in run.eps},
         "bound": _bound_summary(extras, run.eps),
     }
+    result["coupling"] = coupling_family(result["stats"])
+    result.update(_cost_to(series[layers[-1]], extras, 1e-2))
     if extras:
         last = extras[-1]
         result["final_extras"] = {k: v for k, v in last.items() if not k.startswith(("bound@", "dist@", "rank_aug@"))}
@@ -130,6 +133,57 @@ def analyse(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
         result["figures"] = [p.name for p in figures.run_figures(run, extras)]
     (d / EXPERIMENT_JSON).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     return result
+
+
+def _cost_to(last: dict[str, np.ndarray], extras: list[dict[str, Any]], level: float) -> dict[str, Any]:
+    """Gradient evaluations and wall time (s, monitor included) until the loss first reaches ``level``.
+
+    Evaluations come from the extras row of that step (every iteration for L-BFGS); a step with
+    no extras row is an Adam/SGD step, where evaluations = steps.
+    """
+    tag = f"{level:g}"
+    hit = np.nonzero(np.isfinite(last["loss"]) & (last["loss"] <= level))[0]
+    if not len(hit):
+        return {f"evals_to_loss_{tag}": None, f"wall_to_loss_{tag}": None}
+    step = int(last["step"][hit[0]])
+    evals = {int(r["step"]): int(r["func_evals"]) for r in extras if "func_evals" in r}
+    wall = last.get("wall_time")
+    return {
+        f"evals_to_loss_{tag}": evals.get(step, step),
+        f"wall_to_loss_{tag}": None if wall is None else float(wall[hit[0]]),
+    }
+
+
+EXPLORATORY = (
+    ("local", "symmetric", "local_jump_test", "p"),
+    ("local", "following", "local_jump_test_after", "p"),
+    ("circular", "symmetric", "jump_window_share", "p_circular"),
+    ("circular", "following", "jump_window_share_after", "p_circular"),
+    ("jitter", "symmetric", "jump_window_share", "p_jitter"),
+    ("jitter", "following", "jump_window_share_after", "p_jitter"),
+)
+
+
+def coupling_family(by_eps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The primary coupling test of one run and its exploratory tests, Holm-adjusted as one family.
+
+    Primary: the local jitter test (:mod:`.coupling`) at ε = PRIMARY_EPS with symmetric windows
+    (None when the run did not measure that ε). Exploratory: every other (ε, window, baseline).
+    """
+    primary_key = f"{coupling.PRIMARY_EPS:g}"
+    primary: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] = []
+    for e, st in by_eps.items():
+        for baseline, window, key, pkey in EXPLORATORY:
+            p = (st.get(key) or {}).get(pkey)
+            p = math.nan if p is None else float(p)
+            if e == primary_key and baseline == "local" and window == coupling.PRIMARY_WINDOW:
+                primary = {"eps": e, "window": window, **(st.get(key) or {"p": None})}
+                continue
+            rows.append({"eps": e, "window": window, "baseline": baseline, "p": p})
+    for row, adj in zip(rows, coupling.holm([r["p"] for r in rows]), strict=True):
+        row["p_holm"] = adj
+    return {"primary": primary, "exploratory": rows}
 
 
 def _jsonable(v: Any) -> Any:

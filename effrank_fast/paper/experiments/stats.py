@@ -1,7 +1,11 @@
-"""Statistics of the rank–loss coupling that do not overstate it (docs/staircase.md defines them).
+"""Statistics of the rank–loss coupling (docs/staircase.md defines them and says which is primary).
 
 Spearman ρ(rank, loss) over all steps is kept, but two series that both trend over training are
-rank-correlated whether or not they move together, so two detrended measures are added:
+rank-correlated whether or not they move together. The **primary** coupling test is the local
+jitter test of :mod:`.coupling` at ε = ``coupling.PRIMARY_EPS`` with symmetric windows; it is the
+only one calibrated on independent pairs whose change is front-loaded. The measures below are
+kept as exploratory (their p-values are Holm-adjusted as one family per run by :func:`run_statistics`'s
+caller, :func:`effrank_fast.paper.experiments.runner.analyse`):
 
 - **jump-window share** S: the share of the total log-loss decrease log ℓ_0 − log ℓ_T that falls
   in windows around the rank's up-jumps (from :func:`effrank_fast.paper.staircase.detect`: each window runs
@@ -16,8 +20,10 @@ rank-correlated whether or not they move together, so two detrended measures are
   (same coverage): the bound of :mod:`effrank_fast.paper.lower_bound` says the loss can fall only once the
   rank has risen, so a drop may lag the jump. (It was added after seeing the symmetric windows miss
   lagged drops in E1; docs/staircase.md treats it as exploratory.)
-- **increment correlation** ρ_Δ: the run is cut into K consecutive windows; ρ_Δ is the Spearman
-  correlation of the rank increment with the log-loss decrease across windows.
+- **raw increment correlation** (formerly "ρ_Δ"; it is *not* detrended): the run is cut into K
+  consecutive windows and this is the Spearman correlation of the rank increment with the log-loss
+  decrease across windows. Both increments are largest early in training, so it is positive for
+  independent series that both change early; it describes, it does not test.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from effrank_fast.paper import staircase
+from effrank_fast.paper.experiments.coupling import local_jump_test
 
 __all__ = ["JumpWindowShare", "increment_correlation", "jump_window_share", "layer_order", "run_statistics"]
 
@@ -113,7 +120,7 @@ def jump_window_share(
 def increment_correlation(
     rank: Sequence[float] | np.ndarray, loss: Sequence[float] | np.ndarray, windows: int = 50
 ) -> float:
-    """ρ_Δ: Spearman of (rank increment, log-loss decrease) over ``windows`` consecutive windows."""
+    """Spearman of (rank increment, log-loss decrease) over ``windows`` consecutive windows (not detrended)."""
     r, lo = np.asarray(rank, dtype=np.float64), np.asarray(loss, dtype=np.float64)
     ok = np.isfinite(r) & np.isfinite(lo) & (lo > 0)
     r, lo = r[ok], lo[ok]
@@ -160,9 +167,12 @@ def run_statistics(series: dict[str, dict[str, np.ndarray]], layers: list[str], 
     out["stairs"] = sc.stairs
     out["jumps_up"] = len(ups)
     out["jump_steps"] = [j.step for j in ups]
+    out["jumps_down"] = len(sc.jumps) - len(ups)
+    out["local_jump_test"] = local_jump_test(loss, idx, half).to_dict()
+    out["local_jump_test_after"] = local_jump_test(loss, idx, 0, after=2 * half).to_dict()
     out["jump_window_share"] = jump_window_share(loss, idx, half).to_dict()
     out["jump_window_share_after"] = jump_window_share(loss, idx, 0, after=2 * half).to_dict()
-    out["increment_correlation"] = increment_correlation(rank, loss)
+    out["raw_increment_correlation"] = increment_correlation(rank, loss)
     out["initial_rank"] = int(rank[0])
     out["final_rank"] = int(rank[-1])
     out["steps_to_loss_1e-2"] = first_step_below(steps, loss, 1e-2)
