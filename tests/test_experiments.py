@@ -160,6 +160,48 @@ def test_e5_compares_sfli_with_the_default_init(tmp_path, capsys):
     assert made.stat().st_size > 10_000
 
 
+@pytest.mark.parametrize(
+    ("sets", "ks", "amps"),
+    [(["target=two-scale"], [2, 16], [1, 0.3]), (["wavenumbers=1,3", "amplitudes=0.5,2"], [1, 3], [0.5, 2])],
+)
+def test_e1_target_options_run_in_miniature(tmp_path, sets, ks, amps):
+    args = ["experiment", "e1", "--steps", "3", "--eps", "1e-2", "--width", "16", "--no-plots", "--out", str(tmp_path)]
+    for kv in sets:
+        args += ["--set", kv]
+    assert cli.main(args) == 0
+    cfg = runner.make_config("e1", width=16, **dict(kv.split("=") for kv in sets))
+    problem = runner.module("e1").build(cfg, torch.device("cpu"))
+    x = problem.probe[:, 0].double().numpy()
+    want = sum(a * np.sin(k * np.pi * x) for k, a in zip(ks, amps, strict=True))
+    np.testing.assert_allclose(problem.target.double().numpy(), want, atol=1e-5)
+    run = report.load_run(tmp_path / "adam-tanh-w16-s0")
+    assert all(f"sin({k}πx)" in run.meta["run"]["task"] for k in ks)
+    # The error the bound is checked against is the error to this target: step 0's u_θ from a fresh build.
+    with torch.no_grad():
+        pred = problem.model(problem.probe)[:, 0].double().numpy()
+    w = problem.weights.double().numpy()
+    first = common.read_extras(tmp_path / "adam-tanh-w16-s0")[0]
+    assert first["probe_l2"] == pytest.approx(float(np.sum(w * (want - pred) ** 2)), rel=1e-4)
+
+
+def test_e2_forcing_frequency_option(tmp_path):
+    cfg = runner.make_config("e2", steps=2, width=16, eps=[1e-2], frequency="2", interior=100, boundary=40, grid=10)
+    problem = runner.module("e2").build(cfg, torch.device("cpu"))
+    xy = problem.probe.double().numpy()
+    u = np.sin(2 * np.pi * xy[:, 0]) * np.sin(2 * np.pi * xy[:, 1])
+    np.testing.assert_allclose(problem.target.double().numpy(), u, atol=1e-5)
+    # f = −Δu = 2(2π)² u: a central difference of u at a point, in float64.
+    h, p = 1e-4, np.array([0.3, -0.2])
+
+    def uu(q):
+        return np.sin(2 * np.pi * q[0]) * np.sin(2 * np.pi * q[1])
+
+    lap = sum((uu(p + h * e) - 2 * uu(p) + uu(p - h * e)) / h**2 for e in np.eye(2))
+    assert -lap == pytest.approx(2 * (2 * np.pi) ** 2 * uu(p), rel=1e-5)
+    res = runner.run_one(cfg, tmp_path / "run", plots=False)
+    assert math.isfinite(res["final_loss"]) and "sin(2πx)sin(2πy)" in res["config"]["task"]
+
+
 def test_experiment_help_lists_e1_to_e5(capsys):
     with pytest.raises(SystemExit):
         cli.main(["experiment", "--help"])
@@ -169,7 +211,18 @@ def test_experiment_help_lists_e1_to_e5(capsys):
 
 @pytest.mark.parametrize(
     "args",
-    [["e1", "--set", "nonsense=1"], ["e1", "--steps", "-1"], ["e1", "--lr", "nan"], ["e2", "--set", "grid"]],
+    [
+        ["e1", "--set", "nonsense=1"],
+        ["e1", "--steps", "-1"],
+        ["e1", "--lr", "nan"],
+        ["e2", "--set", "grid"],
+        ["e1", "--set", "target=three-scale"],
+        ["e1", "--set", "amplitudes=1,2"],
+        ["e1", "--set", "wavenumbers=2,16", "--set", "amplitudes=1"],
+        ["e1", "--set", "wavenumbers=2,x"],
+        ["e2", "--set", "frequency=1.5"],
+        ["e2", "--set", "frequency=0"],
+    ],
 )
 def test_cli_rejects_bad_options(tmp_path, capsys, args):
     assert cli.main(["experiment", *args, "--out", str(tmp_path / "x")]) == 2

@@ -1,4 +1,7 @@
-"""E2: 2-D Poisson PINN, −Δu = f on Ω = [−1, 1]², u = sin(πx)sin(πy) on ∂Ω (= 0), f = 2π² u.
+"""E2: 2-D Poisson PINN, −Δu = f on Ω = [−1, 1]², u = sin(kπx)sin(kπy), f = 2k²π² u, u = 0 on ∂Ω.
+
+The forcing frequency k is the option ``frequency`` (a positive integer, default 1, so that u
+vanishes on ∂Ω): ``--set frequency=3``.
 
 Loss = mean residual² at ``interior`` uniform random collocation points (fixed per seed) +
 ``boundary_weight`` · mean u_θ² at ``boundary`` points spread evenly over the four edges; the
@@ -31,12 +34,19 @@ DEFAULTS: dict[str, Any] = {
     "bound_every": 50,
 }
 LBFGS_STEPS = 2000  # L-BFGS iterations (one per opt.step)
-OPTIONS: dict[str, Any] = {"interior": 1000, "boundary": 200, "boundary_weight": 1.0, "grid": 40}
+OPTIONS: dict[str, Any] = {"interior": 1000, "boundary": 200, "boundary_weight": 1.0, "grid": 40, "frequency": 1}
 BOUNDS = [(-1.0, 1.0), (-1.0, 1.0)]
 
 
-def exact(x: torch.Tensor) -> torch.Tensor:
-    return torch.sin(math.pi * x[:, 0]) * torch.sin(math.pi * x[:, 1])
+def exact(x: torch.Tensor, k: int = 1) -> torch.Tensor:
+    """u(x) = sin(kπx₁) sin(kπx₂) on points x [N, 2] → [N]."""
+    return torch.sin(k * math.pi * x[:, 0]) * torch.sin(k * math.pi * x[:, 1])
+
+
+def check_options(options: dict[str, Any]) -> None:
+    k = options.get("frequency", OPTIONS["frequency"])
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"frequency must be an integer >= 1 (u must vanish on the boundary), got {k!r}")
 
 
 def laplacian(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,11 +67,13 @@ def _boundary(n: int, device: torch.device) -> torch.Tensor:
 
 def build(cfg: RunConfig, device: torch.device) -> Problem:
     o = {**OPTIONS, **cfg.options}
+    check_options(o)
+    k = int(o["frequency"])
     torch.manual_seed(cfg.seed)
     model = mlp(2, cfg.width, cfg.depth, cfg.activation).to(device)
     first, last = linear_ends(model)
     xi = (2 * torch.rand(int(o["interior"]), 2) - 1).to(device).requires_grad_(True)
-    f = 2 * math.pi**2 * exact(xi.detach())
+    f = 2 * (k * math.pi) ** 2 * exact(xi.detach(), k)
     xb = _boundary(int(o["boundary"]), device)
     lam = float(o["boundary_weight"])
     xq, wq = trapezoid_grid(BOUNDS, int(o["grid"]))
@@ -80,9 +92,10 @@ def build(cfg: RunConfig, device: torch.device) -> Problem:
         readout=last,
         first_layer=first,
         bounds=BOUNDS,
-        target=exact(xq),
+        target=exact(xq, k),
         info={
-            "task": f"E2: Poisson −Δu = 2π² sin(πx)sin(πy) on [−1, 1]² ({o['interior']} + {o['boundary']} points)",
+            "task": f"E2: Poisson −Δu = f, u = sin({k}πx)sin({k}πy) on [−1, 1]² "
+            f"({o['interior']} + {o['boundary']} points)",
             "model": f"{cfg.activation} MLP {arch}",
             "loss_name": "PINN loss (residual² + boundary²)",
         },

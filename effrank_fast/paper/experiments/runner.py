@@ -54,12 +54,18 @@ def make_config(name: str, **overrides: Any) -> RunConfig:
         if key in known:
             values[key] = v
         elif key in mod.OPTIONS:
-            options[key] = type(mod.OPTIONS[key])(v)
+            try:
+                options[key] = type(mod.OPTIONS[key])(v)
+            except ValueError as exc:
+                raise ValueError(f"option {key} of experiment {name}: {exc}") from exc
         else:
             raise ValueError(f"experiment {name} has no option {key!r}")
     if values.get("optimizer") == "lbfgs" and overrides.get("steps") is None:
         values["steps"] = mod.LBFGS_STEPS
     values["options"] = {**values.get("options", {}), **options}
+    check = getattr(mod, "check_options", None)
+    if check is not None:
+        check({**mod.OPTIONS, **values["options"]})
     cfg = RunConfig(**values)
     cfg.check()
     return cfg
