@@ -282,6 +282,49 @@ def test_increment_correlation_matches_scipy():
     assert stats.increment_correlation(rank, loss, 50) == pytest.approx(want, abs=1e-12)
 
 
+def test_seed_aggregation_against_a_hand_computation():
+    """Means and percentile-bootstrap intervals per arm, recomputed here with numpy."""
+    from effrank_fast.paper.experiments import compare
+
+    rng = np.random.default_rng(5)
+    finals = {arm: rng.uniform(1e-4, 1e-1, 12) for arm in ("adam-tanh-w64", "sfli-adam-tanh-w64")}
+    results = []
+    for arm, vals in finals.items():
+        for seed, v in enumerate(vals):
+            st = {"steps_to_loss_1e-2": None if v > 1e-2 else 100 + seed, "stairs": seed % 4}
+            results.append(
+                {
+                    "label": f"{arm}-s{seed}",
+                    "seed": seed,
+                    "run_dir": f"x/{arm}-s{seed}",
+                    "final_loss": v,
+                    "stats": {"0.01": st},
+                    "coupling": {"primary": {"p": v, "excess": 1 + v}},
+                }
+            )
+    agg = compare.aggregate(results)
+    for arm, vals in finals.items():
+        x = np.log10(vals)
+        idx = np.random.default_rng(0).integers(0, len(x), (compare.RESAMPLES, len(x)))
+        lo, hi = np.percentile(x[idx].mean(axis=1), [2.5, 97.5])
+        got = agg[arm]["log10_final_loss"]
+        assert got["n"] == 12 and got["mean"] == pytest.approx(x.mean())
+        assert (got["ci_low"], got["ci_high"]) == pytest.approx((lo, hi))
+        assert agg[arm]["reached_1e-2"]["mean"] == pytest.approx(np.mean(vals <= 1e-2))
+        assert agg[arm]["primary_significant"]["mean"] == pytest.approx(np.mean(vals < 0.05))
+        reached = [100 + s for s, v in enumerate(vals) if v <= 1e-2]
+        assert agg[arm]["steps_to_loss_1e-2"]["values"].count(None) == 12 - len(reached)
+        assert agg[arm]["steps_to_loss_1e-2"]["median"] == pytest.approx(np.median(reached))
+    # With many normal draws the interval is close to mean ± 1.96 s/√n.
+    z = np.random.default_rng(6).normal(3.0, 2.0, 400)
+    lo, hi = compare.bootstrap_ci(z)
+    half = 1.96 * z.std(ddof=1) / np.sqrt(len(z))
+    assert lo == pytest.approx(z.mean() - half, abs=0.1 * half) and hi == pytest.approx(z.mean() + half, abs=0.1 * half)
+    assert compare.bootstrap_ci([2.5]) == (2.5, 2.5)
+    with pytest.raises(ValueError, match="values"):
+        compare.bootstrap_ci([1.0, math.nan])
+
+
 def test_layer_order_counts_strict_increases():
     a, b, c = np.array([1, 2, 3, 4]), np.array([2, 2, 5, 1]), np.array([3, 3, 3, 3])
     assert stats.layer_order([a, b, c]) == [0.5, 0.75]
