@@ -110,3 +110,38 @@ def test_power_on_coupled_pairs(scenario):
     """Loss drops 0–30 steps after each rank stair: the local test rejects in at least 80 % of 100 pairs."""
     r = calibration.rejection_rate(scenario, coupled=True, pairs=100, seed=12)
     assert r["local"] >= 0.8, r
+
+
+# ---------------------------------------------------------------------------------------------- quantisation
+
+
+def _spectra(rng, burst: bool, S: int = 400, K: int = 12, eps: float = 1e-2):
+    """K eigenvalues crossing ε at staggered times: at a steady log-rate, or in one jump each."""
+    t = np.arange(S) * 10.0
+    cross = np.linspace(300, 3700, K)
+    if burst:  # slow drift, then ×100 within one interval at the crossing time
+        log = np.log(eps) + 1e-4 * (t[:, None] - cross[None, :]) + np.log(100.0) * (t[:, None] >= cross[None, :]) - 2.3
+    else:  # one steady rate through ε
+        log = np.log(eps) + 2e-3 * (t[:, None] - cross[None, :])
+    log = log + 0.02 * rng.standard_normal(log.shape)
+    lam = np.exp(log)
+    return t, -np.sort(-lam, axis=1)
+
+
+def test_crossing_control_separates_bursts_from_a_smooth_spectrum():
+    from effrank_fast.paper.experiments import quantisation
+
+    rng = np.random.default_rng(0)
+    smooth = quantisation.crossing_control(*_spectra(rng, burst=False), 1e-2)
+    burst = quantisation.crossing_control(*_spectra(rng, burst=True), 1e-2)
+    assert smooth.crossings >= 10 and burst.crossings >= 10
+    # ε is no special level for either (the burst carries each eigenvalue through the whole band) …
+    assert 0.3 < smooth.median_percentile < 0.7 and smooth.p_sign > 0.05
+    # … but only the bursts cross far faster than the eigenvalue moves around them.
+    assert smooth.median_speedup < 3 and burst.median_speedup > 20
+    # The sign test by hand: P(X >= k) for X ~ Binomial(m, 1/2).
+    k = sum(q > 0.5 for q in smooth.percentiles)
+    m = smooth.crossings
+    assert smooth.p_sign == pytest.approx(sum(math.comb(m, j) for j in range(k, m + 1)) / 2**m)
+    with pytest.raises(ValueError, match="steps"):
+        quantisation.crossing_control([0, 2, 1], np.ones((3, 2)), 1e-2)

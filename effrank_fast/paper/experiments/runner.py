@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from effrank_fast.paper.experiments import coupling
+from effrank_fast.paper.experiments import coupling, quantisation
 from effrank_fast.paper.experiments.common import RunConfig, read_extras, train
 
 EXPERIMENTS = {
@@ -128,6 +128,12 @@ def analyse(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
         "stats": {f"{e:g}": stats.run_statistics(series, layers, e) for e in run.eps},
         "bound": _bound_summary(extras, run.eps),
     }
+    for e in run.eps:  # the threshold-quantisation control of C1a, from the stored spectra
+        control = quantisation.crossing_control_of_run(run, e)
+        if control is not None:
+            result["stats"][f"{e:g}"]["crossing_control"] = {
+                k: v for k, v in control.to_dict().items() if k != "percentiles"
+            }
     result["coupling"] = coupling_family(result["stats"])
     result.update(_cost_to(series[layers[-1]], extras, 1e-2))
     if extras:
