@@ -104,7 +104,7 @@ def crossing_control(
         for i in np.nonzero(cross[:, k])[0]:
             r = rate[i, k]
             qs.append(float((w[null < r].sum() + 0.5 * w[null == r].sum()) / w.sum()))
-            a, b = max(i - reach, 0), min(i + 1 + reach, n - 1)
+            a, b = max(int(i) - reach, 0), min(int(i) + 1 + reach, n - 1)
             mean = (log[b, k] - log[a, k]) / (st[b] - st[a])
             speed.append(float(r / mean) if mean > 0 else math.inf)
     m = len(qs)
