@@ -4,7 +4,7 @@ SFLI is proposed in Tang, Yang, Zhao & Zhu, "Structured First-Layer Initializati
 Techniques to Accelerate Training Process Based on ε-Rank" (arXiv:2507.11962), by the group of
 Yang, Zhao & Zhu, "ε-rank and the Staircase Phenomenon" (arXiv:2412.05144), whose v3 proposes the
 same idea as a pre-training of the initial hidden layer. The papers' full text was not available
-to us (``../shared/research/paper.md`` §4); the construction below follows what could be recovered
+to us (docs/paper.md says what was recovered); the construction below follows what could be recovered
 (the neurons of layer 1 are made ε-linearly independent by spreading their transition regions over
 the input box Ω with one shape parameter γ) and states every choice where the recovered text is silent.
 
@@ -80,6 +80,7 @@ def sfli_(
     C: float = 1.0,
     gamma: float | None = None,
     generator: torch.Generator | None = None,
+    points: torch.Tensor | None = None,
 ) -> nn.Linear:
     """Overwrite ``linear``'s weight [n, d] and bias [n] in place with SFLI (module docstring); returns it.
 
@@ -90,6 +91,8 @@ def sfli_(
         C: scale of the default γ; ignored when ``gamma`` is given.
         gamma: the shape parameter γ > 0 (default C (n^{1/d} − 1) / |Ω|^{1/d}).
         generator: a CPU ``torch.Generator`` for reproducible draws.
+        points: the points p_i [n, d] the hyperplanes pass through, instead of p_i ~ U(Ω) (an
+            ablation: e.g. where another initialisation puts its transitions, inside Ω or not).
     """
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"linear must be an nn.Linear, got {type(linear).__name__}")
@@ -114,7 +117,13 @@ def sfli_(
         alpha = alpha / alpha.norm(dim=1, keepdim=True)
     lo = torch.tensor([a for a, _ in box], dtype=torch.float64)
     hi = torch.tensor([b for _, b in box], dtype=torch.float64)
-    points = lo + (hi - lo) * torch.rand(n, d, dtype=torch.float64, generator=generator)
+    drawn = lo + (hi - lo) * torch.rand(n, d, dtype=torch.float64, generator=generator)
+    if points is None:
+        points = drawn
+    else:
+        points = torch.as_tensor(points).detach().to("cpu", torch.float64)
+        if points.shape != (n, d) or not bool(torch.isfinite(points).all()):
+            raise ValueError(f"points must be finite with shape ({n}, {d}), got {tuple(points.shape)}")
     offsets = -(alpha * points).sum(dim=1)  # c_i = −α_i·p_i: the hyperplane passes through p_i ∈ Ω
     linear.weight.copy_(g * alpha)
     linear.bias.copy_(g * offsets)

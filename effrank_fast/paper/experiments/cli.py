@@ -3,6 +3,7 @@
 effrank-fast experiment e1 --seeds 0 1 2                 # the default E1 (Adam, tanh, width 64) over 3 seeds
 effrank-fast experiment e1 --optimizer adam sgd lbfgs    # one run per optimizer (a product over list options)
 effrank-fast experiment e5 --task e1 --seeds 0 1 2       # SFLI vs default init
+effrank-fast experiment e1 --init scaled sfli --sfli-C 0.5 1 2    # SFLI ablations: scale, γ/C sweep
 effrank-fast experiment compare runs/e1-*                # re-aggregate finished runs
 """
 
@@ -22,7 +23,7 @@ NAMES = {
     "e4": "classification of scikit-learn's bundled digits; rank on a fixed eval set, mode mean",
     "e5": "SFLI vs default initialisation on E1 and E2",
 }
-LIST_OPTIONS = ("optimizer", "activation", "width", "init")
+LIST_OPTIONS = ("optimizer", "activation", "width", "init", "sfli_C", "sfli_placement")
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -59,7 +60,15 @@ def register(subparsers: Any) -> None:
             q.add_argument("--optimizer", nargs="+", choices=("adam", "sgd", "lbfgs"), default=None)
             q.add_argument("--activation", nargs="+", choices=("tanh", "relu", "sin", "gelu"), default=None)
             q.add_argument("--width", type=int, nargs="+", default=None)
-            q.add_argument("--init", nargs="+", choices=("default", "sfli"), default=None)
+            q.add_argument("--init", nargs="+", choices=("default", "sfli", "scaled"), default=None)
+            q.add_argument("--sfli-C", dest="sfli_C", type=float, nargs="+", default=None, help="SFLI's γ scale C")
+            q.add_argument(
+                "--sfli-placement",
+                nargs="+",
+                choices=("uniform", "default"),
+                default=None,
+                help="SFLI's hyperplanes through U(Ω) points or the default init's transitions",
+            )
     c = sub.add_parser("compare", help="aggregate finished runs over seeds", description="Aggregate runs over seeds.")
     c.add_argument("dirs", nargs="+", type=Path, help="run folders, or folders of run folders")
     c.add_argument("--out", type=Path, default=None, help="where comparison.json goes (default: the first folder)")

@@ -41,7 +41,8 @@ from effrank_fast.paper.sfli import sfli_
 
 EXTRAS_JSONL = "extras.jsonl"
 OPTIMIZERS = {"adam": 1e-3, "sgd": 1e-2, "lbfgs": 1.0}  # name → default learning rate
-INITS = ("default", "sfli")
+INITS = ("default", "sfli", "scaled")
+SFLI_PLACEMENTS = ("uniform", "default")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class RunConfig:
     init: str = "default"
     sfli_kind: str | None = None  # None: cosine for sin, tanh otherwise
     sfli_C: float = 1.0
+    sfli_placement: str = "uniform"  # where SFLI's hyperplanes pass: U(Ω), or the default init's transitions
     eps: list[float] = field(default_factory=lambda: [1e-2, 1e-3, 1e-4])
     every: int = 1
     spectrum_every: int = 10
@@ -77,7 +79,12 @@ class RunConfig:
         """Folder name of the run: what varies between runs of one experiment, then the seed."""
         parts = [self.optimizer, self.activation, f"w{self.width}"]
         if self.init != "default":
-            parts.insert(0, self.init)
+            extra = []
+            if self.init in ("sfli", "scaled") and self.sfli_C != 1.0:
+                extra.append(f"C{self.sfli_C:g}")
+            if self.init == "sfli" and self.sfli_placement != "uniform":
+                extra.append(f"at-{self.sfli_placement}")
+            parts.insert(0, "-".join([self.init, *extra]))
         return "-".join(parts) + f"-s{self.seed}"
 
     def check(self) -> None:
@@ -85,6 +92,10 @@ class RunConfig:
             raise ValueError(f"optimizer must be one of {tuple(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        if self.sfli_placement not in SFLI_PLACEMENTS:
+            raise ValueError(f"sfli_placement must be one of {SFLI_PLACEMENTS}, got {self.sfli_placement!r}")
+        if not (isinstance(self.sfli_C, (int, float)) and math.isfinite(self.sfli_C) and self.sfli_C > 0):
+            raise ValueError(f"sfli_C must be finite and > 0, got {self.sfli_C!r}")
         for name in ("steps", "width", "depth", "every", "bound_every", "lbfgs_max_iter"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == "steps" else 1):
@@ -252,17 +263,38 @@ def train(cfg: RunConfig, problem: Problem, out: Path) -> Path:
 
 
 def apply_init(cfg: RunConfig, problem: Problem) -> None:
-    if cfg.init == "sfli":
-        if problem.bounds is None:
-            raise ValueError(f"init='sfli' needs an input box; experiment {cfg.experiment} has none")
-        kind = cfg.sfli_kind or ("cosine" if cfg.activation == "sin" else "tanh")
-        sfli_(
-            problem.first_layer,
-            problem.bounds,
-            kind=kind,
-            C=cfg.sfli_C,
-            generator=torch.Generator().manual_seed(cfg.seed),
-        )
+    """The first layer's initialisation (the other layers keep PyTorch's default).
+
+    - ``sfli``: :func:`effrank_fast.paper.sfli.sfli_` with ``sfli_C``; ``sfli_placement="default"``
+      makes its hyperplanes pass through the points where the default init put its transitions
+      (the point of each default hyperplane nearest the origin, inside Ω or not): SFLI's slopes
+      without SFLI's placement.
+    - ``scaled``: the default init's weight and bias multiplied by one factor so that the weight's
+      Frobenius norm equals SFLI's (γ√n for kind tanh): SFLI's scale with the default's placement
+      (scaling w and b together keeps every transition point −b/w).
+    """
+    if cfg.init == "default":
+        return
+    if problem.bounds is None:
+        raise ValueError(f"init={cfg.init!r} needs an input box; experiment {cfg.experiment} has none")
+    layer = problem.first_layer
+    kind = cfg.sfli_kind or ("cosine" if cfg.activation == "sin" else "tanh")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    with torch.no_grad():
+        w0 = layer.weight.detach().double().cpu()
+        b0 = layer.bias.detach().double().cpu()
+    if cfg.init == "scaled":
+        target = torch.nn.Linear(layer.in_features, layer.out_features, dtype=torch.float64)
+        sfli_(target, problem.bounds, kind=kind, C=cfg.sfli_C, generator=gen)
+        factor = float(target.weight.detach().norm() / w0.norm())
+        with torch.no_grad():
+            layer.weight.mul_(factor)
+            layer.bias.mul_(factor)
+        return
+    points = None
+    if cfg.sfli_placement == "default":
+        points = -(b0 / (w0 * w0).sum(dim=1))[:, None] * w0  # nearest point of {w·x + b = 0} to 0
+    sfli_(layer, problem.bounds, kind=kind, C=cfg.sfli_C, generator=gen, points=points)
 
 
 def _train(cfg: RunConfig, problem: Problem, out: Path) -> Path:
