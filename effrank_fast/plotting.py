@@ -36,12 +36,12 @@ def mark_divergence(ax: Any, step: int | None) -> Any:
 
 
 def _jump_labels(ax: Any, jumps: Sequence[Any], span: float) -> None:
-    """ "a→b" labels of the upward jumps in a band above the axes, in up to three staggered rows; a
-    label that would overlap its row's previous one (closer than 5% of the x range) is left out."""
+    """ "a→b" labels of the jumps in a band above the axes, in up to three staggered rows (down-jumps
+    in red); a label that would overlap its row's previous one (closer than 5% of the x range) is
+    left out."""
     rows: list[float] = [-math.inf] * 3
     for j in jumps:
-        if not j.rank_after > j.rank_before:
-            continue
+        up = j.rank_after > j.rank_before
         row = next((i for i, x in enumerate(rows) if j.step - x > 0.05 * span), None)
         if row is None:
             continue
@@ -55,7 +55,7 @@ def _jump_labels(ax: Any, jumps: Sequence[Any], span: float) -> None:
             ha="center",
             va="bottom",
             fontsize=7,
-            color="#444444",
+            color="#444444" if up else DIVERGED_COLOR,
             annotation_clip=False,
         )
 
@@ -108,12 +108,14 @@ def staircase_plot(
     layer: str = "last hidden layer",
     loss_label: str = "loss",
     diverged_at: int | None = None,
+    x_label: str = "training step",
     stem: str | Path | None = None,
 ) -> Any:
     """Loss (log, left) and ε-rank step curves (right) vs step; vertical lines at ``jumps``.
 
     ``loss_label`` names the loss on its axis (the run's ``meta["loss_name"]``, e.g. "MSE");
-    ``diverged_at`` draws a red line at the first non-finite step.
+    ``diverged_at`` draws a red line at the first non-finite step; ``x_label`` names the step unit
+    (e.g. "L-BFGS iterations").
     """
     fig = _figure(10, 5.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -123,7 +125,7 @@ def staircase_plot(
     finite = np.isfinite(loss) & (loss > 0)
     (hl,) = ax.plot(steps[finite], loss[finite], color=LOSS_COLOR, lw=1.3, label=f"training {loss_label} (left, log)")
     ax.set_yscale("log")
-    ax.set_xlabel("training step")
+    ax.set_xlabel(x_label)
     ax.set_ylabel(f"training {loss_label} (log scale)")
     handles = [hl]
     for i, (e, r) in enumerate(sorted(ranks.items(), reverse=True)):
@@ -142,7 +144,10 @@ def staircase_plot(
         ax2.axvline(j.step, color="#888888", lw=0.9, ls=":", zorder=0)
     _jump_labels(ax2, jumps, span)
     if jumps:
-        what = f"detected jumps (ε = {eps_text(jump_eps)}; labels: rank before→after)" if jump_eps else "detected jumps"
+        what = "detected jumps" + (f" (ε = {eps_text(jump_eps)})" if jump_eps else "")
+        what += "; labels: rank before→after" + (
+            ", down-jumps in red" if any(j.rank_after < j.rank_before for j in jumps) else ""
+        )
         handles.append(ax2.plot([], [], color="#888888", lw=0.9, ls=":", label=what)[0])
     hd = mark_divergence(ax, diverged_at)
     if hd is not None:
@@ -168,6 +173,7 @@ def layers_plot(
     title: str = "ε-rank of every hidden layer",
     subtitle: str | None = None,
     diverged_at: int | None = None,
+    x_label: str = "training step",
     stem: str | Path | None = None,
 ) -> Any:
     """One panel per ε with one step curve per layer (shallow → deep: light → dark)."""
@@ -183,7 +189,7 @@ def layers_plot(
             ax.plot(steps, ranks[name][e], drawstyle="steps-post", lw=1.5, color=color, label=name)
         ax.set_title(f"ε = {eps_text(e)}", fontsize=11)
         mark_divergence(ax, diverged_at)
-        ax.set_xlabel("training step")
+        ax.set_xlabel(x_label)
         ax.grid(True, color="#dddddd", lw=0.6)
         ax.yaxis.get_major_locator().set_params(integer=True)
     axes[0].set_ylabel("ε-rank  #{λ(M) > ε}")
@@ -204,6 +210,7 @@ def spectrum_plot(
     layer: str = "last hidden layer",
     snapshots: int = 5,
     diverged_at: int | None = None,
+    x_label: str = "training step",
     stem: str | Path | None = None,
 ) -> Any:
     """Heatmap of log10 λ_k (k = 1 largest, bottom) vs step with λ = ε contours, and spectrum snapshots."""
@@ -232,7 +239,7 @@ def spectrum_plot(
         )
         ax.clabel(cs, fmt={math.log10(e): f"ε={e:g}" for e in eps}, fontsize=7, inline=True)
     ax.set_ylim(0.5, kmax + 0.5)
-    ax.set_xlabel("training step")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("eigenvalue index k  (1 = largest)")
     ax.set_title(f"log₁₀ λₖ(M), {layer}", fontsize=11)
     cbar = fig.colorbar(im, ax=ax, pad=0.01)

@@ -187,6 +187,7 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
     if rho is not None and math.isfinite(rho):
         title += f"  (Spearman ρ = {rho:.2f} at ε = {jump_eps:g})".replace("-", "−")
     sub = _subtitle(run)
+    unit = str((run.meta.get("run") or {}).get("step_unit", "training step"))  # L-BFGS runs count iterations
     plotting.staircase_plot(
         s["step"],
         s["loss"],
@@ -198,6 +199,7 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
         layer=f"{name} ({last})" if name != f"layer {last}" else last,
         loss_label=summary["loss_name"],
         diverged_at=summary["diverged_at"],
+        x_label=unit,
         stem=run.dir / "staircase",
     )
     out += [run.dir / "staircase.png", run.dir / "staircase.svg"]
@@ -206,7 +208,7 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
         sl = run.series(layer)
         ranks[layer] = {e: np.interp(s["step"], sl["step"], sl[_col(e)]) for e in eps}
     plotting.layers_plot(
-        s["step"], ranks, eps, subtitle=sub, diverged_at=summary["diverged_at"], stem=run.dir / "layers"
+        s["step"], ranks, eps, subtitle=sub, diverged_at=summary["diverged_at"], x_label=unit, stem=run.dir / "layers"
     )
     out += [run.dir / "layers.png", run.dir / "layers.svg"]
     spec = sorted((r for r in run.spectrum if r["layer"] == last), key=lambda r: r["step"])
@@ -214,7 +216,14 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
         lam = np.array([r["eigenvalues"] for r in spec], dtype=np.float64)
         steps = np.array([r["step"] for r in spec])
         plotting.spectrum_plot(
-            steps, lam, eps, subtitle=sub, layer=last, diverged_at=summary["diverged_at"], stem=run.dir / "spectrum"
+            steps,
+            lam,
+            eps,
+            subtitle=sub,
+            layer=last,
+            diverged_at=summary["diverged_at"],
+            x_label=unit,
+            stem=run.dir / "spectrum",
         )
         out += [run.dir / "spectrum.png", run.dir / "spectrum.svg"]
     return out

@@ -113,3 +113,19 @@ def test_spearman_matches_scipy_with_ties(seed):
     c = rng.standard_normal(50)
     assert staircase.spearman(c, c**3) == pytest.approx(1.0, abs=1e-12)
     assert math.isnan(staircase.spearman(np.ones(10), c[:10]))
+
+
+def test_staircase_plot_names_the_step_unit_and_labels_down_jumps():
+    pytest.importorskip("matplotlib")
+    from effrank_fast import plotting
+
+    steps = np.arange(300)
+    rank = np.r_[np.full(100, 3.0), np.full(100, 6.0), np.full(100, 5.0)]
+    loss = np.exp(-steps / 100.0)
+    sc = staircase.detect(steps, rank, loss, min_plateau=10)
+    assert [(j.rank_before, j.rank_after) for j in sc.jumps] == [(3, 6), (6, 5)]
+    fig = plotting.staircase_plot(steps, loss, {1e-2: rank}, jumps=sc.jumps, jump_eps=1e-2, x_label="L-BFGS iterations")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "L-BFGS iterations"
+    texts = {t.get_text(): t.get_color() for a in fig.axes for t in a.texts}
+    assert "3→6" in texts and "6→5" in texts and texts["6→5"] != texts["3→6"]

@@ -3,7 +3,8 @@
 - :func:`scatter_plot`: training loss vs ε-rank of the last hidden layer, one point per measured step, coloured by step;
 - :func:`bound_plot`: the observed probe error ‖u − u_θ‖²_w with the lower bound (dist − √ε‖c̃‖)₊² at each ε;
 - :func:`seeds_plot`: median and range over seeds of loss and last-layer rank vs step, one colour per variant;
-- :func:`sfli_plot`: SFLI against the default init: loss and rank vs step and vs wall time, initial ranks per layer.
+- :func:`sfli_plot`: SFLI against the default init: loss and rank vs step and vs wall time, initial ranks per layer;
+- :func:`cost_plot`: loss per arm against iterations, gradient evaluations and wall time (fair optimiser comparisons).
 
 The staircase, per-layer and spectrum figures of every run come from :func:`effrank_fast.report.report`.
 """
@@ -223,4 +224,47 @@ def sfli_plot(
         ax.set_title("at step 0, median and range over seeds", fontsize=9, color="#555555")
         ax.legend(fontsize=8)
     fig.suptitle(title or "SFLI against the default initialisation", fontsize=12, fontweight="bold")
+    return save(fig, stem, PNG)
+
+
+def _evals(run: Any) -> np.ndarray:
+    """Gradient evaluations at each of the last layer's rows: from extras.jsonl where it has the step
+    (every L-BFGS iteration), else the step itself (Adam, SGD: one evaluation per step)."""
+    from effrank_fast.paper.experiments.common import read_extras
+
+    steps = run.series(run.layers[-1])["step"]
+    known = {int(r["step"]): float(r["func_evals"]) for r in read_extras(run.dir) if "func_evals" in r}
+    return np.array([known.get(int(t), float(t)) for t in steps])
+
+
+def cost_plot(run_dirs: Sequence[Path], stem: str | Path) -> list[Path]:
+    """Loss per arm (median and min–max over seeds) against iterations, gradient evaluations and wall time."""
+    groups = _groups(run_dirs)
+    first = next(iter(groups.values()))[0]
+    fig = _figure(15, 4.6)
+    axes = fig.subplots(1, 3)
+    titles = ("optimizer steps (Adam) / iterations (L-BFGS)", "gradient evaluations", "wall time (s, monitor included)")
+    for i, (name, runs) in enumerate(groups.items()):
+        color = VARIANT_COLORS[i % len(VARIANT_COLORS)]
+        for ax, kind in zip(axes, ("step", "evals", "wall_time"), strict=True):
+            curves = []
+            for run in runs:
+                s = run.series(run.layers[-1])
+                x = _evals(run) if kind == "evals" else s[kind]
+                curves.append((x, np.log(s["loss"])))
+            hi = min(float(np.nanmax(x)) for x, _ in curves)
+            grid = np.linspace(0.0, hi, 400)
+            ys = np.array([np.interp(grid, x, y) for x, y in curves])
+            ax.plot(grid, np.exp(np.median(ys, axis=0)), color=color, lw=1.5, label=f"{name} (median of {len(runs)})")
+            if len(runs) > 1:
+                ax.fill_between(grid, np.exp(ys.min(axis=0)), np.exp(ys.max(axis=0)), color=color, alpha=0.18, lw=0)
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_yscale("log")
+        ax.set_xlabel(title)
+        ax.set_ylabel(_loss_label(first.meta) + ", log scale")
+        ax.grid(True, color="#dddddd", lw=0.6)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        "The same runs at equal iterations, gradient evaluations and wall time", fontsize=12, fontweight="bold"
+    )
     return save(fig, stem, PNG)
