@@ -1,6 +1,8 @@
-"""The paper's experiments (E1–E5 of ``../shared/research/paper.md`` §2.3) and their analysis.
+"""The paper's experiments (E1–E5 of docs/staircase.md; docs/paper.md summarises the paper) and their analysis.
 
 ``effrank-fast experiment e1|e2|e3|e4|e5|compare …`` runs them (:mod:`.cli`); each run folder is the
 monitor's own (``effrank-fast report`` reads it) plus ``extras.jsonl`` and ``experiment.json``.
+The coupling test (:mod:`.coupling`), its calibration (:mod:`.calibration`) and the
+threshold-quantisation control (:mod:`.quantisation`) are described in docs/staircase.md.
 Nothing here is imported by ``import effrank_fast``.
 """
