@@ -202,6 +202,37 @@ def test_e2_forcing_frequency_option(tmp_path):
     assert math.isfinite(res["final_loss"]) and "sin(2πx)sin(2πy)" in res["config"]["task"]
 
 
+def _first_layer(init, **kw):
+    cfg = runner.make_config("e1", steps=0, init=init, **kw)
+    problem = runner.module("e1").build(cfg, torch.device("cpu"))
+    common.apply_init(cfg, problem)
+    w = problem.first_layer.weight.detach().double()[:, 0].numpy()
+    return w, problem.first_layer.bias.detach().double().numpy()
+
+
+def test_sfli_ablations_separate_scale_from_placement():
+    w0, b0 = _first_layer("default")
+    ws, bs = _first_layer("sfli")
+    wk, bk = _first_layer("scaled")
+    wp, bp = _first_layer("sfli", sfli_placement="default")
+    w2, _ = _first_layer("sfli", sfli_C=2.0)
+    gamma = 1.0 * (64 - 1) / 2.0  # C (n^{1/d} − 1) / |Ω|^{1/d} on [−1, 1], n = 64
+    np.testing.assert_allclose(np.abs(ws), gamma, rtol=1e-6)  # SFLI: every slope ±γ …
+    assert np.all(np.abs(-bs / ws) <= 1)  # … and every transition inside Ω
+    np.testing.assert_allclose(np.abs(w2), 2 * gamma, rtol=1e-6)  # the γ/C sweep
+    # scaled: SFLI's norm, the default's transition points.
+    assert np.linalg.norm(wk) == pytest.approx(np.linalg.norm(ws), rel=1e-6)
+    np.testing.assert_allclose(-bk / wk, -b0 / w0, rtol=1e-5)
+    # SFLI at the default's placement: SFLI's slopes through the default's transition points.
+    np.testing.assert_allclose(np.abs(wp), gamma, rtol=1e-6)
+    np.testing.assert_allclose(-bp / wp, -b0 / w0, rtol=1e-5, atol=1e-6)
+    assert np.mean(np.abs(-b0 / w0) > 1) > 0.2  # which puts many of them outside Ω
+    cfg = runner.make_config("e1", init="sfli", sfli_C=0.5, sfli_placement="default")
+    assert cfg.label == "sfli-C0.5-at-default-adam-tanh-w64-s0"
+    with pytest.raises(ValueError, match="sfli_placement"):
+        runner.make_config("e1", init="sfli", sfli_placement="lattice")
+
+
 def test_experiment_help_lists_e1_to_e5(capsys):
     with pytest.raises(SystemExit):
         cli.main(["experiment", "--help"])
