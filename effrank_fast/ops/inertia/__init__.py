@@ -37,6 +37,7 @@ from __future__ import annotations
 import torch
 
 from effrank_fast.ops import native, validation
+from effrank_fast.ops.backends import BackendUnavailableError
 from effrank_fast.ops.gram.error import unit_roundoff
 from effrank_fast.ops.inertia.certificate import IntervalCertificate, certify_interval
 from effrank_fast.ops.inertia.lanczos import DEFAULT_LANCZOS_STEPS, LambdaMaxBounds, lambda_max_bounds
@@ -114,8 +115,6 @@ def _thresholds(thresholds: object, device: torch.device, check: bool = True) ->
 def _require_kernel(device: torch.device) -> None:
     reason = native.kernel_missing_reason("inertia", device)
     if reason is not None:
-        from effrank_fast.ops.backends import BackendUnavailableError
-
         raise BackendUnavailableError(f"the inertia count cannot run on {device.type}: {reason}")
 
 
