@@ -11,7 +11,7 @@ When is a count trusted (``reliable``)? Either of two verdicts, both recorded in
 - **tolerance**: δ_p ≤ ``band_rel``·‖M − τI‖_F, δ_p the probabilistic counterpart of δ
   (:func:`probabilistic_bound`). The default ``band_rel`` = 16·u of M's dtype: the factorisation
   then perturbs M by less than storing M in its dtype did (an fp32 Gram carries more than that from
-  its accumulation, algorithms.md §2.4), so it is as exact as any count of that M can be.
+  its accumulation, docs/measures.md), so it is as exact as any count of that M can be.
 - **certificate** (default for float64 M, whose rounding is too small for the tolerance to pass):
   two more factorisations at τ ± a, a = 2δ. With δ_± ≤ a, Weyl gives
   count(τ + a) ≤ #{λ(M) > τ} ≤ count(τ − a); equal ends prove the count at τ. This is exact —
