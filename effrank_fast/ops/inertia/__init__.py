@@ -30,6 +30,9 @@ Robustness ladder (every step is recorded, none is silent):
 Relative thresholds τ = ε·λ_max (:func:`inertia_count_relative`) bracket λ_max by Lanczos
 (:mod:`.lanczos`), prove the upper end by one factorisation, count at both ends of the bracket and
 fall back when the two counts differ.
+
+The math, the measurements and the cost model (:mod:`.cost`): docs/inertia.md; the files:
+README.md in this folder.
 """
 
 from __future__ import annotations
