@@ -14,6 +14,7 @@ from effrank_fast.ops.inertia.cost import inertia_why_not
 
 
 def _version(module: str) -> str:
+    # an optional third-party package named at run time (triton): importlib, not an import statement
     try:
         return str(importlib.import_module(module).__version__)
     except Exception as exc:
