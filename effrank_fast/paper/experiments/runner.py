@@ -135,7 +135,7 @@ def analyse(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
                 k: v for k, v in control.to_dict().items() if k != "percentiles"
             }
     result["coupling"] = coupling_family(result["stats"])
-    result.update(_cost_to(series[layers[-1]], extras, 1e-2))
+    result.update(_cost_to(series[layers[-1]], extras, 1e-2, "1e-2"))
     if extras:
         last = extras[-1]
         result["final_extras"] = {k: v for k, v in last.items() if not k.startswith(("bound@", "dist@", "rank_aug@"))}
@@ -147,13 +147,12 @@ def analyse(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     return result
 
 
-def _cost_to(last: dict[str, np.ndarray], extras: list[dict[str, Any]], level: float) -> dict[str, Any]:
+def _cost_to(last: dict[str, np.ndarray], extras: list[dict[str, Any]], level: float, tag: str) -> dict[str, Any]:
     """Gradient evaluations and wall time (s, monitor included) until the loss first reaches ``level``.
 
     Evaluations come from the extras row of that step (every iteration for L-BFGS); a step with
     no extras row is an Adam/SGD step, where evaluations = steps.
     """
-    tag = f"{level:g}"
     hit = np.nonzero(np.isfinite(last["loss"]) & (last["loss"] <= level))[0]
     if not len(hit):
         return {f"evals_to_loss_{tag}": None, f"wall_to_loss_{tag}": None}
