@@ -356,6 +356,23 @@ def test_seed_aggregation_against_a_hand_computation():
         compare.bootstrap_ci([1.0, math.nan])
 
 
+def test_longest_plateau_against_brute_force():
+    from effrank_fast.paper.experiments.doc_tables import longest_plateau
+
+    rng = np.random.default_rng(7)
+    loss = np.exp(np.cumsum(rng.normal(-0.01, 0.05, 300)))
+    want = max(
+        (
+            b - a
+            for a in range(300)
+            for b in range(a + 1, 301)
+            if np.all(loss[a:b] > 1e-2) and loss[a:b].max() / loss[a:b].min() <= 1.2
+        ),
+        default=0,
+    )
+    assert longest_plateau(loss) == want > 0
+
+
 def test_layer_order_counts_strict_increases():
     a, b, c = np.array([1, 2, 3, 4]), np.array([2, 2, 5, 1]), np.array([3, 3, 3, 3])
     assert stats.layer_order([a, b, c]) == [0.5, 0.75]
