@@ -397,33 +397,20 @@ def test_sfli_raises_the_initial_last_layer_rank_at_least_threefold_on_e1(tmp_pa
 
 
 @pytest.mark.slow
-def test_lbfgs_reaches_1e_2_in_fewer_iterations_than_adam_needs_steps(tmp_path):
-    """E1 (tanh, width 64), seeds 0 and 1, probe of 1000 points and one ε (a cheaper monitor, same training)."""
+def test_lbfgs_reaches_1e_2_in_fewer_gradient_evaluations_than_adam(tmp_path):
+    """E1 (tanh, width 64), seeds 0 and 1, probe of 1000 points and one ε (a cheaper monitor, same training).
+
+    L-BFGS runs one iteration per step (logged every iteration); Adam is trained for exactly the
+    number of gradient evaluations L-BFGS needed to reach 1e-2 and must still be above it.
+    """
     for seed in (0, 1):
         opts = {"seed": seed, "eps": [1e-2], "probe_points": 1000, "bound_every": 1000, "spectrum_every": 0}
         lb = runner.run_one(
-            runner.make_config("e1", optimizer="lbfgs", steps=60, **opts), tmp_path / f"l{seed}", plots=False
+            runner.make_config("e1", optimizer="lbfgs", steps=800, **opts), tmp_path / f"l{seed}", plots=False
         )
-        k = lb["stats"]["0.01"]["steps_to_loss_1e-2"]
-        assert k is not None, "L-BFGS did not reach 1e-2 in 60 steps"
-        # Adam trained for exactly k steps must still be above 1e-2 at every one of them.
+        k = lb["evals_to_loss_1e-2"]
+        assert k is not None, "L-BFGS did not reach 1e-2 in 800 iterations"
+        assert k >= lb["stats"]["0.01"]["steps_to_loss_1e-2"]  # at least one evaluation per iteration
         ad = runner.run_one(runner.make_config("e1", steps=k, **opts), tmp_path / f"a{seed}", plots=False)
         assert ad["stats"]["0.01"]["steps_to_loss_1e-2"] is None
         assert ad["min_loss"] > 1e-2
-
-
-@pytest.mark.slow
-def test_staircase_statistic_is_significant_against_its_shuffled_baseline_on_e1(tmp_path):
-    """The full E1 default (Adam, tanh, 1-64-64-64-1, 5000 steps), seeds 0 and 1, at ε = 1e-4.
-
-    ε = 1e-4 was chosen after seeing the runs of docs/staircase.md: at ε = 1e-2 the jump-window share
-    is *not* significant (circular p 0.41 and 0.15 for seeds 0 and 1), and a 1500-step run is not
-    significant for seed 1 even at 1e-4. Only the two thresholds are measured, to keep the monitor cheap.
-    """
-    for seed in (0, 1):
-        cfg = runner.make_config("e1", seed=seed, eps=[1e-2, 1e-4], bound_every=1000, spectrum_every=0)
-        res = runner.run_one(cfg, tmp_path / f"s{seed}", plots=False)
-        jw = res["stats"]["0.0001"]["jump_window_share"]
-        assert jw["jumps"] >= 3
-        assert jw["share"] > jw["coverage"]  # more of the log-loss decrease than of the time
-        assert jw["p_circular"] < 0.05, jw
