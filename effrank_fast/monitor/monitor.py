@@ -29,12 +29,12 @@ from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
 from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
-from effrank_fast.monitor.capture import Capture, Probe
+from effrank_fast.monitor.capture import Capture
 from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, read_jsonl
 from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
-from effrank_fast.monitor.pre_step import ProbeSchedule
+from effrank_fast.monitor.pre_step import ProbeRunner, ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
 from effrank_fast.ops import backends, validation
 
@@ -134,7 +134,7 @@ class RankMonitor:
         self.accumulate, self.ema_decay = accumulate, float(ema_decay)
         if probe is None and weights is not None:
             raise ValueError("weights= are the probe's quadrature weights; give probe= as well")
-        self.probe = None if probe is None else Probe(probe, weights)
+        self.probe = None if probe is None else ProbeRunner(probe, weights)
         if self.probe is not None and weights is not None:
             validation.check_weights(weights, self.probe.n, weights.device, check_values=True)
         self.weights = weights
@@ -199,7 +199,13 @@ class RankMonitor:
     @property
     def layers(self) -> list[L.Layer]:
         """The resolved layers (empty until the first forward pass for automatic specs without a probe)."""
-        return self.capture.layers
+        capture = getattr(self, "capture", None)  # None while the constructor builds it
+        return capture.layers if capture is not None else []
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The labels of the resolved layers (see :meth:`layer_info` for where each comes from)."""
+        return [l.label for l in self.layers]
 
     @property
     def _shard(self) -> tuple[int, int] | None:
