@@ -277,8 +277,8 @@ class Capture:
             self._calls.clear()
 
     def _discovered(self, kind: str, module: nn.Module, x: torch.Tensor | None) -> None:
-        if self._discovery is None:
-            return
+        if self._discovery is None or (not self._root_active and not torch.is_grad_enabled()):
+            return  # outside a forward of the model, only training calls (grad enabled) count
         if kind == "params":
             self._after_params = True
             return

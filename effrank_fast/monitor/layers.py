@@ -221,6 +221,7 @@ def feature_axis_of(layer: Layer, ndim: int) -> int:
 
 def check_spec(layers: object, model: nn.Module) -> None:
     """Validate ``layers=`` at construction (clear errors before training starts)."""
+    model = unwrap(model)
     if isinstance(layers, str):
         if layers in AUTO_SPECS:
             if not any(is_weight_layer(m) for m in model.modules()):

@@ -268,12 +268,15 @@ class RankMonitor:
         try:
             if self.schedule is not None:
                 self.schedule.ensure()  # unless the optimizer pre-hook already probed θ_t
+            self.capture.replay()  # what compiled forwards left for the eager side
             if not self.layers:
                 self.capture.resolve_pending()
             if not self.layers:
                 self._warn(
                     "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
                 )
+                if self.distributed:  # the other ranks' collectives still need this one (zeros)
+                    self.measurer.reducer.reduce([], {}, loss)
                 return
             values, errors, spectra, loss = self.measurer.measure(
                 s, self.layers, self.capture.acc, self.capture.errors, self._warn, loss
