@@ -193,9 +193,8 @@ class Capture:
 
     def _end(self) -> None:
         """End of a forward pass: during discovery, resolve the layers from the events seen."""
-        self._root_active = False
-        self._fwd_mask = None
         if self._discovery is None:
+            self._root_active, self._fwd_mask = False, None
             return
         seen, self._discovery = self._discovery, None
         L.remove_hooks(self._disc_handles)
@@ -212,6 +211,7 @@ class Capture:
             self.warn("discovery", f"RankMonitor: could not resolve layers={self.spec!r}: {exc}")
         finally:
             self._root_inputs = []
+            self._root_active, self._fwd_mask = False, None
 
     def forward(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """One eager forward of the original module, delimited like a call of ``model``."""
