@@ -64,7 +64,10 @@ class GramAccumulator:
     def note_readout(self, readout: torch.nn.Linear | None) -> None:
         """Keep ‖c‖ of the parameters that produced the features (once per step: they do not change)."""
         if readout is not None and self.readout_norm is None:
-            self.readout_norm = readout.weight.detach().double().norm().reshape(1)
+            weight = readout.weight
+            if hasattr(weight, "to_local"):  # a sharded FSDP2 DTensor outside its forward: its norm needs a collective
+                return
+            self.readout_norm = weight.detach().double().norm().reshape(1)
 
     @property
     def empty(self) -> bool:
