@@ -81,7 +81,8 @@ def main() -> None:
         _, probe = data()
         base_losses, base_params, _ = train(scenario, rank, world, None, monitored=False)
         losses, params, history = train(scenario, rank, world, probe if use_probe else None, monitored=True)
-        result["bitwise"] = losses == base_losses and all(torch.equal(a, b) for a, b in zip(params, base_params))
+        same = all(torch.equal(a, b) for a, b in zip(params, base_params, strict=True))
+        result["bitwise"] = losses == base_losses and same
         result["history"] = history
     else:  # "empty": rank 1 has no activations at steps 0 and 2
         model = make_model()

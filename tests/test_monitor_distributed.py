@@ -102,8 +102,12 @@ def _run_stack(tmp_path: Path, scenario: str, probe: bool) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     args = [str(tmp_path / "store"), str(tmp_path), scenario, "1" if probe else "0"]
     procs = [
-        subprocess.Popen([sys.executable, str(STACK_WORKER), str(r), "2", *args], env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, str(STACK_WORKER), str(r), "2", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for r in range(2)
     ]
     try:
@@ -112,7 +116,7 @@ def _run_stack(tmp_path: Path, scenario: str, probe: bool) -> list[dict]:
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    for p, out in zip(procs, outs):
+    for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out.decode()
     return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
 

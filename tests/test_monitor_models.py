@@ -115,9 +115,10 @@ def test_bert_layers_mask_and_pooler():
     model = transformers.BertModel(cfg).double()
     ids, mask = _batch()
     features = Features(mask="attention_mask")
-    with RankMonitor(model, ["encoder.layer.0", "pooler.dense:in"], EPS, features=features) as mon, RankMonitor(
-        model, "all_hidden", EPS, features=features
-    ) as auto:
+    with (
+        RankMonitor(model, ["encoder.layer.0", "pooler.dense:in"], EPS, features=features) as mon,
+        RankMonitor(model, "all_hidden", EPS, features=features) as auto,
+    ):
         out = model(ids, mask)  # the mask passed by position is found by its parameter name
         out.pooler_output.sum().backward()
         mon.step()

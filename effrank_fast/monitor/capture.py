@@ -181,9 +181,7 @@ class Capture:
 
     def _begin(self, grad: bool, mask: Any, inputs: list[torch.Tensor]) -> None:
         self._root_active = False
-        self._fwd_capture = (
-            not self.closed and (self.in_probe if self.probe_mode else bool(grad) and self.batch_gate())
-        )
+        self._fwd_capture = not self.closed and (self.in_probe if self.probe_mode else bool(grad) and self.batch_gate())
         self._root_active = True
         self._calls.clear()
         self._fwd_mask = mask
@@ -337,8 +335,10 @@ class Capture:
             wdtype = self.weights.dtype  # as given: float64 quadrature weights stay exact
             rest = [s for i, s in enumerate(x.shape) if i != ax] if x.dim() > 1 else [x.shape[0]]
             if rest[0] != self.weights.shape[0]:
-                raise ValueError(f"probe weights [{self.weights.shape[0]}] do not fit an activation of shape "
-                                 f"{tuple(x.shape)} (its first sample axis has {rest[0]})")
+                raise ValueError(
+                    f"probe weights [{self.weights.shape[0]}] do not fit an activation of shape "
+                    f"{tuple(x.shape)} (its first sample axis has {rest[0]})"
+                )
             w = self.weights.reshape(-1, *([1] * (len(rest) - 1))).expand(rest).reshape(-1)
         mask = self._fwd_mask if self._root_active else None
         if mask is None and self.mask_source.spec is not None and not self._root_active:
@@ -393,7 +393,7 @@ class MaskSource:
             return args[self._position] if self._position is not None and self._position < len(args) else None
         if isinstance(spec, int):
             return args[spec] if -len(args) <= spec < len(args) else None
-        return spec(args, kwargs)  # type: ignore[operator]
+        return spec(args, kwargs)
 
 
 def describe_layers(layers: list[L.Layer], spec: object) -> str:

@@ -105,12 +105,12 @@ class Features:
         for ax in self.axis.values() if isinstance(self.axis, Mapping) else [self.axis]:
             if isinstance(ax, bool) or not (isinstance(ax, int) or ax in ("auto", "channels", "last")):
                 raise ValueError(f"axis must be 'auto', 'channels', 'last', an int or a dict of them, got {ax!r}")
-        if self.mask is not None and (isinstance(self.mask, bool) or not isinstance(self.mask, str | int)):
-            if not callable(self.mask):
-                raise TypeError(
-                    "mask must be None, a keyword name such as 'attention_mask', a positional index or a callable "
-                    f"fn(args, kwargs) -> mask, got {type(self.mask).__name__}"
-                )
+        plain = isinstance(self.mask, str | int) and not isinstance(self.mask, bool)
+        if self.mask is not None and not plain and not callable(self.mask):
+            raise TypeError(
+                "mask must be None, a keyword name such as 'attention_mask', a positional index or a callable "
+                f"fn(args, kwargs) -> mask, got {type(self.mask).__name__}"
+            )
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from effrank_fast.rank.prepare import feature_axis
-
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.instancenorm import _InstanceNorm
 from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
+
+from effrank_fast.rank.prepare import feature_axis
 
 AUTO_SPECS = ("last_hidden", "all_hidden")
 
@@ -150,7 +150,7 @@ def is_weight_layer(module: nn.Module) -> bool:
 
 
 def own_axis(module: nn.Module) -> str | None:
-    """"channels" or "last" when the module's type fixes its feature axis, else None."""
+    """ "channels" or "last" when the module's type fixes its feature axis, else None."""
     if is_hf_conv1d(module) or isinstance(module, _LAST_TYPES):
         return "last"
     if isinstance(module, _CHANNEL_TYPES):
@@ -316,9 +316,9 @@ def repeated_blocks(model: nn.Module) -> dict[int, str]:
             continue
         kids = list(m.named_children())
         cls = type(kids[0][1])
-        if all(type(c) is cls for _, c in kids) and not is_weight_layer(kids[0][1]):
-            if any(True for _ in kids[0][1].parameters()):
-                out.update({id(c): f"{name}.{k}" if name else k for k, c in kids})
+        same = all(type(c) is cls for _, c in kids) and not is_weight_layer(kids[0][1])
+        if same and any(True for _ in kids[0][1].parameters()):
+            out.update({id(c): f"{name}.{k}" if name else k for k, c in kids})
     return out
 
 

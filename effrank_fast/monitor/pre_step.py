@@ -41,10 +41,13 @@ from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor.capture import Capture
 
+FSDP_TYPES: tuple[type, ...]
 try:  # FSDP2 (torch >= 2.6 with torch.distributed)
     from torch.distributed.fsdp import FSDPModule
+
+    FSDP_TYPES = (FSDPModule,)
 except ImportError:  # pragma: no cover - builds without torch.distributed
-    FSDPModule = None
+    FSDP_TYPES = ()
 
 
 class PreStepHook:
@@ -227,11 +230,9 @@ class ProbeRunner:
 
 def reshard(model: nn.Module) -> None:
     """Reshard every FSDP2 module (a no-op for sharded ones and without FSDP2)."""
-    if FSDPModule is None:
-        return
     for m in model.modules():
-        if isinstance(m, FSDPModule):
-            m.reshard()
+        if isinstance(m, FSDP_TYPES):
+            m.reshard()  # type: ignore[operator]
 
 
 def _describe(module: nn.Module) -> str:

@@ -15,7 +15,6 @@ from effrank_fast.ops import backends, validation
 from effrank_fast.ops.gram import compute_gram, default_acc_dtype, weighted_mean
 from effrank_fast.ops.gram.error import gram_error_bound
 
-
 # ---------------------------------------------------------------------------- activations → [N, d]
 # The one home of the feature-axis rule, shared by the functional API (``feature_matrix``) and
 # the monitor: the feature axis holds the neurons, every other axis indexes samples.
