@@ -268,6 +268,7 @@ class Capture:
         end = next((j for j in range(1, len(seen)) if seen[j].module is first and seen[j].where == "input"), len(seen))
         self._discovery, self._root_inputs = seen[:end], [seen[0].tensor]
         self._handles.append(first.register_forward_pre_hook(self._new_forward, prepend=True))
+        self._fwd_capture = self.capturing  # those calls were training forwards (grad enabled)
         self._end()
 
     def _new_forward(self, module: nn.Module, args: tuple[Any, ...]) -> None:
