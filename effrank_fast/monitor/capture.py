@@ -200,8 +200,10 @@ class Capture:
             self._set_layers(L.auto_layers(str(self.spec), seen, self._root_inputs, self.model), announce=True)
             if self._fwd_capture:  # this forward counts too
                 for li, layer in enumerate(self.layers):
-                    for e in seen:
-                        if e.module is layer.module and e.call == layer.call and e.where == layer.where:
+                    target = layer.fused.linear if layer.fused is not None else layer.module
+                    where = "input" if layer.fused is not None else layer.where
+                    for e in seen:  # as the hooks would have matched them (_on_input, _on_output)
+                        if e.module is target and e.where == where and layer.call in (None, e.call):
                             self._capture(li, e.tensor)
         except Exception as exc:
             if self.raise_discovery:
