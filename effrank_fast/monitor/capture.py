@@ -8,16 +8,17 @@ in eval mode under ``no_grad`` (no dropout draws, no batch-norm updates), so tra
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from effrank_fast.monitor import axes
 from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor.accumulate import GramAccumulator
+from effrank_fast.monitor.inputs import MaskSource
 from effrank_fast.rank.prepare import flatten_features, mask_rows
 
 
@@ -227,7 +228,7 @@ class Capture:
     # -------------------------------------------------------------------------------- layers
     def _set_layers(self, layers: list[L.Layer], announce: bool) -> None:
         for layer in layers:
-            L.resolve_axis(layer, self.axis)
+            axes.resolve_axis(layer, self.axis)
         if self.kernel is not None:
             for layer in layers:
                 layer.fused = L.find_fused(layer, self.model)
@@ -317,7 +318,7 @@ class Capture:
                 raise TypeError(f"captured a {type(x).__name__}, not a tensor")
             layer = self.layers[li]
             x = x.detach()
-            ax = L.feature_axis_of(layer, x.dim())
+            ax = axes.feature_axis_of(layer, x.dim())
             phi = flatten_features(x, ax)
             w = self._row_weights(x, ax, phi.dtype)
             if layer.fused is not None:
@@ -359,44 +360,6 @@ class Capture:
 
 def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[torch.Tensor]:
     return [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-
-
-class MaskSource:
-    """Where each forward's sample mask comes from (``Features(mask=...)``).
-
-    ``spec``: None (every row counts); a keyword name (``"attention_mask"``, also found when passed
-    positionally); a positional index; or ``fn(args, kwargs) -> Tensor | None``. A mask that is
-    None or absent means every row counts (transformers' convention for ``attention_mask=None``).
-    """
-
-    def __init__(self, spec: object, model: nn.Module) -> None:
-        if spec is not None and not isinstance(spec, (str, int)) and not callable(spec):
-            raise TypeError(
-                "Features(mask=...) must be None, a keyword name such as 'attention_mask', a positional index or "
-                f"a callable fn(args, kwargs) -> mask, got {type(spec).__name__}"
-            )
-        if isinstance(spec, bool):
-            raise TypeError("Features(mask=...) must be None, a keyword name, an index or a callable, got a bool")
-        self.spec = spec
-        self._position: int | None = None
-        if isinstance(spec, str):
-            try:
-                params = list(inspect.signature(model.forward).parameters)
-            except (TypeError, ValueError):
-                params = []
-            self._position = params.index(spec) if spec in params else None
-
-    def find(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        spec = self.spec
-        if spec is None:
-            return None
-        if isinstance(spec, str):
-            if spec in kwargs:
-                return kwargs[spec]
-            return args[self._position] if self._position is not None and self._position < len(args) else None
-        if isinstance(spec, int):
-            return args[spec] if -len(args) <= spec < len(args) else None
-        return spec(args, kwargs)
 
 
 def describe_layers(layers: list[L.Layer], spec: object) -> str:

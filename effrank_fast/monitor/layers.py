@@ -36,39 +36,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd
-from torch.nn.modules.instancenorm import _InstanceNorm
-from torch.nn.modules.pooling import _AdaptiveAvgPoolNd, _AdaptiveMaxPoolNd, _AvgPoolNd, _MaxPoolNd
 
-from effrank_fast.rank.prepare import feature_axis
+from effrank_fast.monitor.axes import axis_rule, is_hf_conv1d
 
 AUTO_SPECS = ("last_hidden", "all_hidden")
-
-# Modules whose type fixes where the features of their input and output lie.
-_CHANNEL_TYPES = (
-    _ConvNd,
-    _BatchNorm,
-    _InstanceNorm,
-    nn.GroupNorm,
-    _MaxPoolNd,
-    _AvgPoolNd,
-    _AdaptiveAvgPoolNd,
-    _AdaptiveMaxPoolNd,
-    nn.Dropout2d,
-    nn.Dropout3d,
-)
-_LAST_TYPES = (
-    nn.Linear,
-    nn.Bilinear,
-    nn.LayerNorm,
-    nn.RMSNorm,
-    nn.Embedding,
-    nn.EmbeddingBag,
-    nn.MultiheadAttention,
-    nn.TransformerEncoderLayer,
-    nn.TransformerDecoderLayer,
-)
 
 # Activation modules the fused Linear→activation Gram understands (the ``act`` argument of
 # effrank_fast.ops.linear_act_gram).
@@ -139,84 +111,9 @@ def unwrap(model: nn.Module) -> nn.Module:
     return inner if isinstance(inner, nn.Module) else model
 
 
-def is_hf_conv1d(module: nn.Module) -> bool:
-    """transformers' ``Conv1D`` (GPT-2): a Linear with a transposed [in, out] weight."""
-    return type(module).__name__ == "Conv1D" and hasattr(module, "nf") and hasattr(module, "weight")
-
-
 def is_weight_layer(module: nn.Module) -> bool:
     """A layer whose input is a hidden layer for the automatic specs: Linear, HF Conv1D, ConvNd."""
     return isinstance(module, (nn.Linear, _ConvNd)) or is_hf_conv1d(module)
-
-
-def own_axis(module: nn.Module) -> str | None:
-    """ "channels" or "last" when the module's type fixes its feature axis, else None."""
-    if is_hf_conv1d(module) or isinstance(module, _LAST_TYPES):
-        return "last"
-    if isinstance(module, _CHANNEL_TYPES):
-        return "channels"
-    return None
-
-
-def _last_decided(module: nn.Module, prefix: str) -> tuple[str, str] | None:
-    """The axis of the last submodule (registration order, itself included) whose type fixes one."""
-    for name, m in reversed(list(module.named_modules(prefix=prefix))):
-        ax = own_axis(m)
-        if ax is not None:
-            return ax, f"{type(m).__name__} {name!r}"
-    return None
-
-
-def axis_rule(model: nn.Module, name: str, where: str) -> tuple[str | None, str]:
-    """(axis, why) for the input or output of the module ``name`` (see the module docstring)."""
-    named = dict(model.named_modules())
-    module = named[name]
-    ax = own_axis(module)
-    if ax is not None:
-        return ax, f"{where} of {type(module).__name__}"
-    if where == "output" and list(module.children()):
-        found = _last_decided(module, name)
-        if found is not None:
-            return found[0], f"as its last {found[1]}"
-    child = name
-    while child:
-        parent_name, _, _ = child.rpartition(".")
-        siblings = list(named[parent_name].named_children())
-        keys = [k for k, _ in siblings]
-        i = keys.index(child.rpartition(".")[2])
-        for k, m in reversed(siblings[:i]):
-            found = _last_decided(m, f"{parent_name}.{k}" if parent_name else k)
-            if found is not None:
-                return found[0], f"as the preceding {found[1]}"
-        child = parent_name
-    return None, "no module before it fixes a feature axis"
-
-
-def resolve_axis(layer: Layer, requested: object) -> None:
-    """Set ``layer.axis`` from ``Features(axis=...)``: "auto" keeps the rule's choice."""
-    req = requested.get(layer.label, "auto") if isinstance(requested, Mapping) else requested
-    if req is None or req == "auto":
-        return
-    if isinstance(req, str) and req not in ("channels", "last"):
-        raise ValueError(f"Features(axis=...) must be an int, 'channels', 'last' or 'auto', got {req!r}")
-    if not isinstance(req, (int, str)) or isinstance(req, bool):
-        raise TypeError(f"Features(axis=...) must be an int, a string or a dict of them, got {type(req).__name__}")
-    layer.axis, layer.axis_reason = req, "set by Features(axis=...)"
-
-
-def feature_axis_of(layer: Layer, ndim: int) -> int:
-    """The feature dimension of an ``ndim``-D activation of ``layer``; ValueError when undecided."""
-    if ndim <= 1:
-        return 0
-    if isinstance(layer.axis, int) or ndim > 2:
-        if layer.axis is None:
-            raise ValueError(
-                f"cannot tell the feature axis of layer {layer.label!r} ({layer.description}, {ndim} dimensions): "
-                f"{layer.axis_reason}; set Features(axis='channels' or 'last' or an int), or "
-                f"axis={{{layer.label!r}: ...}}"
-            )
-        return feature_axis(layer.axis, ndim, name=f"the feature axis of layer {layer.label!r}")
-    return 1  # [N, d]: channels and last agree
 
 
 def check_spec(layers: object, model: nn.Module) -> None:
@@ -352,7 +249,7 @@ def auto_layers(spec: str, seen: list[Seen], root_inputs: list[torch.Tensor], mo
     for e in seen:
         if e.where == "input" and (not e.after_params or is_input(e.tensor)):
             continue  # the model input, or computed from it by parameter-free steps
-        if any(e.tensor is h.tensor for h in hidden):
+        if any(_same(e.tensor, h.tensor) for h in hidden):
             continue  # read again (Q, K, V of one input; a block output read by the next layer)
         hidden.append(e)
     if not hidden:
@@ -361,6 +258,21 @@ def auto_layers(spec: str, seen: list[Seen], root_inputs: list[torch.Tensor], mo
             "hidden layer"
         )
     return [layer(e, f"hidden{i + 1}") for i, e in enumerate(hidden)]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """One tensor, or two views of the same memory with the same layout (a compiled graph may
+    return one tensor as two outputs)."""
+    if a is b:
+        return True
+    sa = _storage(a)
+    return (
+        sa is not None
+        and sa == _storage(b)
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.storage_offset() == b.storage_offset()
+    )
 
 
 def _storage(t: torch.Tensor) -> int | None:
