@@ -132,17 +132,17 @@ class LayerReducer:
             if d == 0:
                 continue
             dtype = _DTYPES[code - 1]
-            acc = accs[li] if li < len(accs) else None
-            mine = acc is not None and li not in errors and not acc.empty and acc.G is not None
-            if mine and (acc.G.shape[0] != d or acc.G.dtype != dtype):  # type: ignore[union-attr]
-                errors[li] = f"its Gram is {tuple(acc.G.shape)} {acc.G.dtype} here, {d}×{d} {dtype} elsewhere"  # type: ignore[union-attr]
+            acc = accs[li] if li < len(accs) and li not in errors else None
+            G = acc.G if acc is not None else None
+            if G is not None and (G.shape[0] != d or G.dtype != dtype):
+                errors[li] = f"its Gram is {tuple(G.shape)} {G.dtype} on this rank, {d}×{d} {dtype} on another"
                 flags[li] = 1.0
-                mine = False
-            dev = acc.G.device if mine else device  # type: ignore[union-attr]
-            parts = list(acc.tensors()) if mine else []  # type: ignore[union-attr]
-            if not mine:
-                parts = [torch.zeros(d, d, dtype=dtype, device=dev), torch.zeros((), dtype=dtype, device=dev)]
-                parts += [torch.zeros(d, dtype=dtype, device=dev)] if centred else []
+                G = None
+            if acc is not None and G is not None:
+                parts = list(acc.tensors())
+            else:  # nothing of this layer here: zeros of the agreed shape
+                parts = [torch.zeros(d, d, dtype=dtype, device=device), torch.zeros((), dtype=dtype, device=device)]
+                parts += [torch.zeros(d, dtype=dtype, device=device)] if centred else []
             groups.setdefault(code, []).extend(p.to(device) for p in parts)
         reduced = {code: all_reduce_sum(ts) for code, ts in sorted(groups.items())}
         flags = reduced[1].pop(0)
