@@ -91,14 +91,23 @@ def test_probe_on_a_compiled_module():
         _check(rows[2 * s + 1], h2)
 
 
-def test_attached_before_compiling():
+def test_attached_before_compiling_with_micro_batches():
     model = _model()
     xs = [torch.randn(40, 2, dtype=torch.float64) for _ in range(2)]
     with RankMonitor(model, ["1", "3"], EPS) as mon:
         compiled = torch.compile(model, backend="eager")
         torch_dynamo.reset()
         counters.clear()
-        feats = _train(compiled, model, mon, xs)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        feats = []
+        for x in xs:
+            with torch.no_grad():
+                feats.append((model[:2](x), model[:4](x)))
+            opt.zero_grad()
+            for part in x.chunk(2):  # two micro-batches: the second forward starts with events pending
+                compiled(part).square().mean().backward()
+            opt.step()
+            mon.step()
     assert not counters["graph_break"], dict(counters["graph_break"])
     for s, (h1, h2) in enumerate(feats):
         _check(mon.history[2 * s], h1)

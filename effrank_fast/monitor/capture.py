@@ -166,11 +166,11 @@ class Capture:
 
     # -------------------------------------------------------------------------------- forwards
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.replay()  # a compiled forward whose end was not seen eagerly
         payload = (torch.is_grad_enabled(), self.mask_source.find(args, kwargs), _tensors(args, kwargs))
         if torch.compiler.is_compiling():  # the monitor was attached before the module was compiled
             self._deferred.append(("begin", -1, payload))
         else:
+            self.replay()  # a compiled forward whose end was not seen eagerly
             self._begin(*payload)
 
     def _root_post(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
@@ -181,7 +181,6 @@ class Capture:
             self._end()
 
     def _begin(self, grad: bool, mask: Any, inputs: list[torch.Tensor]) -> None:
-        self._root_active = False
         self._fwd_capture = not self.closed and (self.in_probe if self.probe_mode else bool(grad) and self.batch_gate())
         self._root_active = True
         self._calls.clear()
