@@ -166,7 +166,8 @@ class Capture:
 
     # -------------------------------------------------------------------------------- forwards
     def _root_pre(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        payload = (torch.is_grad_enabled(), self.mask_source.find(args, kwargs), _tensors(args, kwargs))
+        inputs = _tensors(args, kwargs) if self._discovery is not None else []  # only discovery reads them
+        payload = (torch.is_grad_enabled(), self.mask_source.find(args, kwargs), inputs)
         if torch.compiler.is_compiling():  # the monitor was attached before the module was compiled
             self._deferred.append(("begin", -1, payload))
         else:
