@@ -14,10 +14,10 @@ A row whose activations held NaN/Inf has every measure NaN and ``nonfinite=True`
 measurement raised (or whose results could not be read back) has every measure NaN and the
 exception text in ``error``.
 
-Memory: a flushed row kept in ``RankMonitor.history`` is a dict of about 20 entries (3 ε, top 8
-eigenvalues), about 1.4 KB in CPython, so +55 MB per 40,000 (step, layer) rows.
-``keep_history=False`` keeps none (the files still hold every row) and ``keep_history=K`` the
-last K rows (:func:`history_cap`).
+Memory: a flushed row kept in ``RankMonitor.history`` is a dict of 23 entries with the defaults
+(3 ε, top 8 eigenvalues), measured at 1.3 KB in CPython 3.11 (tracemalloc), so about +52 MB per
+40,000 (step, layer) rows. ``keep_history=False`` keeps none (the files still hold every row) and
+``keep_history=K`` the last K rows, at most K × 1.3 KB (:func:`history_cap`).
 """
 
 from __future__ import annotations
