@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor, cli, rank, safe_io
-from effrank_fast.monitor import read_csv, read_jsonl
+from effrank_fast.monitor import RunLog, read_csv, read_jsonl
 
 
 def _model():
@@ -28,14 +28,10 @@ def _model():
     return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3))
 
 
-def _monitor(model=None, **kw):
+def _monitor(model=None, log_dir=None, keep_history: bool | int = True):
     torch.manual_seed(1)
-    kw = {"flush_every": 2, **kw}
-    if "log_dir" in kw:
-        kw.setdefault("tensorboard", False)
-    with warnings.catch_warnings():  # the constructor is not under test here
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return RankMonitor(model or _model(), "all_hidden", [1e-3], probe=torch.randn(32, 2), **kw)
+    log = RunLog(dir=log_dir, tensorboard=False, flush_every=2, keep_history=keep_history)
+    return RankMonitor(model or _model(), "all_hidden", [1e-3], probe=torch.randn(32, 2), log=log)
 
 
 def _steps_of(rows, layer="hidden1"):
@@ -233,13 +229,14 @@ def test_symlinks_planted_in_the_run_folder_are_never_followed(tmp_path):
 
 def test_keep_history_bounds_the_rows_in_memory(tmp_path):
     run = tmp_path / "run"
-    mon = _monitor(log_dir=run)
-    mon.keep_history = 5  # RunLog(keep_history=5)
+    mon = _monitor(log_dir=run, keep_history=5)
     for s in range(9):
         mon.step(loss=float(s))
     mon.close()
     on_disk = read_jsonl(run / "history.jsonl")
     assert len(on_disk) == 18 and [r["step"] for r in mon.history] == [r["step"] for r in on_disk[-5:]]
+    with pytest.raises(ValueError, match="keep_history"):
+        RunLog(keep_history=-1)
 
 
 def test_append_bytes_never_follows_a_link_and_cuts_back_a_failed_write(tmp_path, monkeypatch):
