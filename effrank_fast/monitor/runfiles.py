@@ -66,7 +66,7 @@ class RunFiles:
             warn(
                 f"RankMonitor: {self.dir} already held {dropped} rows at steps >= {first_step}; they were replaced "
                 "(one timeline per run folder; use a new log_dir to keep an earlier run)",
-                stacklevel=5,  # _prepare ← write ← flush ← step ← the training loop
+                stacklevel=7,  # _prepare ← write ← _flush ← flush ← _end_step ← step ← the training loop
             )
         if self.use_tb:
             self.tb = TensorBoardSink(self.dir, purge_step=first_step)  # same timeline rule as the files
