@@ -27,6 +27,14 @@ Warn = Callable[[str, str], None]
 
 def loss_value(loss: object, warn: Warn) -> torch.Tensor | float:
     """The ``loss`` column's value: a detached 0-d float64 tensor on the loss's device, or a float."""
+    try:
+        return _loss_value(loss, warn)
+    except Exception as exc:  # e.g. a number type whose float() raises: NaN, the row is kept
+        warn(f"loss:{type(exc).__name__}", f"RankMonitor.step(loss=...) unusable ({exc!r}); the loss column holds NaN")
+        return float("nan")
+
+
+def _loss_value(loss: object, warn: Warn) -> torch.Tensor | float:
     if loss is None:
         return float("nan")
     if isinstance(loss, torch.Tensor):

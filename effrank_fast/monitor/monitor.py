@@ -213,7 +213,7 @@ class RankMonitor:
         try:
             s = step_number(step, self._step, self._warn)
             if s % self.every == 0:
-                self._measure_step(s, self._loss(loss))
+                self._measure_step(s, loss_value(loss, self._warn))
         except Exception as exc:  # a bug here must not stop the training run, nor lose the row
             self._warn("step:" + type(exc).__name__, f"RankMonitor.step() failed at step {s} ({exc!r}); ignored")
             self._error_row(s, f"{type(exc).__name__}: {exc}")
@@ -223,14 +223,6 @@ class RankMonitor:
             except Exception as exc:
                 self._warn("end:" + type(exc).__name__, f"RankMonitor.step() failed after step {s} ({exc!r})")
                 self._step, self._armed = s + 1, (s + 1) % self.every == 0
-
-    def _loss(self, loss: object) -> torch.Tensor | float:
-        """The loss column's value; NaN (with a warning) if even :func:`.inputs.loss_value` fails."""
-        try:
-            return loss_value(loss, self._warn)
-        except Exception as exc:
-            self._warn("loss:" + type(exc).__name__, f"RankMonitor.step(loss=...) unusable ({exc!r}); logged as NaN")
-            return float("nan")
 
     def _error_row(self, s: int, msg: str) -> None:
         """Make sure step ``s`` has its row: every layer NaN with ``msg`` (unless it was recorded)."""
@@ -307,7 +299,7 @@ class RankMonitor:
             bad = sorted({(r["layer"], r["step"]) for r in rows if r["nonfinite"]})
             if bad:
                 self._warn(
-                    "nonfinite",
+                    f"nonfinite:{bad[0][1]}",  # once per flush that holds such steps
                     f"RankMonitor: non-finite activations (NaN/Inf) at {len(bad)} (layer, step) pairs, first "
                     f"{bad[:5]}; their measures are logged as NaN with nonfinite=true",
                 )
