@@ -116,7 +116,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise ReportError(f"{path}: cannot be read ({exc})") from None
     try:
         meta = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         line = f"line {exc.lineno}: " if isinstance(exc, json.JSONDecodeError) else ""
         warn(f"{path}: {line}not valid JSON ({getattr(exc, 'msg', exc)}); ignored", UserWarning)
         return {}
@@ -126,18 +126,23 @@ def _read_meta(path: Path) -> dict[str, Any]:
     for fields, obj in ((_META_FIELDS, meta), (_RUN_FIELDS, meta.get("run"))):
         for key, ok in fields.items():
             if isinstance(obj, dict) and key in obj and not ok(obj[key]):
-                warn(f"{path}: {key!r} = {obj[key]!r} is not usable; ignored", UserWarning)
+                warn(f"{path}: {key!r} = {_short(obj[key])} is not usable; ignored", UserWarning)
                 del obj[key]
     return meta
+
+
+def _short(v: object) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _row_problem(row: dict[str, Any], spectrum: bool) -> str:
     """Why a history (or spectrum) row is malformed, or ""."""
     step = row.get("step")
-    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
-        return f"'step' = {step!r} is not an int >= 0"
+    if not (isinstance(step, int) and not isinstance(step, bool) and 0 <= step < 2**62):
+        return f"'step' = {_short(step)} is not an int in [0, 2**62)"
     if not isinstance(row.get("layer"), str):
-        return f"'layer' = {row.get('layer')!r} is not a string"
+        return f"'layer' = {_short(row.get('layer'))} is not a string"
     if spectrum:
         lam = row.get("eigenvalues")
         return (
@@ -145,9 +150,9 @@ def _row_problem(row: dict[str, Any], spectrum: bool) -> str:
         )
     for k, v in row.items():
         if k == "error" and not isinstance(v, str) or k == "nonfinite" and not isinstance(v, bool):
-            return f"{k!r} = {v!r} has the wrong type"
+            return f"{k!r} = {_short(v)} has the wrong type"
         if k not in ("step", "layer", "error", "nonfinite") and not _is_num(v):
-            return f"{k!r} = {v!r} is not a number"
+            return f"{k!r} = {_short(v)} is not a number"
     return ""
 
 
@@ -173,7 +178,7 @@ def _read_rows(path: Path, spectrum: bool = False) -> tuple[list[dict[str, Any]]
                 dup += 1
                 if dup == 1:
                     warn(
-                        f"{path}: line {n}: step {key[0]} of layer {key[1]!r} appears again; each (step, "
+                        f"{path}: line {n}: step {key[0]} of layer {_short(key[1])} appears again; each (step, "
                         "layer) is counted once (the last one kept)",
                         UserWarning,
                     )

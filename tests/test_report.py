@@ -73,6 +73,8 @@ def _good_lines():
         ('{"step": 3, "layer": "h1", "eps_rank@0.1": "many"}', "not a number"),
         ('{"step": 3, "layer": "h1", "nonfinite": "no"}', "'nonfinite'"),
         ('{"step": 3, "lay', "not valid JSON"),
+        ("[" * 100_000 + "]" * 100_000, "RecursionError"),
+        ('{"step": 99999999999999999999999, "layer": "h1"}', "not an int in [0, 2**62)"),
     ],
 )
 def test_a_malformed_history_line_is_a_warning_naming_file_and_line(tmp_path, capsys, bad, why):

@@ -176,8 +176,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, s
                 continue
             try:
                 obj = json.loads(raw)
-            except ValueError as exc:
-                yield n, None, f"not valid JSON ({exc})"
+            except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested arrays
+                yield n, None, f"not valid JSON ({type(exc).__name__}: {str(exc)[:100]})"
                 continue
             if not isinstance(obj, dict):
                 yield n, None, f"a JSON {type(obj).__name__}, not an object"

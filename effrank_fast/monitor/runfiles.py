@@ -78,9 +78,7 @@ class RunFiles:
             self.tb.close()
         for sink in (self.jsonl, self.csv, self.spectrum):  # rows not yet written at or after ``step`` go too
             sink.pending = steps_below(sink.pending, step)
-        self._prepare(step, resumed=True)
-        for sink in (self.jsonl, self.csv, self.spectrum):
-            sink.flush()
+        self._prepare(step, resumed=True)  # the rows still waiting go out at the next write
         return read_jsonl(self.jsonl.path, warn=False)
 
     def write(
