@@ -59,7 +59,10 @@ def _fsync_dir(folder: Path) -> None:
 def replace_with(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Atomically replace ``path`` with what ``write(f)`` writes to a binary file object ``f``."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")  # O_CREAT | O_EXCL
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")  # O_CREAT | O_EXCL
+    except OSError as exc:  # name the file meant, not the temporary one
+        raise type(exc)(exc.errno, exc.strerror, str(p)) from exc
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

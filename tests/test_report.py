@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -156,6 +158,28 @@ def test_an_unwritable_run_folder_is_one_line_and_exit_code_2(tmp_path, capsys, 
     rc, err, _ = _report(run, capsys)
     assert rc == 2 and err.count("\n") == 1
     assert str(run / "summary.json") in err and "Permission denied" in err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid"), reason="POSIX permissions")
+def test_a_really_read_only_run_folder_is_exit_code_2(capsys):
+    base = Path(tempfile.mkdtemp())
+    try:
+        os.chmod(base, 0o755)
+        run = _folder(base)
+        os.chmod(run, 0o555)
+        root = os.geteuid() == 0  # root ignores permissions: drop to 'nobody' for the call
+        if root:
+            os.seteuid(65534)
+        try:
+            rc, err, _ = _report(run, capsys)
+        finally:
+            if root:
+                os.seteuid(0)
+        assert rc == 2 and err.count("\n") == 1 and "Permission denied" in err, err
+        assert f"{run / 'summary.json'}: cannot write" in err
+    finally:
+        os.chmod(base / "run", 0o755)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_no_traceback_even_when_warnings_are_errors(tmp_path, capsys):
