@@ -168,14 +168,16 @@ class RunLog:
         flush_every: copy results to the host and the files every this many steps (one sync).
         meta: extra run metadata saved in meta.json under "run" (``"loss_name"`` labels the loss
             axis of the report's plots).
-        keep_history: keep flushed rows in ``mon.history`` (files are written either way).
+        keep_history: which flushed rows ``mon.history`` keeps (files are written either way):
+            True all, False none, an int K the last K rows. A row is about 1.3 KB in memory with
+            the defaults (3 ε, top 8 eigenvalues): +52 MB per 40,000 (step, layer) rows kept.
     """
 
     dir: str | Path | None = None
     tensorboard: bool | None = None
     flush_every: int = 100
     meta: Mapping[str, Any] = field(default_factory=dict)
-    keep_history: bool = True
+    keep_history: bool | int = True
 
     def __post_init__(self) -> None:
         if self.dir is not None and not isinstance(self.dir, str | Path):
@@ -185,6 +187,10 @@ class RunLog:
         positive_int("flush_every", self.flush_every)
         if not isinstance(self.meta, Mapping):
             raise TypeError(f"meta must be a dict, got {type(self.meta).__name__}")
+        if not isinstance(self.keep_history, int) or self.keep_history < 0:
+            raise ValueError(
+                f"keep_history must be True, False or an int K >= 0 (the last K rows), got {self.keep_history!r}"
+            )
 
 
 @dataclass(frozen=True)
