@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,12 @@ def test_rows_reach_an_offline_run_at_each_measured_step(tmp_path, monkeypatch):
         run_dir = Path(run.dir).parent
     finally:
         run.finish()
-    rows = [r for r in read_offline_history(run_dir) if "rank/step" in r]
+    deadline = time.monotonic() + 120  # wandb's service may still be writing the file after finish()
+    while True:
+        rows = [r for r in read_offline_history(run_dir) if "rank/step" in r]
+        if len(rows) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert [r["rank/step"] for r in rows] == [0, 2, 4]  # every=2: the measured steps, in order
     for r in rows:
         assert r["rank/h/eps_rank@0.001"] == ref[r["rank/step"]][0]
