@@ -3,8 +3,10 @@
     python examples/cnn.py --steps 100 --out runs/cnn
     python examples/cnn.py --steps 100 --compile inductor
 
-Four classes of 16×16 images (oriented stripes plus noise). The monitor measures two [B, C] layers:
-the globally pooled channels ("pooled", C = channels) and the classifier's hidden layer ("fc1").
+Four classes of 16×16 images (oriented stripes plus noise). The monitor measures the second conv
+block's ReLU output [B, C, H, W] with the channels as features (``Features(axis="channels")``: B·H·W
+rows of C features), the globally pooled channels ("pooled", [B, C]) and the classifier's hidden
+layer ("fc1", [B, 32]).
 With ``--compile`` the monitor is attached to the eager module first and the module is compiled
 afterwards (``torch.compile(model)``): the hooks read activations of the compiled forward.
 """
@@ -16,14 +18,14 @@ import argparse
 import torch
 from torch import nn
 
-from effrank_fast.monitor import CollapseAlert, RankMonitor, RunLog
+from effrank_fast.monitor import CollapseAlert, Features, RankMonitor, RunLog
 
 
 def make_model(channels: int) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
         nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(),  # 3: conv2 [B, C, H, W]
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),       # 5: [B, C]
         nn.Linear(channels, 32), nn.ReLU(),          # 7: fc1 [B, 32]
         nn.Linear(32, 4),
@@ -51,8 +53,9 @@ def main() -> None:
     model = make_model(a.channels)
     mon = RankMonitor(
         model,
-        layers={"pooled": "5", "fc1": "7"},
+        layers={"conv2": "3", "pooled": "5", "fc1": "7"},
         eps=[1e-2, 1e-3],
+        features=Features(axis={"conv2": "channels"}),
         log=RunLog(a.out, flush_every=25),
         alerts=CollapseAlert(metric="eps_rank@0.001", fraction_of_max=0.25),
     )

@@ -72,9 +72,12 @@ def test_cnn_eager_and_compiled(tmp_path):
         runs[backend] = read_jsonl(out / "history.jsonl")
     ex = _example("cnn")
     model, (x, _) = ex.make_model(16), ex.batch(0)
+    conv2 = model[:4](x).movedim(1, -1).reshape(-1, 16)  # channels as features: B·H·W rows
     pooled = model[:6](x)
     fc1 = model[:8](x)
     step0 = {r["layer"]: r for r in runs["none"] if r["step"] == 0}
+    assert step0["conv2"]["eps_rank@0.001"] == _count(conv2, 1e-3)
+    assert step0["conv2"]["eps_rank@0.01"] == _count(conv2, 1e-2)
     assert step0["pooled"]["eps_rank@0.001"] == _count(pooled, 1e-3)
     assert step0["fc1"]["eps_rank@0.001"] == _count(fc1, 1e-3)
     eager, compiled = runs["none"], runs["aot_eager"]
