@@ -2,10 +2,12 @@
 
     python examples/hf_trainer_gpt2.py --steps 50 --out runs/hf
 
-Random token data; gradient accumulation 2, so each row's loss is the Trainer's own step loss (the
-sum of its scaled micro-batch losses). The ranks of two block outputs ([B, T, d] → B·T token rows)
-reach ``trainer.log``: every ``report_to`` (TensorBoard here, when installed) gets them as
-``train/rank/<layer>/<metric>``. The monitor's own run folder is ``<out>/rank``.
+Random token sequences of random lengths, right-padded; gradient accumulation 2, so each row's loss
+is the Trainer's own step loss (the sum of its scaled micro-batch losses). The ranks of two block
+outputs ([B, T, d] → one row per real token: ``Features(mask="attention_mask")`` drops the padding,
+read from the forward's ``attention_mask`` keyword) reach ``trainer.log``: every ``report_to``
+(TensorBoard here, when installed) gets them as ``train/rank/<layer>/<metric>``. The monitor's own
+run folder is ``<out>/rank``.
 """
 
 from __future__ import annotations
@@ -17,18 +19,25 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
 from effrank_fast.integrations.hf import RankMonitorTrainerCallback
-from effrank_fast.monitor import CollapseAlert
+from effrank_fast.monitor import CollapseAlert, Features
 
 
 class RandomTokens(torch.utils.data.Dataset):
+    """Sequences of 2..seq real tokens, right-padded with token 0 (attention_mask 0, label -100)."""
+
     def __init__(self, n: int, seq: int, vocab: int) -> None:
-        self.ids = torch.randint(0, vocab, (n, seq), generator=torch.Generator().manual_seed(0))
+        g = torch.Generator().manual_seed(0)
+        self.ids = torch.randint(1, vocab, (n, seq), generator=g)
+        lengths = torch.randint(2, seq + 1, (n, 1), generator=g)
+        self.mask = (torch.arange(seq) < lengths).long()
+        self.ids[self.mask == 0] = 0
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.ids[i], "labels": self.ids[i]}
+        labels = self.ids[i].masked_fill(self.mask[i] == 0, -100)
+        return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": labels}
 
 
 def main() -> None:
@@ -63,6 +72,7 @@ def main() -> None:
         trainer,
         layers=layers,
         eps=[1e-2, 1e-3],
+        features=Features(mask="attention_mask"),  # padding tokens never count
         alerts=CollapseAlert(metric="eps_rank@0.001", fraction_of_max=0.25, action="warn"),
     )
     trainer.train()
