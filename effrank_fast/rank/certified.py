@@ -28,12 +28,10 @@ from dataclasses import dataclass
 import torch
 
 from effrank_fast.ops import backends
-from effrank_fast.ops.gram.error import unit_roundoff
 from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, inertia_count_relative
+from effrank_fast.ops.numerics import U64, unit_roundoff
 from effrank_fast.rank import formulas
 from effrank_fast.rank.prepare import Spectral, eigenvalues_desc
-
-_U64 = 2.0**-53
 
 
 @dataclass
@@ -77,7 +75,7 @@ def _gram_error(sp: Spectral) -> torch.Tensor:
 def _eigh_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
     lam = eigenvalues_desc(sp)
     g = _gram_error(sp)
-    delta = g + 4 * sp.matrix.shape[0] * _U64 * lam.abs().max()
+    delta = g + 4 * sp.matrix.shape[0] * U64 * lam.abs().max()
     lam_max, trace = lam[0], sp.matrix.diagonal().double().sum()
     tau = formulas.thresholds_for(eps, relative, lam_max, trace)
     if relative == "max":  # the exact λ_max lies within δ of λ̂_max

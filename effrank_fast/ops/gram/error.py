@@ -48,6 +48,8 @@ from dataclasses import dataclass
 
 import torch
 
+from effrank_fast.ops.numerics import gamma, unit_roundoff
+
 __all__ = [
     "P_FAIL",
     "TENSOR_CORE_BIAS_PER_SQRT_N",
@@ -63,15 +65,6 @@ P_FAIL = 1e-16
 # ops/gram/README.md: bias ≤ 2.3e-9·R·n_mma with R·n_mma ≤ 8√n, doubled for margin.
 TENSOR_CORE_BIAS_PER_SQRT_N = 2 * 2.3e-9 * 8
 BACKENDS = ("torch", "native", "triton")
-
-
-def unit_roundoff(dtype: torch.dtype) -> float:
-    """u = 2^-p of ``dtype`` (half the machine epsilon)."""
-    return torch.finfo(dtype).eps / 2
-
-
-def _gamma(terms: float, u: float) -> float:
-    return math.inf if terms * u >= 1 else terms * u / (1 - terms * u)
 
 
 @dataclass(frozen=True)
@@ -115,16 +108,16 @@ def gram_error_model(
         acc = math.sqrt(2 * ell * adds) * u
         lin = (2.0 / 3.0) * ell * 2 * u
     else:
-        acc = _gamma(adds, 2 * u if tensor_cores else u)
+        acc = gamma(adds, 2 * u if tensor_cores else u)
         lin = 0.0
     per_factor = (3 if weighted else 0) + (1 if centered else 0)
     if torch.finfo(input_dtype).bits > torch.finfo(acc_dtype).bits:
         per_factor += 1
-    theta = _gamma(per_factor, u)
+    theta = gamma(per_factor, u)
     relative = 2 * theta + theta * theta
     if tensor_cores:
         relative += u + (TENSOR_CORE_BIAS_PER_SQRT_N * math.sqrt(n) if probabilistic else 0.0)
-    rank_one = _gamma(n, u) ** 2 if centered else 0.0
+    rank_one = gamma(n, u) ** 2 if centered else 0.0
     eta = torch.finfo(acc_dtype).smallest_normal * torch.finfo(acc_dtype).eps  # the smallest subnormal
     absolute_per_row = (n + 4) * eta * (1.0 if post_scale is None else float(post_scale))
     return GramErrorModel(acc, relative, rank_one, absolute_per_row, probabilistic, lin)
