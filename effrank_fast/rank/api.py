@@ -68,8 +68,9 @@ def gram(
         backend: "auto", "torch", "native" or "triton".
         acc_dtype: accumulation/output dtype; float64 for fp64 input, else float32.
         check: validate values (negative weights; NaN/Inf from M's diagonal, then Φ is counted
-            only for the message); one host sync. A Gram that overflows ``acc_dtype`` is a
-            ValueError naming ``phi``.
+            only for the message); one host sync. Features at any finite scale are formed at a
+            safe scale and scaled back; a Gram that is not representable in ``acc_dtype``
+            (overflow, or a largest entry below its normal range) is a ValueError naming ``phi``.
 
     Returns:
         M: [d, d] symmetric, in ``acc_dtype``. Only its upper triangle is computed (BLAS SYRK or
@@ -80,7 +81,7 @@ def gram(
         >>> M = effrank_fast.gram(torch.randn(1000, 64))  # [64, 64], ≈ identity
     """
     sp = features_to_matrix(
-        phi, weights, mode, center, backend, acc_dtype, check, allow_kernel=False, promote_overflow=False
+        phi, weights, mode, center, backend, acc_dtype, check, allow_kernel=False, promote_overflow=False, unscale=True
     )
     return sp.matrix
 
@@ -103,6 +104,8 @@ def eigenvalues(
     """
     sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check)
     lam = eigenvalues_desc(sp)
+    if sp.scale != 1.0:
+        lam = lam / sp.scale
     if k is not None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")

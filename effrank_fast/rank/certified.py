@@ -12,8 +12,13 @@ counts with that certificate:
 When a count is not proven and the Gram was accumulated in float32, the Gram is formed again in
 float64 (**promotion**) and counted again; an unproven float64 count is the float64 spectrum's
 (an eigenvalue then lies within ~1e-12 relative of τ: inside the contract's 1e-9 band). A matrix
-whose every eigenvalue lies within δ_G of 0 after that (constant centred features, say) is
-numerically zero: its relative counts are 0.
+whose every eigenvalue lies within a finite δ_G of 0 after that (constant centred features, say)
+is numerically zero: its relative counts are 0. A count whose bound is not finite is never
+certified.
+
+Scale: a :class:`Spectral` formed at ``scale`` ≠ 1 (features or a ``gram=`` near the ends of the
+dtype's range) is counted at τ·scale; ``thresholds`` and ``gram_error`` are reported in the given
+units.
 
 Deciding to promote reads one flag from the device (**a host sync**), so it happens only with
 ``check=True``; ``check=False`` returns the first pass as it is, proven or not (see
@@ -89,7 +94,7 @@ def _eigh_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRank
     upper = formulas.eps_counts(lam, lo - delta)
     lower = formulas.eps_counts(lam, hi + delta)
     certified = torch.isfinite(delta) & (upper == lower)
-    zero = lam.abs().max() <= g
+    zero = torch.isfinite(g) & (lam.abs().max() <= g)
     return EpsRankResult(counts, certified, lower, upper, tau, g, sp.acc_dtype, "eigh", zero=zero)
 
 
@@ -110,12 +115,27 @@ def _inertia_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsR
         top = diag.abs().sum()  # ≥ λ_max for a PSD M
     assert res.count_bounds is not None and res.thresholds is not None
     lower, upper = res.count_bounds
-    zero = top <= g
+    zero = torch.isfinite(g) & (top <= g)
     return EpsRankResult(res.counts, res.reliable, lower, upper, res.thresholds, g, sp.acc_dtype, "inertia", zero=zero)
 
 
+def _given_units(res: EpsRankResult, sp: Spectral) -> EpsRankResult:
+    if sp.scale != 1.0:
+        res.thresholds = res.thresholds / sp.scale
+        res.gram_error = None if res.gram_error is None else res.gram_error / sp.scale
+    return res
+
+
+def _scaled_eps(sp: Spectral, eps: torch.Tensor, relative: str | None) -> torch.Tensor:
+    return eps * sp.scale if relative is None and sp.scale != 1.0 else eps
+
+
 def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
-    """One certified count of ``sp`` (no host sync on the inertia path)."""
+    """One certified count of ``sp`` (no host sync on the inertia path); τ and δ_G in the given units."""
+    return _given_units(_count_scaled(sp, _scaled_eps(sp, eps, relative), relative, method), sp)
+
+
+def _count_scaled(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
     chosen = backends.select_count_method(
         method,
         sp.matrix.device,
@@ -155,7 +175,7 @@ def certified_count(sp: Spectral, eps: torch.Tensor, relative: str | None, metho
                 InertiaFallbackWarning,
                 stacklevel=3,
             )
-            redo = _eigh_pass(sp, eps, relative)
+            redo = _eigh_pass(sp, _scaled_eps(sp, eps, relative), relative)
             res.counts = torch.where(res.certified, res.counts, redo.counts)
         res.fell_back = True
     return res

@@ -91,15 +91,18 @@ def _convention(
     return conv
 
 
-def _centring_floor(phi: torch.Tensor, weights: torch.Tensor | None, mode: str, acc: torch.dtype) -> torch.Tensor:
+def _centring_floor(
+    phi: torch.Tensor, weights: torch.Tensor | None, mode: str, acc: torch.dtype, feature_scale: float = 1.0
+) -> torch.Tensor:
     """4·Σw·‖r‖², r = Σ_k w_k(φ_k − μ̂)/Σw in float64: the rounded mean μ̂ leaves the rank-one error
     Σw·(μ̂ − μ)(μ̂ − μ)ᵀ in a centred Gram (the cross terms vanish since Σ_k w_k(φ_k − μ) = 0), and r
     measures μ̂ − μ a posteriori (a worst-case bound, n·u·‖μ‖, would call real small-variance data
     zero; constant data rounds systematically, so √n·u is not a bound either). μ̂ is the mean the
-    PyTorch and Triton Gram paths use. One pass over Φ."""
+    PyTorch and Triton Gram paths use. One pass over Φ, taken as Φ·``feature_scale`` (the scale the
+    Gram was formed at, :class:`~effrank_fast.rank.prepare.Spectral`)."""
     n = phi.shape[0]
     w = validation.resolve_weights(weights, mode, n, phi.device)
-    x = phi.detach()
+    x = phi.detach().double() * feature_scale if feature_scale != 1.0 else phi.detach()
     wd = None if w is None else w.detach()
     mu = weighted_mean(x, wd, acc).double()
     total = torch.zeros_like(mu)
@@ -156,7 +159,7 @@ def _floor_and_error(
     if center and phi is not None:
         cache = {} if centring_cache is None else centring_cache
         if acc not in cache:
-            cache[acc] = _centring_floor(phi, weights, mode, acc)
+            cache[acc] = _centring_floor(phi, weights, mode, acc, sp.scale**0.5)
         floor, fro = floor + cache[acc], fro + cache[acc]
     return floor, fro
 
@@ -211,7 +214,8 @@ def _spectrum(
         sensitive = formulas.entropy_rank_sensitivity(ref, floor, fro, **kw) > PROMOTE_AT * value
         if solve == torch.float32:
             if eps is not None:
-                tau = formulas.thresholds_for(eps.to(ref.device), relative, ref[0], ref.sum())
+                eps_s = eps * sp.scale if relative is None else eps
+                tau = formulas.thresholds_for(eps_s.to(ref.device), relative, ref[0], ref.sum())
                 sensitive = sensitive | ((ref.unsqueeze(0) - tau.unsqueeze(1)).abs() <= 2 * floor).any()
             if not bool(sensitive):  # host sync
                 break
@@ -432,9 +436,10 @@ def measures(
     relative = validation.check_relative(relative)
     conv = _convention(convention, basis, fudge, components, center)
     s = _spectrum(phi, gram, weights, mode, conv.center, backend, acc_dtype, check, conv, eps_vals, relative)
+    scale = s.sp.scale  # the spectrum is s.sp.scale × M's: every measure below is scale-free but τ
     m = measures_from_eigenvalues(
         s.lam,
-        eps_vals,
+        eps_vals * scale if relative is None else eps_vals,
         relative,
         mode=mode,
         center=conv.center,
@@ -444,4 +449,8 @@ def measures(
         entropy_kw=s.entropy_kw,
     )
     m.promoted, m.convention = s.promoted, convention
+    if scale != 1.0:  # the dimensionful fields in the given units
+        m.eps, m.thresholds = eps_vals.to(m.eps.device), m.thresholds / scale
+        m.eigenvalues, m.lambda_max, m.trace = m.eigenvalues / scale, m.lambda_max / scale, m.trace / scale
+        m.noise_floor = None if m.noise_floor is None else m.noise_floor / scale
     return m

@@ -185,7 +185,7 @@ def bound_from_model(
     trace = (diag.abs().sum() if diag.dim() == 1 else diag.abs()) * shrink
     top = (diag.abs().max() if diag.dim() == 1 else diag.abs()) * shrink
     if model.probabilistic:
-        bound = model.acc * (top * trace).sqrt() + model.lin * top
+        bound = model.acc * top.sqrt() * trace.sqrt() + model.lin * top  # no overflow of top·trace
     else:
         bound = model.acc * trace
     bound = bound + model.relative * trace
