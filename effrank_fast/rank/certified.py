@@ -55,6 +55,8 @@ class EpsRankResult:
         promoted: a float64 Gram was formed because a float32 count was not proven.
         fell_back: the final counts of unproven thresholds came from the float64 spectrum.
         zero: the matrix was within δ_G of zero (relative counts reported as 0).
+        certificate: the kind of δ_G the counts were proven with ("tight", "probabilistic",
+            "rigorous"; docs/certificate.md), None for a given ``gram=`` (its own rounding).
     """
 
     counts: torch.Tensor
@@ -68,6 +70,7 @@ class EpsRankResult:
     promoted: bool = False
     fell_back: bool = False
     zero: torch.Tensor | None = None
+    certificate: str | None = None
 
 
 def _gram_error(sp: Spectral) -> torch.Tensor:
@@ -132,7 +135,9 @@ def _scaled_eps(sp: Spectral, eps: torch.Tensor, relative: str | None) -> torch.
 
 def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
     """One certified count of ``sp`` (no host sync on the inertia path); τ and δ_G in the given units."""
-    return _given_units(_count_scaled(sp, _scaled_eps(sp, eps, relative), relative, method), sp)
+    res = _given_units(_count_scaled(sp, _scaled_eps(sp, eps, relative), relative, method), sp)
+    res.certificate = sp.certificate
+    return res
 
 
 def _count_scaled(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:

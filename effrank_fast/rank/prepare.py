@@ -14,7 +14,8 @@ import torch
 
 from effrank_fast.ops import backends, validation
 from effrank_fast.ops.gram import compute_gram, default_acc_dtype, weighted_mean
-from effrank_fast.ops.gram.error import gram_error_bound
+from effrank_fast.ops.gram.error import KINDS, gram_error
+from effrank_fast.ops.inertia.lanczos import lambda_max_bounds
 
 
 @dataclass
@@ -31,7 +32,8 @@ class Spectral:
     a power of 4 (Φ·2^k, exact). Features or a ``gram=`` so small or large that their Gram would
     underflow or overflow (or its error bound would) are formed at a safe scale (:func:`safe_scale`);
     ε-counts are scale-free once τ is scaled too, and the σ-measures are scale-free outright.
-    Values reported to the user (eigenvalues, τ, δ_G) are divided by it.
+    Values reported to the user (eigenvalues, τ, δ_G) are divided by it. ``certificate``: the kind
+    of ``gram_error`` (ops/gram/error.py ``KINDS``), None for a given S.
     """
 
     matrix: torch.Tensor
@@ -42,6 +44,7 @@ class Spectral:
     acc_dtype: torch.dtype | None = None
     recompute: Callable[[torch.dtype], Spectral] | None = field(default=None, repr=False)
     scale: float = 1.0
+    certificate: str | None = None
 
 
 # The largest diagonal entry of a formed Gram outside which it is formed again at scale ~1: inside,
@@ -50,6 +53,8 @@ class Spectral:
 SAFE_DIAG = {torch.float32: (2.0**-100, 2.0**100), torch.float64: (2.0**-400, 2.0**400)}
 # For a given gram= (any dtype; everything downstream runs in float64 on it): max |M| outside this.
 SAFE_GIVEN = (2.0**-400, 2.0**400)
+# Lanczos steps for the λ_max of the tight Gram error estimate: its upper end (Ritz value + residual)
+TIGHT_LANCZOS_STEPS = 8
 # |k| of the shift 2^k: 4^k stays a finite float64 (any fp32 scale and float64 down to ~1e-150 fit).
 MAX_SHIFT = 500
 
@@ -97,6 +102,7 @@ def features_to_matrix(
     allow_kernel: bool = True,
     promote_overflow: bool = True,
     unscale: bool = False,
+    certificate: str = "tight",
 ) -> Spectral:
     """Validate, then form M [d, d] (or the N×N kernel when N < d) with its error bound δ_G.
 
@@ -159,7 +165,10 @@ def features_to_matrix(
         mu = weighted_mean(scaled_features(phi, k) if k else phi, w, acc_dtype).double()
         weight_sum = total_weight if total_weight is not None else w.double().sum()  # type: ignore[union-attr]
         mean_sq = weight_sum * mu.square().sum()
-    delta = gram_error_bound(
+    # the tight estimate scales with λ_max: a few Lanczos steps on M̂ (O(k·d²), no host sync)
+    lam_top = lambda_max_bounds(m.detach(), steps=TIGHT_LANCZOS_STEPS).upper if certificate == "tight" else None
+    delta = gram_error(
+        certificate,
         m.diagonal(),
         d if kernel else n,
         acc_dtype,
@@ -169,12 +178,15 @@ def features_to_matrix(
         centered=center,
         post_scale=post_scale,
         mean_sq_norm=mean_sq,
+        lambda_max=lam_top,
     )
 
     def recompute(acc: torch.dtype) -> Spectral:
-        return features_to_matrix(phi, weights, mode, center, backend, acc, check, allow_kernel, promote_overflow)
+        return features_to_matrix(
+            phi, weights, mode, center, backend, acc, check, allow_kernel, promote_overflow, certificate=certificate
+        )
 
-    return Spectral(m, d, used, n, delta, acc_dtype, recompute, scale=4.0**k)
+    return Spectral(m, d, used, n, delta, acc_dtype, recompute, scale=4.0**k, certificate=certificate)
 
 
 def _unscaled(m: torch.Tensor, k: int, top: float, acc_dtype: torch.dtype, phi: torch.Tensor) -> torch.Tensor:
@@ -220,11 +232,15 @@ def prepare(
     backend: str,
     acc_dtype: torch.dtype | None,
     check: bool,
+    certificate: str = "tight",
 ) -> Spectral:
+    """The matrix of ``phi`` (with δ_G of kind ``certificate``, ops/gram/error.py) or the given ``gram_``."""
+    if certificate not in KINDS:
+        raise ValueError(f"certificate must be one of {KINDS}, got {certificate!r}")
     if gram_ is None:
         if phi is None:
             raise ValueError("give the features phi [N, d] or a precomputed gram= [d, d]")
-        return features_to_matrix(phi, weights, mode, center, backend, acc_dtype, check)
+        return features_to_matrix(phi, weights, mode, center, backend, acc_dtype, check, certificate=certificate)
     if phi is not None:
         raise ValueError("give either phi or gram=, not both")
     if weights is not None:

@@ -41,6 +41,9 @@ PROMOTE_AT = 5e-4
 # its error model (4√d·u₃₂·λ_max) fails the sensitivity test on long-tailed spectra, which then
 # pay both solves; so it is tried only where the float64 solve dominates the Gram's cost.
 FP32_SOLVE_MIN_DIM = 2048
+# The σ-measures take their floor from formulas.noise_floor, not from the certificate's δ_G: the
+# cheapest kind (no Lanczos steps for the tight estimate's λ_max) serves.
+NO_COUNTS = "probabilistic"
 
 
 @dataclass
@@ -196,7 +199,7 @@ def _spectrum(
     Each decision reads one flag (a host sync). Under ``torch.compile`` (no data-dependent branch
     in a graph) neither is taken: a float64 eigensolve, no promotion, the floor rule alone.
     """
-    sp = prepare(phi, gram_, weights, mode, center, backend, acc_dtype, check)
+    sp = prepare(phi, gram_, weights, mode, center, backend, acc_dtype, check, NO_COUNTS)
     kw = (conv or _Convention()).keywords(sp.n, sp.dim)
     decide = conv is not None and not torch.compiler.is_compiling()
     promotable = decide and acc_dtype is None and sp.n is not None and sp.matrix.dtype != torch.float64
@@ -223,7 +226,7 @@ def _spectrum(
             continue
         if not bool(sensitive):  # host sync
             break
-        sp = prepare(phi, gram_, weights, mode, center, backend, torch.float64, False)
+        sp = prepare(phi, gram_, weights, mode, center, backend, torch.float64, False, NO_COUNTS)
         promotable, promoted = False, True
     return _Spectrum(sp, lam, floor, promoted, kw)
 
@@ -294,7 +297,7 @@ def participation_ratio(
 
     0 when M is numerically zero: its largest absolute row sum (≥ λ_max) is at or below the floor.
     """
-    sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check)
+    sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check, NO_COUNTS)
     m = sp.matrix.double()
     row_sum = m.detach().abs().sum(1).max()
     floor = _floor(sp, row_sum, phi, weights, mode, center)
