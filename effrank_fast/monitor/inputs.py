@@ -4,8 +4,9 @@ Neither function raises and neither reads device data (no host sync):
 
 - ``loss``: a 0-d tensor is taken as is; a tensor with more elements (a per-sample loss,
   ``reduction="none"``) becomes its mean; an int or float (or a numpy number or array) is taken as
-  given; ``None`` is NaN (no loss logged). Anything else (a string, a list, a complex tensor) is
-  NaN with one warning. Tensors are detached and cast to float64 on their own device.
+  given (an int beyond the float range is ±inf); ``None`` is NaN (no loss logged). Anything else
+  (a string, a list, a complex tensor) is NaN with one warning. Tensors are detached and cast to
+  float64 on their own device.
 - ``step``: explicit step numbers must increase. A repeated or decreasing one (or one that is
   not an int) is replaced, with one warning, by the next number (last step + 1), so no row is
   lost and no two rows share a step.
@@ -13,6 +14,7 @@ Neither function raises and neither reads device data (no host sync):
 
 from __future__ import annotations
 
+import math
 import numbers
 import operator
 from collections.abc import Callable
@@ -25,6 +27,14 @@ Warn = Callable[[str, str], None]
 
 def loss_value(loss: object, warn: Warn) -> torch.Tensor | float:
     """The ``loss`` column's value: a detached 0-d float64 tensor on the loss's device, or a float."""
+    try:
+        return _loss_value(loss, warn)
+    except Exception as exc:  # e.g. a number type whose float() raises: NaN, the row is kept
+        warn(f"loss:{type(exc).__name__}", f"RankMonitor.step(loss=...) unusable ({exc!r}); the loss column holds NaN")
+        return float("nan")
+
+
+def _loss_value(loss: object, warn: Warn) -> torch.Tensor | float:
     if loss is None:
         return float("nan")
     if isinstance(loss, torch.Tensor):
@@ -33,7 +43,10 @@ def loss_value(loss: object, warn: Warn) -> torch.Tensor | float:
         t = loss.detach().to(torch.float64)
         return t.reshape(()) if t.numel() == 1 else t.mean()  # numel() reads the shape only
     if isinstance(loss, numbers.Real):
-        return float(loss)
+        try:
+            return float(loss)
+        except OverflowError:  # an int beyond the float range (10**400): it is infinite as a float
+            return math.inf if loss > 0 else -math.inf  # type: ignore[operator]
     if isinstance(loss, np.ndarray) and loss.dtype.kind in "biuf":
         return float(loss.astype(np.float64).mean()) if loss.size else float("nan")
     return _not_numeric(loss, warn)

@@ -1,6 +1,6 @@
 """RankMonitor: a drop-in, every-step monitor of hidden-layer ranks.
 
-    mon = effrank_fast.RankMonitor(model, eps=[1e-2, 1e-3], log_dir="runs/x")
+    mon = effrank_fast.RankMonitor(model, eps=[1e-2, 1e-3], log="runs/x")
     for x, y in data:
         loss = loss_fn(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
         mon.step(loss=loss)          # no host sync here
@@ -16,33 +16,44 @@ a warning, and odd inputs are handled as :mod:`.inputs` says.
 
 from __future__ import annotations
 
+import contextlib
 import time
-import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from effrank_fast import safe_io
 from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
 from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
-from effrank_fast.monitor.capture import Capture, Probe
+from effrank_fast.monitor.capture import Capture
+from effrank_fast.monitor.capture import Probe as ProbeRunner
+from effrank_fast.monitor.config import (
+    Accumulate,
+    Engine,
+    Features,
+    Probe,
+    ProbeInputs,
+    RunLog,
+    as_accumulate,
+    as_engine,
+    as_log,
+    as_probe,
+    check_probe_weights,
+    positive_int,
+    upgrade_legacy,
+)
 from effrank_fast.monitor.engines import make_engine
-from effrank_fast.monitor.history import Records, read_jsonl
+from effrank_fast.monitor.history import Records, history_cap, read_jsonl
 from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
 from effrank_fast.monitor.pre_step import ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
-from effrank_fast.ops import backends, validation
-
-
-def _positive_int(name: str, v: object, minimum: int = 1) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
-    return v
+from effrank_fast.ops import validation
 
 
 class RankMonitor:
@@ -56,38 +67,27 @@ class RankMonitor:
         eps: thresholds ε of the ε-rank #{λ(M) > τ} (one or several; one spectrum serves all).
         relative: None (τ = ε), "max" (τ = ε·λ_max) or "trace" (τ = ε·tr M).
         every: measure every this many steps (``step % every == 0``).
-        probe: fixed input points [N, ...] (or a tuple of positional inputs): the model is run on
-            them under ``no_grad`` and in eval mode at each measured step (the paper's ∫_Ω), just
-            before the optimizer updates the parameters (or in ``step()`` when no optimizer
-            stepped), so each row's ranks and loss belong to the same parameters.
-            Without a probe, the training forward passes since the last step are used
-            (micro-batches add up; forwards under ``no_grad`` are ignored).
-        weights: quadrature weights [N] of the probe (e.g. effrank_fast.quadrature.trapezoid).
-        mode: "mean" (w = 1/N), "sum" (w = 1) or "integral" (given weights summing to |Ω|).
-            Default: "integral" with weights, else "mean".
-        center: subtract the weighted mean of each feature (float64 accumulation by default).
-        accumulate: "step" (each measured step stands alone) or "ema" (M ← β·M + (1−β)·M_step).
-        ema_decay: β for ``accumulate="ema"``.
-        topk: how many of the largest eigenvalues to log per row (``lambda_1``…).
-        spectrum_every: keep the full spectrum every this many steps (0: never).
-        flush_every: copy results to the host and the files every this many steps.
-        log_dir: run folder for history.jsonl, history.csv, spectrum.jsonl, meta.json (and
-            TensorBoard events); None keeps the rows in memory only.
-        tensorboard: None (when installed and ``log_dir`` is set), True or False.
-        tracker: spectral engine: "exact" (the full float64 spectrum: the device-side Jacobi solver
-            on CUDA for d ≤ 1024, else eigvalsh, which syncs once on CUDA; choose with
-            ``tracker_options={"solver": "auto"|"jacobi"|"eigvalsh"}``), "warm"
-            (effrank_fast.SpectrumTracker, sync-free) or a factory ``fn(d=, eps=, relative=)``.
-        tracker_options: keyword arguments of the tracker (e.g. ``{"k": 64, "refresh_every": 50}``).
-        gram_backend: backend of :func:`effrank_fast.gram` ("auto", "torch", "native", "triton").
-        acc_dtype: Gram accumulation dtype (None: effrank_fast.gram's default; float64 if centred).
-        fused: form the Gram of h = act(xWᵀ + b) from the producing Linear's input with
-            effrank_fast.ops.linear_act_gram (Linear→activation layers in an nn.Sequential).
+        probe: a :class:`~effrank_fast.monitor.Probe` (or its inputs: a Tensor [N, ...], a tuple
+            of positional inputs, a dict of keyword inputs): the model is run on these points under
+            ``no_grad`` and in eval mode at each measured step, just before the optimizer updates
+            the parameters (or in ``step()`` when no optimizer stepped), so each row's ranks and
+            loss belong to the same parameters. Without a probe, the training forward passes
+            since the last step are used (micro-batches add up; forwards under ``no_grad`` are
+            ignored).
+        features: a :class:`~effrank_fast.monitor.Features`: how activations become the Gram
+            (mode, centring, accumulation dtype, backend, fused linear+activation kernel).
+        engine: an :class:`~effrank_fast.monitor.Engine`, "exact", "warm" or a tracker factory:
+            how each Gram becomes a row (top-k eigenvalues, full-spectrum cadence, solver).
+        log: a :class:`~effrank_fast.monitor.RunLog` or a run folder: files, TensorBoard, flush
+            cadence, run metadata, in-memory history.
+        accumulate: an :class:`~effrank_fast.monitor.Accumulate`, "step" or "ema".
         distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic); the
             ``loss`` column is then the mean of the ranks' losses, in the same all-reduce.
-        keep_history: keep flushed rows in ``mon.history`` (files are written either way).
-        meta: extra run metadata saved in meta.json under "run" (``"loss_name"`` labels the loss
-            axis of the report's plots; default "loss").
+
+    The 0.1 keywords (``weights=``, ``mode=``, ``center=``, ``acc_dtype=``, ``gram_backend=``,
+    ``fused=``, ``tracker=``, ``topk=``, ``spectrum_every=``, ``tracker_options=``, ``log_dir=``,
+    ``tensorboard=``, ``flush_every=``, ``meta=``, ``keep_history=``, ``ema_decay=``) still work
+    for this release, with a ``DeprecationWarning`` naming their new place.
     """
 
     def __init__(
@@ -98,72 +98,52 @@ class RankMonitor:
         *,
         relative: str | None = None,
         every: int = 1,
-        probe: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
-        weights: torch.Tensor | None = None,
-        mode: str | None = None,
-        center: bool = False,
-        accumulate: str = "step",
-        ema_decay: float = 0.9,
-        topk: int = 8,
-        spectrum_every: int = 100,
-        flush_every: int = 100,
-        log_dir: str | Path | None = None,
-        tensorboard: bool | None = None,
-        tracker: object = "exact",
-        tracker_options: dict[str, Any] | None = None,
-        gram_backend: str = "auto",
-        acc_dtype: torch.dtype | None = None,
-        fused: bool = False,
+        probe: Probe | ProbeInputs | None = None,
+        features: Features | None = None,
+        engine: Engine | str | Callable[..., Any] = "exact",
+        log: RunLog | str | Path | None = None,
+        accumulate: Accumulate | str = "step",
         distributed: bool | None = None,
-        keep_history: bool = True,
-        meta: dict[str, Any] | None = None,
+        **legacy: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        probe_cfg, feat, eng, log_cfg, acc = upgrade_legacy(
+            legacy, as_probe(probe), features or Features(), as_engine(engine), as_log(log), as_accumulate(accumulate)
+        )
         self.model = model
         self.eps, _ = validation.check_eps(eps)
         self.relative = validation.check_relative(relative)
-        self.every = _positive_int("every", every)
-        self.flush_every = _positive_int("flush_every", flush_every)
-        self.topk = _positive_int("topk", topk, 0)
-        self.spectrum_every = _positive_int("spectrum_every", spectrum_every or 0, 0)
-        if accumulate not in ("step", "ema"):
-            raise ValueError(f"accumulate must be 'step' or 'ema', got {accumulate!r}")
-        if not 0.0 < float(ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay!r}")
-        self.accumulate, self.ema_decay = accumulate, float(ema_decay)
-        if probe is None and weights is not None:
-            raise ValueError("weights= are the probe's quadrature weights; give probe= as well")
-        self.probe = None if probe is None else Probe(probe, weights)
-        if self.probe is not None and weights is not None:
-            validation.check_weights(weights, self.probe.n, weights.device, check_values=True)
-        self.weights = weights
-        self.mode = validation.check_mode(mode or ("integral" if weights is not None else "mean"), weights)
-        self.center = bool(center)
-        backends.requested_backend(gram_backend)
-        if acc_dtype not in (None, torch.float32, torch.float64):
-            raise TypeError(f"acc_dtype must be None, torch.float32 or torch.float64, got {acc_dtype}")
-        if fused and center:
-            raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
-        self.fused = bool(fused)
+        self.every = positive_int("every", every)
+        self.features, self.engine_config, self.log_config, self.accumulation = feat, eng, log_cfg, acc
+        # Flat views of the options that the row and file code reads.
+        self.flush_every, self.topk, self.spectrum_every = log_cfg.flush_every, eng.topk, eng.spectrum_every
+        self.accumulate, self.ema_decay = acc.kind, float(acc.ema_decay)
+        self.weights = None if probe_cfg is None else probe_cfg.weights
+        self.probe = None if probe_cfg is None else ProbeRunner(probe_cfg.inputs, self.weights)
+        if self.probe is not None and self.weights is not None:
+            validation.check_weights(self.weights, self.probe.n, self.weights.device, check_values=True)
+        self.mode = check_probe_weights(probe_cfg, feat)
+        self.center, self.fused = feat.center, feat.fused
+        self.gram_backend, self.acc_dtype = feat.backend, feat.acc_dtype
+        options = dict(eng.tracker_options) if eng.kind == "warm" else {"solver": eng.solver}
         self.engine = make_engine(
-            tracker, self.eps, self.relative, self.topk, mode=self.mode, center=self.center, options=tracker_options
+            eng.kind, self.eps, self.relative, self.topk, mode=self.mode, center=self.center, options=options
         )
         self.distributed = dd.resolve(distributed)
         self.rank, self.world = (dd.rank(), dd.world_size()) if self.distributed else (0, 1)
         self.measurer = LayerMeasurer(
             self.engine,
-            normalise=self.mode == "mean" and weights is None,
-            ema_decay=self.ema_decay if accumulate == "ema" else None,
+            normalise=self.mode == "mean" and self.weights is None,
+            ema_decay=self.ema_decay if self.accumulate == "ema" else None,
             spectrum_every=self.spectrum_every,
             distributed=self.distributed,
-            probe=probe is not None,
+            probe=self.probe is not None,
         )
         L.check_spec(layers, model)
-        self.gram_backend, self.acc_dtype = gram_backend, acc_dtype
-        self.log_dir = None if log_dir is None else Path(log_dir)
-        self.keep_history = keep_history
-        self.run_meta = dict(meta or {})
+        self.log_dir = None if log_cfg.dir is None else Path(log_cfg.dir)
+        self.keep_history = log_cfg.keep_history
+        self.run_meta = dict(log_cfg.meta)
 
         self._records: Records | None = None
         self._history: list[dict[str, Any]] = []
@@ -173,12 +153,16 @@ class RankMonitor:
         self._armed = True
         self._closed = False
         self._t0, self._wall_offset = time.perf_counter(), 0.0
-        self.files = runfiles.RunFiles(log_dir, tensorboard) if log_dir is not None and self.rank == 0 else None
+        self.files = (
+            runfiles.RunFiles(self.log_dir, log_cfg.tensorboard)
+            if self.log_dir is not None and self.rank == 0
+            else None
+        )
         self.capture = Capture(
             model,
             layers,
-            make_acc=lambda: GramAccumulator(center=self.center, acc_dtype=acc_dtype, backend=gram_backend),
-            fused_kernel=load_fused_kernel() if fused else None,
+            make_acc=lambda: GramAccumulator(center=self.center, acc_dtype=self.acc_dtype, backend=self.gram_backend),
+            fused_kernel=load_fused_kernel() if self.fused else None,
             probe_mode=self.probe is not None,
             batch_gate=lambda: self._armed and torch.is_grad_enabled(),
             on_resolved=self._on_layers,
@@ -230,10 +214,23 @@ class RankMonitor:
             s = step_number(step, self._step, self._warn)
             if s % self.every == 0:
                 self._measure_step(s, loss_value(loss, self._warn))
-        except Exception as exc:  # a bug here must not stop the training run
+        except Exception as exc:  # a bug here must not stop the training run, nor lose the row
             self._warn("step:" + type(exc).__name__, f"RankMonitor.step() failed at step {s} ({exc!r}); ignored")
+            self._error_row(s, f"{type(exc).__name__}: {exc}")
         finally:
-            self._end_step(s)
+            try:
+                self._end_step(s)
+            except Exception as exc:
+                self._warn("end:" + type(exc).__name__, f"RankMonitor.step() failed after step {s} ({exc!r})")
+                self._step, self._armed = s + 1, (s + 1) % self.every == 0
+
+    def _error_row(self, s: int, msg: str) -> None:
+        """Make sure step ``s`` has its row: every layer NaN with ``msg`` (unless it was recorded)."""
+        rec = self._records
+        if rec is None or s % self.every or (len(rec) and rec.last_step == s):
+            return
+        with contextlib.suppress(Exception):
+            rec.append(s, self._wall(), float("nan"), None, dict.fromkeys(range(len(rec.labels)), msg), [])
 
     def _end_step(self, s: int) -> None:
         self.capture.reset()
@@ -281,31 +278,50 @@ class RankMonitor:
 
     # ------------------------------------------------------------------ results and files
     def flush(self) -> None:
-        """Copy pending results to the host (one sync), append them to history and the files."""
-        self._since_flush = 0
-        if self._records is None or not len(self._records):
-            return
+        """Copy pending results to the host (one sync), append them to history and the files; never raises.
+
+        Rows a failed write could not store stay queued in the files' sinks and are written
+        first at the next flush that succeeds (see :mod:`.runfiles`).
+        """
         try:
+            self._flush()
+        except Exception as exc:  # a bug here must not stop the training run
+            self._warn("flush:" + type(exc).__name__, f"RankMonitor.flush() failed ({type(exc).__name__}: {exc})")
+
+    def _flush(self) -> None:
+        self._since_flush = 0
+        rows: list[dict[str, Any]] = []
+        spectrum: list[dict[str, Any]] = []
+        if self._records is not None and len(self._records):
             rows, spectrum = self._records.drain()
-        except Exception as exc:
-            self._warn("drain", f"RankMonitor: could not read back results ({type(exc).__name__}: {exc})")
-            return
-        if self.keep_history:
-            self._history.extend(rows)
-        bad = sorted({(r["layer"], r["step"]) for r in rows if r["nonfinite"]})
-        if bad:
-            warnings.warn(
-                f"RankMonitor: non-finite activations (NaN/Inf) at {len(bad)} (layer, step) pairs, first "
-                f"{bad[:5]}; their measures are logged as NaN with nonfinite=true",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        if self.files is not None:
-            try:
-                self.files.write(rows, spectrum)
-            except Exception as exc:
-                self._warn("files", f"RankMonitor: writing {self.files.dir} failed ({type(exc).__name__}: {exc})")
+        if rows:
+            self._keep(rows)
+            bad = sorted({(r["layer"], r["step"]) for r in rows if r["nonfinite"]})
+            if bad:
+                self._warn(
+                    f"nonfinite:{bad[0][1]}",  # once per flush that holds such steps
+                    f"RankMonitor: non-finite activations (NaN/Inf) at {len(bad)} (layer, step) pairs, first "
+                    f"{bad[:5]}; their measures are logged as NaN with nonfinite=true",
+                )
+        if self.files is not None and (rows or self.files.waiting):
+            full = history_cap(self.keep_history) is None
+            err = self.files.write(rows, spectrum, earlier=lambda: self._history if full else None)
+            if err is not None:  # warn once per outage; the rows wait for the next flush
+                self._warn(
+                    f"files:{len(self.files.failures)}",
+                    f"RankMonitor: writing {self.files.dir} failed ({err}); the rows are kept and written at the "
+                    "next flush that succeeds (recorded in meta.json's write_errors)",
+                )
             self._write_meta()  # its "steps" count follows the run (an interrupted run's report reads it)
+
+    def _keep(self, rows: list[dict[str, Any]]) -> None:
+        """Add flushed rows to ``history``: all of them, none, or the last K (``keep_history=K``)."""
+        cap = history_cap(self.keep_history)
+        if cap == 0:
+            return
+        self._history.extend(rows)
+        if cap is not None and len(self._history) > cap:
+            del self._history[: len(self._history) - cap]
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -370,22 +386,27 @@ class RankMonitor:
         self._wall_offset, self._t0 = float(state.get("wall_time", 0.0)), time.perf_counter()
         self.measurer.ema = dict(state.get("ema", {}))
         self.engine.load_state_dict(state.get("engine", {}))
-        if self.files is not None:
-            self._history = self.files.resume(self._step) if self.keep_history else []
+        if self.files is not None:  # cut the files back even when no history is kept
+            rows = self.files.resume(self._step)
+            self._history = rows if self.keep_history else []
         elif "history" in state:
             self._history = [r for r in state["history"] if r["step"] < self._step]
         elif self.log_dir is not None and self.keep_history:  # another rank writes the files: read them
             rows = read_jsonl(self.log_dir / HISTORY_JSONL, warn=False)
             self._history = [r for r in rows if r["step"] < self._step]
+        cap = history_cap(self.keep_history)
+        if cap is not None:
+            del self._history[: max(0, len(self._history) - cap)]
 
     # ------------------------------------------------------------------ internals
     def _wall(self) -> float:
         return self._wall_offset + time.perf_counter() - self._t0
 
     def _warn(self, key: str, msg: str) -> None:
+        """Warn once per ``key``; never raises, whatever the warning filters (:func:`safe_io.warn`)."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            safe_io.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _meta(self, closed: bool = False) -> dict[str, Any]:
         return runfiles.monitor_meta(self, closed)

@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
-from effrank_fast.ops import backends
 from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, inertia_count_relative
+from effrank_fast.ops.inertia.cost import select_count_method
 from effrank_fast.ops.numerics import U64, unit_roundoff
 from effrank_fast.rank import formulas
 from effrank_fast.rank.prepare import Spectral, eigenvalues_desc
@@ -141,7 +141,7 @@ def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: st
 
 
 def _count_scaled(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
-    chosen = backends.select_count_method(
+    chosen = select_count_method(
         method,
         sp.matrix.device,
         eps.numel(),
