@@ -81,7 +81,17 @@ def gram(
         >>> M = effrank_fast.gram(torch.randn(1000, 64))  # [64, 64], ≈ identity
     """
     sp = features_to_matrix(
-        phi, weights, mode, center, backend, acc_dtype, check, allow_kernel=False, promote_overflow=False, unscale=True
+        phi,
+        weights,
+        mode,
+        center,
+        backend,
+        acc_dtype,
+        check,
+        allow_kernel=False,
+        promote_overflow=False,
+        unscale=True,
+        certificate="probabilistic",
     )
     return sp.matrix
 
