@@ -99,3 +99,11 @@ def test_a_wrong_count_is_never_certified():
                         if bad.any():
                             wrong.append((family, dtype, method, eps[bad].tolist()))
     assert not wrong, wrong
+
+
+def test_certificate_kind_is_checked_and_recorded():
+    phi = _features("power1.2", 300, 16, 0).float()
+    with pytest.raises(ValueError, match="certificate"):
+        eps_rank_result(phi, 1e-3, certificate="loose")
+    for kind in KINDS:
+        assert eps_rank_result(phi, 1e-3, certificate=kind).certificate == kind
