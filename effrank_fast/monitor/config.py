@@ -77,6 +77,13 @@ class Features:
         backend: Gram backend ("auto", "torch", "native", "triton").
         fused: form the Gram of h = act(xWᵀ + b) from the producing Linear's input with
             :mod:`effrank_fast.ops.linear_act_gram` (Linear→activation pairs in an ``nn.Sequential``).
+        axis: the feature (neuron) axis of activations with 3 or more dimensions: "auto" (by the
+            module: channels for convolutions [B, C, H, W] → [B·H·W, C], the last axis for linear
+            layers and sequences [B, T, d] → [B·T, d]; see :mod:`effrank_fast.monitor.layers`),
+            "channels" (= 1), "last" (= -1), an int, or ``{layer label: axis}``.
+        mask: which rows count (padding never does): None (all), the name of a keyword input of the
+            model's forward (``"attention_mask"``; a bool/integer [B, T], nonzero = real), a
+            positional index, or ``fn(args, kwargs) -> mask``. Probes take it from their inputs too.
     """
 
     mode: str | None = None
@@ -84,6 +91,8 @@ class Features:
     acc_dtype: torch.dtype | None = None
     backend: str = "auto"
     fused: bool = False
+    axis: int | str | Mapping[str, int | str] = "auto"
+    mask: str | int | Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         if self.mode is not None and self.mode not in ("mean", "sum", "integral"):
@@ -93,6 +102,15 @@ class Features:
         backends.requested_backend(self.backend)
         if self.fused and self.center:
             raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
+        for ax in self.axis.values() if isinstance(self.axis, Mapping) else [self.axis]:
+            if isinstance(ax, bool) or not (isinstance(ax, int) or ax in ("auto", "channels", "last")):
+                raise ValueError(f"axis must be 'auto', 'channels', 'last', an int or a dict of them, got {ax!r}")
+        plain = isinstance(self.mask, str | int) and not isinstance(self.mask, bool)
+        if self.mask is not None and not plain and not callable(self.mask):
+            raise TypeError(
+                "mask must be None, a keyword name such as 'attention_mask', a positional index or a callable "
+                f"fn(args, kwargs) -> mask, got {type(self.mask).__name__}"
+            )
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,6 @@ from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
 from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
 from effrank_fast.monitor.capture import Capture
-from effrank_fast.monitor.capture import Probe as ProbeRunner
 from effrank_fast.monitor.config import (
     Accumulate,
     Engine,
@@ -51,7 +50,7 @@ from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, history_cap, read_jsonl
 from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
-from effrank_fast.monitor.pre_step import ProbeSchedule
+from effrank_fast.monitor.pre_step import ProbeRunner, ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
 from effrank_fast.ops import validation
 
@@ -167,6 +166,8 @@ class RankMonitor:
             batch_gate=lambda: self._armed and torch.is_grad_enabled(),
             on_resolved=self._on_layers,
             warn=self._warn,
+            axis=feat.axis,
+            mask=feat.mask,
         )
         if self.probe is not None:  # resolve and run it now: configuration errors surface here
             self.capture.raise_discovery = True
@@ -183,7 +184,13 @@ class RankMonitor:
     @property
     def layers(self) -> list[L.Layer]:
         """The resolved layers (empty until the first forward pass for automatic specs without a probe)."""
-        return self.capture.layers
+        capture = getattr(self, "capture", None)  # None while the constructor builds it
+        return capture.layers if capture is not None else []
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The labels of the resolved layers (see :meth:`layer_info` for where each comes from)."""
+        return [l.label for l in self.layers]
 
     @property
     def _shard(self) -> tuple[int, int] | None:
@@ -259,12 +266,15 @@ class RankMonitor:
         try:
             if self.schedule is not None:
                 self.schedule.ensure()  # unless the optimizer pre-hook already probed θ_t
+            self.capture.replay()  # what compiled forwards left for the eager side
             if not self.layers:
                 self.capture.resolve_pending()
             if not self.layers:
                 self._warn(
                     "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
                 )
+                if self.distributed:  # the other ranks' collectives still need this one (zeros)
+                    self.measurer.reducer.reduce([], {}, loss)
                 return
             values, errors, spectra, loss = self.measurer.measure(
                 s, self.layers, self.capture.acc, self.capture.errors, self._warn, loss
