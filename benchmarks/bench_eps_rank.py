@@ -1,6 +1,12 @@
 """CPU benchmark of the count path against what users run today, side by side in one process.
 
     python benchmarks/bench_eps_rank.py [--rounds 5] [--shapes 20000x256,20000x1024] [--json PATH]
+    python benchmarks/bench_eps_rank.py --targets [--alphas 0.8,1.2,2.0] [--dims 256,1024,2048]
+        [--epss 1e-2,1e-3,1e-4] [--rounds 3]
+
+``--targets`` (issue 18's grid): power-law features λ_i = i^-α under a random rotation, N = 20000,
+fp32; per (α, d, ε) eps_rank (default arguments) and the one-liner in interleaved rounds, both
+checked against the float64 count in the same run, with whether eps_rank promoted.
 
 Same fp32 features for every provider (a power-law spectrum with a gap at ε = 1e-3); the rounds
 are interleaved (every provider once per round, in turn) and the median is reported, so a machine
@@ -230,6 +236,49 @@ def promotion_rows(rounds: int) -> list[dict]:
     ]
 
 
+def target_rows(alphas: list[float], dims: list[int], epss: list[float], rounds: int, n: int = 20000) -> list[dict]:
+    """Issue 18's grid (module docstring): one row per (α, d, ε)."""
+    rows = []
+    for d in dims:
+        for alpha in alphas:
+            g = torch.Generator().manual_seed(0)
+            lam = torch.arange(1, d + 1, dtype=torch.float64) ** -alpha
+            q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
+            x = torch.randn(n, d, dtype=torch.float64, generator=g) @ (q * lam.sqrt()).T
+            phi = x.float().contiguous()
+            del x
+            lam_ref = torch.linalg.eigvalsh(ef.gram(phi, acc_dtype=torch.float64))
+            for eps in epss:
+                want = int((lam_ref > eps).sum())
+                res = eps_rank_result(phi, eps)
+                cells = {
+                    "eps_rank": lambda eps=eps, phi=phi: ef.eps_rank(phi, eps),
+                    "one_liner": lambda eps=eps, phi=phi: (torch.linalg.eigvalsh(phi.T @ phi / n) > eps).sum(),
+                }
+                ok = {k: int(f()) == want for k, f in cells.items()}
+                times: dict[str, list[float]] = {k: [] for k in cells}
+                for _ in range(rounds):
+                    for k, f in cells.items():
+                        times[k].append(timed(f))
+                med = {k: statistics.median(v) for k, v in times.items()}
+                rows.append(
+                    {
+                        "shape": f"{n}x{d}",
+                        "alpha": alpha,
+                        "eps": eps,
+                        "ok": ok["eps_rank"] and ok["one_liner"],
+                        "eps_rank_ms": med["eps_rank"],
+                        "one_liner_ms": med["one_liner"],
+                        "ratio": med["eps_rank"] / med["one_liner"],
+                        "promoted": res.promoted,
+                        "certified": bool(res.certified.all()),
+                        "nearest_gap_rel_max": float((lam_ref - eps).abs().min() / lam_ref[-1]),
+                        "rounds": rounds,
+                    }
+                )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -237,8 +286,21 @@ def main() -> None:
     parser.add_argument("--gram-dims", default="1024,2048")
     parser.add_argument("--json", default=None)
     parser.add_argument("--no-promotion", action="store_true", help="skip the promotion-cost rows")
+    parser.add_argument("--targets", action="store_true", help="issue 18's power-law grid only")
+    parser.add_argument("--alphas", default="0.8,1.2,2.0")
+    parser.add_argument("--dims", default="256,1024,2048")
+    parser.add_argument("--epss", default="1e-2,1e-3,1e-4")
     args = parser.parse_args()
     print(machine_line(), flush=True)
+    if args.targets:
+        for d in args.dims.split(","):
+            for alpha in args.alphas.split(","):
+                for r in target_rows([float(alpha)], [int(d)], [float(e) for e in args.epss.split(",")], args.rounds):
+                    print(
+                        "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()),
+                        flush=True,
+                    )
+        return
     rows: list[dict] = []
     cols = ["shape", "provider", "ok", "ms", "vs_one_liner", "vs_gemm", "vs_cholesky", "vs_unpromoted", "rounds"]
     cols.append("note")

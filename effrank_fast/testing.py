@@ -10,6 +10,8 @@ import math
 
 import torch
 
+from effrank_fast.ops.numerics import gamma, unit_roundoff
+
 __all__ = [
     "entropy_perturbation_bound",
     "features_with_spectrum",
@@ -18,11 +20,6 @@ __all__ = [
     "random_orthogonal",
     "unit_roundoff",
 ]
-
-
-def unit_roundoff(dtype: torch.dtype) -> float:
-    """u = ε_mach / 2 of a floating dtype."""
-    return torch.finfo(dtype).eps / 2
 
 
 def random_orthogonal(n: int, k: int | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -107,11 +104,11 @@ def gram_error_bound(phi: torch.Tensor, w: torch.Tensor | None, acc_dtype: torch
     n = phi.shape[0]
     u = unit_roundoff(acc_dtype)
     k = min(rows, n) + math.ceil(n / rows) + 3
-    gamma = k * u / (1 - k * u)
+    g = gamma(k, u)
     a = phi.detach().to("cpu", torch.float64).abs()
     if w is not None:
         a = a * w.detach().to("cpu", torch.float64).sqrt().unsqueeze(1)
-    return gamma * (a.T @ a)
+    return g * (a.T @ a)
 
 
 def entropy_perturbation_bound(lam: torch.Tensor, delta: float) -> float:

@@ -126,12 +126,16 @@ def test_any_finite_scale(scale, relative):
     assert int(ef.eps_rank(phi, eps, relative=relative)) == want
 
 
-def test_unavoidable_overflow_is_a_value_error_naming_phi():
+def test_unrepresentable_gram_is_a_value_error_naming_phi_but_counts_still_work():
     phi = torch.full((50, 4), 1e300, dtype=F64)
+    phi[:, 1] *= -0.5  # rank 1 (the columns are proportional); M ≈ 1e600 fits no dtype
     with pytest.raises(ValueError, match="phi"):
-        ef.eps_rank(phi, 1e-3)
+        ef.gram(phi)
     with pytest.raises(ValueError, match="phi"):
         ef.gram(torch.full((50, 4), 1e30))  # float32 output cannot hold 1e60
+    # the counts never needed M itself: it is formed at a safe scale (every eigenvalue ≈ 1e600 > ε)
+    assert int(ef.eps_rank(phi, 1e-3)) == 1
+    assert int(ef.eps_rank(phi, 1e-3, relative="max")) == 1
 
 
 @pytest.mark.parametrize("dtype", (*LOW, F64))

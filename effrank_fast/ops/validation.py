@@ -42,16 +42,18 @@ def check_features(phi: object, name: str = "phi", *, check_finite: bool = True)
     return phi
 
 
-def check_weights(weights: object, n: int, device: torch.device, *, check_values: bool = True) -> torch.Tensor:
-    """Check quadrature weights of shape [N]: finite and non-negative."""
+def check_weights(
+    weights: object, n: int, device: torch.device, *, check_values: bool = True, against: str = "phi"
+) -> torch.Tensor:
+    """Check quadrature weights of shape [N] (matching ``against``'s rows): finite and non-negative."""
     if not isinstance(weights, torch.Tensor):
         raise TypeError(f"weights must be a torch.Tensor of shape [N], got {type(weights).__name__}")
     if weights.dim() != 1 or weights.shape[0] != n:
-        raise ValueError(f"weights must have shape [N] = [{n}] to match phi, got {tuple(weights.shape)}")
+        raise ValueError(f"weights must have shape [N] = [{n}] to match {against}, got {tuple(weights.shape)}")
     if not weights.is_floating_point():
         raise TypeError(f"weights must be a floating-point tensor, got {weights.dtype}")
     if weights.device != device:
-        raise ValueError(f"weights is on {weights.device} but phi is on {device}")
+        raise ValueError(f"weights is on {weights.device} but {against} is on {device}")
     if check_values:
         bad = int((~torch.isfinite(weights)).sum())
         if bad:
@@ -60,6 +62,13 @@ def check_weights(weights: object, n: int, device: torch.device, *, check_values
         if neg:
             raise ValueError(f"weights must be non-negative; {neg} of {n} entries are negative")
     return weights
+
+
+def check_acc_dtype(acc_dtype: object, name: str = "acc_dtype") -> torch.dtype:
+    """An accumulation dtype: torch.float32 or torch.float64."""
+    if acc_dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must be torch.float32 or torch.float64, got {acc_dtype}")
+    return acc_dtype
 
 
 def check_mode(mode: object, weights: torch.Tensor | None) -> str:

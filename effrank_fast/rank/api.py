@@ -68,8 +68,9 @@ def gram(
         backend: "auto", "torch", "native" or "triton".
         acc_dtype: accumulation/output dtype; float64 for fp64 input, else float32.
         check: validate values (negative weights; NaN/Inf from M's diagonal, then Φ is counted
-            only for the message); one host sync. A Gram that overflows ``acc_dtype`` is a
-            ValueError naming ``phi``.
+            only for the message); one host sync. Features at any finite scale are formed at a
+            safe scale and scaled back; a Gram that is not representable in ``acc_dtype``
+            (overflow, or a largest entry below its normal range) is a ValueError naming ``phi``.
 
     Returns:
         M: [d, d] symmetric, in ``acc_dtype``. Only its upper triangle is computed (BLAS SYRK or
@@ -80,7 +81,17 @@ def gram(
         >>> M = effrank_fast.gram(torch.randn(1000, 64))  # [64, 64], ≈ identity
     """
     sp = features_to_matrix(
-        phi, weights, mode, center, backend, acc_dtype, check, allow_kernel=False, promote_overflow=False
+        phi,
+        weights,
+        mode,
+        center,
+        backend,
+        acc_dtype,
+        check,
+        allow_kernel=False,
+        promote_overflow=False,
+        unscale=True,
+        certificate="probabilistic",
     )
     return sp.matrix
 
@@ -103,6 +114,8 @@ def eigenvalues(
     """
     sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check)
     lam = eigenvalues_desc(sp)
+    if sp.scale != 1.0:
+        lam = lam / sp.scale
     if k is not None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
@@ -123,6 +136,7 @@ def eps_rank(
     method: str = "auto",
     acc_dtype: torch.dtype | None = None,
     check: bool = True,
+    certificate: str = "tight",
 ) -> torch.Tensor:
     """The ε-rank #{λ(M) > τ}, τ = ε, ε·λ_max (``relative="max"``) or ε·tr M (``"trace"``).
 
@@ -143,11 +157,18 @@ def eps_rank(
         check: validate the values (from the finished Gram's diagonal, one host sync) and promote
             or recount an unproven count (one more). ``check=False`` never promotes and never
             synchronises on the inertia path: its counts are returned proven or not.
+        certificate: the Gram error δ_G the counts are certified with (docs/certificate.md):
+            "tight" (default: the measured size of the blocked SYRK's error with a ≥ 3.4× margin,
+            within ~10× of the true error, so float64 promotion fires only where an eigenvalue is
+            that close to τ), "probabilistic" (the Higham–Mary matrix-Bernstein bound, holds with
+            probability ≥ 1 − 1e-16 in that model; ~10³× looser) or "rigorous" (worst case).
 
     Returns:
         int64 tensor on the input's device: 0-d for a scalar ε, else [E].
     """
-    res, scalar = _eps_rank(phi, eps, weights, gram, relative, mode, center, backend, method, acc_dtype, check)
+    res, scalar = _eps_rank(
+        phi, eps, weights, gram, relative, mode, center, backend, method, acc_dtype, check, certificate
+    )
     return res.counts[0] if scalar else res.counts
 
 
@@ -163,10 +184,11 @@ def _eps_rank(
     method: str,
     acc_dtype: torch.dtype | None,
     check: bool,
+    certificate: str = "tight",
 ) -> tuple[EpsRankResult, bool]:
     eps_vals, scalar = validation.check_eps(eps)
     rel = validation.check_relative(relative)
-    sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check)
+    sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check, certificate)
     return certified_count(sp, eps_vals.to(sp.matrix.device), rel, method, check), scalar
 
 
@@ -183,6 +205,7 @@ def eps_rank_result(
     method: str = "auto",
     acc_dtype: torch.dtype | None = None,
     check: bool = True,
+    certificate: str = "tight",
 ) -> EpsRankResult:
     """:func:`eps_rank` with its certificate: an :class:`~effrank_fast.rank.certified.EpsRankResult`
     (counts [E], certified, proven lower/upper bounds, δ_G, whether precision was promoted).
@@ -192,5 +215,5 @@ def eps_rank_result(
         >>> bool(r.certified.all()), r.promoted
         (True, False)
     """
-    res, _ = _eps_rank(phi, eps, weights, gram, relative, mode, center, backend, method, acc_dtype, check)
+    res, _ = _eps_rank(phi, eps, weights, gram, relative, mode, center, backend, method, acc_dtype, check, certificate)
     return res

@@ -12,8 +12,13 @@ counts with that certificate:
 When a count is not proven and the Gram was accumulated in float32, the Gram is formed again in
 float64 (**promotion**) and counted again; an unproven float64 count is the float64 spectrum's
 (an eigenvalue then lies within ~1e-12 relative of τ: inside the contract's 1e-9 band). A matrix
-whose every eigenvalue lies within δ_G of 0 after that (constant centred features, say) is
-numerically zero: its relative counts are 0.
+whose every eigenvalue lies within a finite δ_G of 0 after that (constant centred features, say)
+is numerically zero: its relative counts are 0. A count whose bound is not finite is never
+certified.
+
+Scale: a :class:`Spectral` formed at ``scale`` ≠ 1 (features or a ``gram=`` near the ends of the
+dtype's range) is counted at τ·scale; ``thresholds`` and ``gram_error`` are reported in the given
+units.
 
 Deciding to promote reads one flag from the device (**a host sync**), so it happens only with
 ``check=True``; ``check=False`` returns the first pass as it is, proven or not (see
@@ -27,13 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
-from effrank_fast.ops.gram.error import unit_roundoff
 from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, inertia_count_relative
 from effrank_fast.ops.inertia.cost import select_count_method
+from effrank_fast.ops.numerics import U64, unit_roundoff
 from effrank_fast.rank import formulas
 from effrank_fast.rank.prepare import Spectral, eigenvalues_desc
-
-_U64 = 2.0**-53
 
 
 @dataclass
@@ -52,6 +55,8 @@ class EpsRankResult:
         promoted: a float64 Gram was formed because a float32 count was not proven.
         fell_back: the final counts of unproven thresholds came from the float64 spectrum.
         zero: the matrix was within δ_G of zero (relative counts reported as 0).
+        certificate: the kind of δ_G the counts were proven with ("tight", "probabilistic",
+            "rigorous"; docs/certificate.md), None for a given ``gram=`` (its own rounding).
     """
 
     counts: torch.Tensor
@@ -65,6 +70,7 @@ class EpsRankResult:
     promoted: bool = False
     fell_back: bool = False
     zero: torch.Tensor | None = None
+    certificate: str | None = None
 
 
 def _gram_error(sp: Spectral) -> torch.Tensor:
@@ -77,7 +83,7 @@ def _gram_error(sp: Spectral) -> torch.Tensor:
 def _eigh_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
     lam = eigenvalues_desc(sp)
     g = _gram_error(sp)
-    delta = g + 4 * sp.matrix.shape[0] * _U64 * lam.abs().max()
+    delta = g + 4 * sp.matrix.shape[0] * U64 * lam.abs().max()
     lam_max, trace = lam[0], sp.matrix.diagonal().double().sum()
     tau = formulas.thresholds_for(eps, relative, lam_max, trace)
     if relative == "max":  # the exact λ_max lies within δ of λ̂_max
@@ -91,7 +97,7 @@ def _eigh_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRank
     upper = formulas.eps_counts(lam, lo - delta)
     lower = formulas.eps_counts(lam, hi + delta)
     certified = torch.isfinite(delta) & (upper == lower)
-    zero = lam.abs().max() <= g
+    zero = torch.isfinite(g) & (lam.abs().max() <= g)
     return EpsRankResult(counts, certified, lower, upper, tau, g, sp.acc_dtype, "eigh", zero=zero)
 
 
@@ -112,12 +118,29 @@ def _inertia_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsR
         top = diag.abs().sum()  # ≥ λ_max for a PSD M
     assert res.count_bounds is not None and res.thresholds is not None
     lower, upper = res.count_bounds
-    zero = top <= g
+    zero = torch.isfinite(g) & (top <= g)
     return EpsRankResult(res.counts, res.reliable, lower, upper, res.thresholds, g, sp.acc_dtype, "inertia", zero=zero)
 
 
+def _given_units(res: EpsRankResult, sp: Spectral) -> EpsRankResult:
+    if sp.scale != 1.0:
+        res.thresholds = res.thresholds / sp.scale
+        res.gram_error = None if res.gram_error is None else res.gram_error / sp.scale
+    return res
+
+
+def _scaled_eps(sp: Spectral, eps: torch.Tensor, relative: str | None) -> torch.Tensor:
+    return eps * sp.scale if relative is None and sp.scale != 1.0 else eps
+
+
 def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
-    """One certified count of ``sp`` (no host sync on the inertia path)."""
+    """One certified count of ``sp`` (no host sync on the inertia path); τ and δ_G in the given units."""
+    res = _given_units(_count_scaled(sp, _scaled_eps(sp, eps, relative), relative, method), sp)
+    res.certificate = sp.certificate
+    return res
+
+
+def _count_scaled(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
     chosen = select_count_method(
         method,
         sp.matrix.device,
@@ -157,7 +180,7 @@ def certified_count(sp: Spectral, eps: torch.Tensor, relative: str | None, metho
                 InertiaFallbackWarning,
                 stacklevel=3,
             )
-            redo = _eigh_pass(sp, eps, relative)
+            redo = _eigh_pass(sp, _scaled_eps(sp, eps, relative), relative)
             res.counts = torch.where(res.certified, res.counts, redo.counts)
         res.fell_back = True
     return res

@@ -35,6 +35,8 @@ import math
 
 import torch
 
+from effrank_fast.ops.numerics import unit_roundoff
+
 __all__ = [
     "entropy_rank_from_eigenvalues",
     "entropy_rank_sensitivity",
@@ -62,10 +64,6 @@ def thresholds_for(eps: torch.Tensor, relative: str | None, lam_max: torch.Tenso
 def eps_counts(lam: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """#{λ > τ_e} for each τ_e: int64 [E]."""
     return (lam.unsqueeze(0) > thresholds.to(lam).unsqueeze(1)).sum(1)
-
-
-def _unit_roundoff(dtype: torch.dtype) -> float:
-    return torch.finfo(dtype).eps / 2
 
 
 def noise_floor(
@@ -99,12 +97,12 @@ def noise_floor(
     """
     lam = lam_max.detach().double().abs()
     if gram_error is None and diag_max is not None:
-        delta_g = 6.0 * math.sqrt(dim) * _unit_roundoff(acc_dtype) * diag_max.detach().double().abs()
+        delta_g = 6.0 * math.sqrt(dim) * unit_roundoff(acc_dtype) * diag_max.detach().double().abs()
     elif gram_error is None:
-        delta_g = math.sqrt(dim) * _unit_roundoff(acc_dtype) * lam
+        delta_g = math.sqrt(dim) * unit_roundoff(acc_dtype) * lam
     else:
         delta_g = torch.as_tensor(gram_error, dtype=torch.float64, device=lam.device).detach().abs()
-    u_solve = _unit_roundoff(solve_dtype)
+    u_solve = unit_roundoff(solve_dtype)
     solve = 4.0 * (dim if solve_dtype == torch.float64 else math.sqrt(dim)) * u_solve
     return delta_g + solve * lam
 
@@ -148,7 +146,7 @@ def gram_error_frobenius_estimate(trace: torch.Tensor, acc_dtype: torch.dtype) -
     Grams of :func:`noise_floor`'s list: c ≤ 2.35 (N = 512, 1/i³ spectrum), ≤ 1.3 elsewhere; 8
     leaves ≥ 3.4×. An estimate, not a bound (that is δ_G of :mod:`effrank_fast.ops.gram.error`).
     """
-    return 8.0 * _unit_roundoff(acc_dtype) * trace.detach().double().abs()
+    return 8.0 * unit_roundoff(acc_dtype) * trace.detach().double().abs()
 
 
 def entropy_rank_sensitivity(

@@ -6,6 +6,7 @@ Shared by :mod:`effrank_fast.rank` (gram, eigenvalues, eps_rank) and
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,7 +14,8 @@ import torch
 
 from effrank_fast.ops import backends, validation
 from effrank_fast.ops.gram import compute_gram, default_acc_dtype, weighted_mean
-from effrank_fast.ops.gram.error import gram_error_bound
+from effrank_fast.ops.gram.error import KINDS, gram_error
+from effrank_fast.ops.inertia.lanczos import lambda_max_bounds
 
 # ---------------------------------------------------------------------------- activations → [N, d]
 # The one home of the feature-axis rule, shared by the functional API (``feature_matrix``) and
@@ -111,6 +113,13 @@ class Spectral:
     ``acc_dtype``: the accumulation dtype S was formed in. ``recompute(acc_dtype)``: forms S again
     from the same features in another accumulation dtype (the promotion of ``eps_rank``), None for
     a given S.
+
+    ``scale``: ``matrix`` and ``gram_error`` are ``scale``·(the matrix of the given values), scale
+    a power of 4 (Φ·2^k, exact). Features or a ``gram=`` so small or large that their Gram would
+    underflow or overflow (or its error bound would) are formed at a safe scale (:func:`safe_scale`);
+    ε-counts are scale-free once τ is scaled too, and the σ-measures are scale-free outright.
+    Values reported to the user (eigenvalues, τ, δ_G) are divided by it. ``certificate``: the kind
+    of ``gram_error`` (ops/gram/error.py ``KINDS``), None for a given S.
     """
 
     matrix: torch.Tensor
@@ -120,6 +129,39 @@ class Spectral:
     gram_error: torch.Tensor | None = None
     acc_dtype: torch.dtype | None = None
     recompute: Callable[[torch.dtype], Spectral] | None = field(default=None, repr=False)
+    scale: float = 1.0
+    certificate: str | None = None
+
+
+# The largest diagonal entry of a formed Gram outside which it is formed again at scale ~1: inside,
+# no product or partial sum under- or overflows the accumulation dtype beyond the error model's
+# absolute term (≪ u·max D), and squares of entries (‖M‖_F, LDLᵀ growth, δ_G) stay finite in float64.
+SAFE_DIAG = {torch.float32: (2.0**-100, 2.0**100), torch.float64: (2.0**-400, 2.0**400)}
+# For a given gram= (any dtype; everything downstream runs in float64 on it): max |M| outside this.
+SAFE_GIVEN = (2.0**-400, 2.0**400)
+# Lanczos steps for the λ_max of the tight Gram error estimate: its upper end (Ritz value + residual)
+TIGHT_LANCZOS_STEPS = 8
+# |k| of the shift 2^k: 4^k stays a finite float64 (any fp32 scale and float64 down to ~1e-150 fit).
+MAX_SHIFT = 500
+
+
+def safe_scale(top: float, safe: tuple[float, float], amax: Callable[[], float]) -> int:
+    """k such that the data ·2^k lie at a safe scale, 0 when ``top`` (max D, or max |M|) already does.
+
+    ``amax()`` (read only when needed: one pass and a host sync) is the largest |entry| of the data;
+    k brings it into [½, 1). A zero matrix of zero data stays as it is.
+    """
+    if safe[0] <= top <= safe[1]:
+        return 0
+    a = amax()
+    if not math.isfinite(a) or a == 0:
+        return 0
+    return max(-MAX_SHIFT, min(MAX_SHIFT, -math.frexp(a)[1]))
+
+
+def scaled_features(phi: torch.Tensor, k: int) -> torch.Tensor:
+    """Φ·2^k in Φ's dtype, exact (a power of two; 2^k itself need not fit Φ's dtype)."""
+    return (phi.double() * 2.0**k).to(phi.dtype)
 
 
 def _effective_weights(
@@ -145,6 +187,8 @@ def features_to_matrix(
     check: bool,
     allow_kernel: bool = True,
     promote_overflow: bool = True,
+    unscale: bool = False,
+    certificate: str = "tight",
 ) -> Spectral:
     """Validate, then form M [d, d] (or the N×N kernel when N < d) with its error bound δ_G.
 
@@ -153,6 +197,12 @@ def features_to_matrix(
     and Φ is read again only to count the bad entries for the message. A finite Φ whose Gram
     overflows the accumulation dtype is formed again in float64 (``promote_overflow``; float32,
     bf16 and fp16 values then cannot overflow), else it is a ValueError naming ``phi``.
+
+    Scale: with ``check=True`` the same look at the diagonal finds a Gram that under- or overflowed
+    (or sits outside :data:`SAFE_DIAG`); it is formed again from Φ·2^k (exact) and carried with
+    ``scale`` = 4^k (:class:`Spectral`). ``unscale=True`` (:func:`effrank_fast.rank.gram`) returns
+    the matrix in the given units instead: a ValueError naming ``phi`` when it is not representable
+    in ``acc_dtype`` there. ``check=False`` does neither (no host sync).
     """
     validation.check_features(phi, check_finite=False)
     n, d = phi.shape
@@ -161,33 +211,53 @@ def features_to_matrix(
     validation.check_mode(mode, weights)
     if acc_dtype is None:
         acc_dtype = default_acc_dtype(phi.dtype)
-    if acc_dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"acc_dtype must be torch.float32 or torch.float64, got {acc_dtype}")
+    validation.check_acc_dtype(acc_dtype)
     w, post_scale, total_weight = _effective_weights(weights, mode, n, phi.device)
     kernel = allow_kernel and n < d
-    if kernel:  # the N×N kernel is cheap to scale by rows (N·d next to N²·d): keep w = 1/N there
-        if post_scale is not None:
-            w, post_scale = validation.resolve_weights(None, mode, n, phi.device), None
-        m, used = kernel_matrix(phi, w, center, acc_dtype, backend)
-    else:
-        m, used = compute_gram(phi, w, center, acc_dtype, backend)
-    if post_scale is not None:
-        m = m * post_scale
-    if check and not bool(torch.isfinite(m.diagonal()).all()):  # host sync (validation)
-        validation.check_features(phi, check_finite=True)  # raises with the count of bad entries
-        if acc_dtype == torch.float32 and promote_overflow:
-            return features_to_matrix(phi, weights, mode, center, backend, torch.float64, check, allow_kernel)
-        hint = "; pass acc_dtype=torch.float64" if acc_dtype == torch.float32 else "; rescale phi"
-        raise ValueError(
-            f"phi is finite but its {'kernel' if kernel else 'Gram'} matrix overflows {acc_dtype} "
-            f"(max |phi| = {float(phi.abs().max()):.3e}, shape {tuple(phi.shape)}){hint}"
+    if kernel and post_scale is not None:  # the N×N kernel is cheap to scale by rows: keep w = 1/N there
+        w, post_scale = validation.resolve_weights(None, mode, n, phi.device), None
+
+    def form(x: torch.Tensor) -> tuple[torch.Tensor, str]:
+        out, name = (
+            kernel_matrix(x, w, center, acc_dtype, backend)
+            if kernel
+            else compute_gram(x, w, center, acc_dtype, backend)
         )
+        return (out * post_scale if post_scale is not None else out), name
+
+    m, used = form(phi)
+    k = 0
+    if check:
+        top = float(m.diagonal().detach().abs().max())  # host sync (validation and scale)
+        if not math.isfinite(top):
+            validation.check_features(phi, check_finite=True)  # raises with the count of bad entries
+        k = safe_scale(top, SAFE_DIAG[acc_dtype], lambda: float(phi.detach().abs().max()))
+        if k:
+            m, used = form(scaled_features(phi, k))
+            top = float(m.diagonal().detach().abs().max())  # host sync (rare path)
+        if not math.isfinite(top):
+            if acc_dtype == torch.float32 and promote_overflow:
+                return features_to_matrix(phi, weights, mode, center, backend, torch.float64, check, allow_kernel)
+            hint = "; pass acc_dtype=torch.float64" if acc_dtype == torch.float32 else "; rescale phi"
+            raise ValueError(
+                f"phi is finite but its {'kernel' if kernel else 'Gram'} matrix overflows {acc_dtype} "
+                f"(max |phi| = {float(phi.abs().max()):.3e}, shape {tuple(phi.shape)}){hint}"
+            )
+        if k and unscale:
+            m = _unscaled(m, k, top, acc_dtype, phi)
+            k = 0
     mean_sq = None
     if center:
-        mu = weighted_mean(phi, w, acc_dtype).double()
+        mu = weighted_mean(scaled_features(phi, k) if k else phi, w, acc_dtype).double()
         weight_sum = total_weight if total_weight is not None else w.double().sum()  # type: ignore[union-attr]
         mean_sq = weight_sum * mu.square().sum()
-    delta = gram_error_bound(
+    # the tight estimate scales with λ_max: a few Lanczos steps on M̂ (O(k·d²), no host sync); under
+    # torch.compile (a generator in the graph) it takes tr M ≥ λ_max instead: looser, still valid
+    lam_top = None
+    if certificate == "tight" and not torch.compiler.is_compiling():
+        lam_top = lambda_max_bounds(m.detach(), steps=TIGHT_LANCZOS_STEPS).upper
+    delta = gram_error(
+        certificate,
         m.diagonal(),
         d if kernel else n,
         acc_dtype,
@@ -197,12 +267,30 @@ def features_to_matrix(
         centered=center,
         post_scale=post_scale,
         mean_sq_norm=mean_sq,
+        lambda_max=lam_top,
     )
 
     def recompute(acc: torch.dtype) -> Spectral:
-        return features_to_matrix(phi, weights, mode, center, backend, acc, check, allow_kernel, promote_overflow)
+        return features_to_matrix(
+            phi, weights, mode, center, backend, acc, check, allow_kernel, promote_overflow, certificate=certificate
+        )
 
-    return Spectral(m, d, used, n, delta, acc_dtype, recompute)
+    return Spectral(m, d, used, n, delta, acc_dtype, recompute, scale=4.0**k, certificate=certificate)
+
+
+def _unscaled(m: torch.Tensor, k: int, top: float, acc_dtype: torch.dtype, phi: torch.Tensor) -> torch.Tensor:
+    """M = M_s·4^-k in ``acc_dtype``, or a ValueError naming ``phi`` when its diagonal would leave
+    the dtype's normal range (silent zeros, subnormal garbage or inf otherwise)."""
+    info = torch.finfo(acc_dtype)
+    log2_top = math.log2(top) - 2 * k if top > 0 else -math.inf  # in logs: 2^-2k may not be a float
+    if not math.log2(info.smallest_normal) <= log2_top <= math.log2(info.max):
+        true_top = f"2^{log2_top:.1f}"
+        raise ValueError(
+            f"the Gram matrix of phi is not representable in {acc_dtype}: its largest entry is "
+            f"≈ {true_top} (max |phi| = {float(phi.detach().abs().max()):.3e}); pass "
+            f"acc_dtype=torch.float64 or rescale phi (every rank measure accepts phi at any finite scale)"
+        )
+    return (m.double() * 4.0**-k).to(acc_dtype)
 
 
 def kernel_matrix(
@@ -233,11 +321,15 @@ def prepare(
     backend: str,
     acc_dtype: torch.dtype | None,
     check: bool,
+    certificate: str = "tight",
 ) -> Spectral:
+    """The matrix of ``phi`` (with δ_G of kind ``certificate``, ops/gram/error.py) or the given ``gram_``."""
+    if certificate not in KINDS:
+        raise ValueError(f"certificate must be one of {KINDS}, got {certificate!r}")
     if gram_ is None:
         if phi is None:
             raise ValueError("give the features phi [N, d] or a precomputed gram= [d, d]")
-        return features_to_matrix(phi, weights, mode, center, backend, acc_dtype, check)
+        return features_to_matrix(phi, weights, mode, center, backend, acc_dtype, check, certificate=certificate)
     if phi is not None:
         raise ValueError("give either phi or gram=, not both")
     if weights is not None:
@@ -246,7 +338,12 @@ def prepare(
         raise ValueError("center=True applies to phi; center the features before forming gram=")
     validation.check_gram(gram_, check_values=check)
     backends.requested_backend(backend)  # validates the name even though no Gram is formed
-    return Spectral(gram_, gram_.shape[0], "given", None, acc_dtype=gram_.dtype)
+    k = 0
+    if check:  # one more host sync on a path that already synchronised to validate
+        amax = float(gram_.detach().abs().max())
+        k = safe_scale(amax, SAFE_GIVEN, lambda: amax)
+    matrix = scaled_features(gram_, k) if k else gram_
+    return Spectral(matrix, gram_.shape[0], "given", None, acc_dtype=gram_.dtype, scale=2.0**k)
 
 
 def eigenvalues_desc(sp: Spectral, solve_dtype: torch.dtype = torch.float64) -> torch.Tensor:

@@ -41,6 +41,9 @@ PROMOTE_AT = 5e-4
 # its error model (4√d·u₃₂·λ_max) fails the sensitivity test on long-tailed spectra, which then
 # pay both solves; so it is tried only where the float64 solve dominates the Gram's cost.
 FP32_SOLVE_MIN_DIM = 2048
+# The σ-measures take their floor from formulas.noise_floor, not from the certificate's δ_G: the
+# cheapest kind (no Lanczos steps for the tight estimate's λ_max) serves.
+NO_COUNTS = "probabilistic"
 
 
 @dataclass
@@ -91,15 +94,18 @@ def _convention(
     return conv
 
 
-def _centring_floor(phi: torch.Tensor, weights: torch.Tensor | None, mode: str, acc: torch.dtype) -> torch.Tensor:
+def _centring_floor(
+    phi: torch.Tensor, weights: torch.Tensor | None, mode: str, acc: torch.dtype, feature_scale: float = 1.0
+) -> torch.Tensor:
     """4·Σw·‖r‖², r = Σ_k w_k(φ_k − μ̂)/Σw in float64: the rounded mean μ̂ leaves the rank-one error
     Σw·(μ̂ − μ)(μ̂ − μ)ᵀ in a centred Gram (the cross terms vanish since Σ_k w_k(φ_k − μ) = 0), and r
     measures μ̂ − μ a posteriori (a worst-case bound, n·u·‖μ‖, would call real small-variance data
     zero; constant data rounds systematically, so √n·u is not a bound either). μ̂ is the mean the
-    PyTorch and Triton Gram paths use. One pass over Φ."""
+    PyTorch and Triton Gram paths use. One pass over Φ, taken as Φ·``feature_scale`` (the scale the
+    Gram was formed at, :class:`~effrank_fast.rank.prepare.Spectral`)."""
     n = phi.shape[0]
     w = validation.resolve_weights(weights, mode, n, phi.device)
-    x = phi.detach()
+    x = phi.detach().double() * feature_scale if feature_scale != 1.0 else phi.detach()
     wd = None if w is None else w.detach()
     mu = weighted_mean(x, wd, acc).double()
     total = torch.zeros_like(mu)
@@ -156,7 +162,7 @@ def _floor_and_error(
     if center and phi is not None:
         cache = {} if centring_cache is None else centring_cache
         if acc not in cache:
-            cache[acc] = _centring_floor(phi, weights, mode, acc)
+            cache[acc] = _centring_floor(phi, weights, mode, acc, sp.scale**0.5)
         floor, fro = floor + cache[acc], fro + cache[acc]
     return floor, fro
 
@@ -193,7 +199,7 @@ def _spectrum(
     Each decision reads one flag (a host sync). Under ``torch.compile`` (no data-dependent branch
     in a graph) neither is taken: a float64 eigensolve, no promotion, the floor rule alone.
     """
-    sp = prepare(phi, gram_, weights, mode, center, backend, acc_dtype, check)
+    sp = prepare(phi, gram_, weights, mode, center, backend, acc_dtype, check, NO_COUNTS)
     kw = (conv or _Convention()).keywords(sp.n, sp.dim)
     decide = conv is not None and not torch.compiler.is_compiling()
     promotable = decide and acc_dtype is None and sp.n is not None and sp.matrix.dtype != torch.float64
@@ -211,7 +217,8 @@ def _spectrum(
         sensitive = formulas.entropy_rank_sensitivity(ref, floor, fro, **kw) > PROMOTE_AT * value
         if solve == torch.float32:
             if eps is not None:
-                tau = formulas.thresholds_for(eps.to(ref.device), relative, ref[0], ref.sum())
+                eps_s = eps * sp.scale if relative is None else eps
+                tau = formulas.thresholds_for(eps_s.to(ref.device), relative, ref[0], ref.sum())
                 sensitive = sensitive | ((ref.unsqueeze(0) - tau.unsqueeze(1)).abs() <= 2 * floor).any()
             if not bool(sensitive):  # host sync
                 break
@@ -219,7 +226,7 @@ def _spectrum(
             continue
         if not bool(sensitive):  # host sync
             break
-        sp = prepare(phi, gram_, weights, mode, center, backend, torch.float64, False)
+        sp = prepare(phi, gram_, weights, mode, center, backend, torch.float64, False, NO_COUNTS)
         promotable, promoted = False, True
     return _Spectrum(sp, lam, floor, promoted, kw)
 
@@ -290,7 +297,7 @@ def participation_ratio(
 
     0 when M is numerically zero: its largest absolute row sum (≥ λ_max) is at or below the floor.
     """
-    sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check)
+    sp = prepare(phi, gram, weights, mode, center, backend, acc_dtype, check, NO_COUNTS)
     m = sp.matrix.double()
     row_sum = m.detach().abs().sum(1).max()
     floor = _floor(sp, row_sum, phi, weights, mode, center)
@@ -432,9 +439,10 @@ def measures(
     relative = validation.check_relative(relative)
     conv = _convention(convention, basis, fudge, components, center)
     s = _spectrum(phi, gram, weights, mode, conv.center, backend, acc_dtype, check, conv, eps_vals, relative)
+    scale = s.sp.scale  # the spectrum is s.sp.scale × M's: every measure below is scale-free but τ
     m = measures_from_eigenvalues(
         s.lam,
-        eps_vals,
+        eps_vals * scale if relative is None else eps_vals,
         relative,
         mode=mode,
         center=conv.center,
@@ -444,4 +452,8 @@ def measures(
         entropy_kw=s.entropy_kw,
     )
     m.promoted, m.convention = s.promoted, convention
+    if scale != 1.0:  # the dimensionful fields in the given units
+        m.eps, m.thresholds = eps_vals.to(m.eps.device), m.thresholds / scale
+        m.eigenvalues, m.lambda_max, m.trace = m.eigenvalues / scale, m.lambda_max / scale, m.trace / scale
+        m.noise_floor = None if m.noise_floor is None else m.noise_floor / scale
     return m

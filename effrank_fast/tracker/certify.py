@@ -30,18 +30,14 @@ from dataclasses import dataclass
 
 import torch
 
+from effrank_fast.ops.numerics import matmul_unit_roundoff
+
 __all__ = ["Certificate", "certify", "count_bounds", "unit_roundoff"]
 
 
-def unit_roundoff(dtype: torch.dtype) -> float:
-    """u of the arithmetic the GEMMs use; float32 under TF32/bf16 matmul precision counts as such."""
-    if dtype == torch.float32:
-        precision = torch.get_float32_matmul_precision()
-        if precision == "high" or torch.backends.cuda.matmul.allow_tf32:
-            return 2.0**-11
-        if precision == "medium":
-            return 2.0**-8
-    return torch.finfo(dtype).eps / 2
+# The tracker's GEMMs run through torch.matmul under the user's float32 matmul precision, so its
+# margins use the TF32-aware u (ops/numerics.py); the name is kept for its callers.
+unit_roundoff = matmul_unit_roundoff
 
 
 @dataclass

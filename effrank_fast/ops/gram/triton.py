@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch.library import triton_op, wrap_triton
 
+from effrank_fast.ops import validation
 from effrank_fast.ops.gram import autograd, autotune
 from effrank_fast.ops.gram.reference import weighted_mean
 from effrank_fast.ops.gram.triton_kernels import _gram_syrk_kernel, _mirror_upper_kernel
@@ -164,24 +165,14 @@ def _gram_into(phi: torch.Tensor, weights: torch.Tensor | None, center: bool, ou
 
 
 def _check_inputs(phi: torch.Tensor, weights: torch.Tensor | None, name: str = "phi") -> None:
-    if not isinstance(phi, torch.Tensor) or phi.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D tensor [N, d], got {getattr(phi, 'shape', type(phi))}")
-    if phi.dtype not in _INPUT_DTYPES:
-        raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {phi.dtype}")
-    if phi.shape[0] == 0 or phi.shape[1] == 0:
-        raise ValueError(f"{name} must have N ≥ 1 rows and d ≥ 1 columns, got {tuple(phi.shape)}")
+    # the shared checks (shape, dtype, empty; weights' shape, dtype, device), values not read
+    validation.check_features(phi, name, check_finite=False)
     if weights is not None:
-        if not isinstance(weights, torch.Tensor) or weights.shape != (phi.shape[0],):
-            raise ValueError(f"weights must be a tensor of shape [N] = [{phi.shape[0]}]")
-        if not weights.is_floating_point():
-            raise TypeError(f"weights must be floating point, got {weights.dtype}")
-        if weights.device != phi.device:
-            raise ValueError(f"weights is on {weights.device} but {name} is on {phi.device}")
+        validation.check_weights(weights, phi.shape[0], phi.device, check_values=False, against=name)
 
 
 def _check_acc(acc_dtype: torch.dtype) -> None:
-    if acc_dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"acc_dtype must be torch.float32 or torch.float64, got {acc_dtype}")
+    validation.check_acc_dtype(acc_dtype)
 
 
 @triton_op("effrank_fast::gram_triton", mutates_args={})

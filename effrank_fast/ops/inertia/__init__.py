@@ -41,7 +41,6 @@ import torch
 
 from effrank_fast.ops import native, validation
 from effrank_fast.ops.backends import BackendUnavailableError
-from effrank_fast.ops.gram.error import unit_roundoff
 from effrank_fast.ops.inertia.certificate import IntervalCertificate, certify_interval
 from effrank_fast.ops.inertia.lanczos import DEFAULT_LANCZOS_STEPS, LambdaMaxBounds, lambda_max_bounds
 from effrank_fast.ops.inertia.reference import inertia_ref, symmetric_from_lower
@@ -55,6 +54,7 @@ from effrank_fast.ops.inertia.result import (
     probabilistic_bound,
 )
 from effrank_fast.ops.inertia.robust import RBT_DEPTH, bunch_kaufman_counts, butterfly_congruence
+from effrank_fast.ops.numerics import unit_roundoff
 
 __all__ = [
     "BAND_ULPS",

@@ -25,16 +25,17 @@ from dataclasses import dataclass
 
 import torch
 
-_U64 = 2.0**-53
+from effrank_fast.ops.numerics import U64, gamma
+
 MARGIN_GROWTH = 256.0
 
 
 def ldl_margin(m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """m [E]: the backward error allotted to each end's factorisation (module docstring)."""
     d = m.shape[0]
-    gamma = 3 * d * _U64 / (1 - 3 * d * _U64)
+    g3d = gamma(3 * d)
     trace_abs = m.diagonal().double().abs().sum()
-    return (MARGIN_GROWTH * gamma + _U64) * (trace_abs + d * tau.abs())
+    return (MARGIN_GROWTH * g3d + U64) * (trace_abs + d * tau.abs())
 
 
 @dataclass

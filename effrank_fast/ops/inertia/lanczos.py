@@ -24,9 +24,9 @@ import torch
 
 from effrank_fast.ops import native
 from effrank_fast.ops.inertia.reference import symmetric_from_lower
+from effrank_fast.ops.numerics import gamma as gamma_n
 
 DEFAULT_LANCZOS_STEPS = 24
-_U64 = 2.0**-53
 
 
 @dataclass
@@ -99,7 +99,7 @@ def lambda_max_bounds(
     mv = m @ v
     rho = torch.dot(v, mv)
     res = (mv - rho * v).norm()
-    gamma = 2 * d * _U64 / (1 - 2 * d * _U64)
+    gamma = gamma_n(2 * d)
     eta = gamma * frob
     diag_max = m.diagonal().max()
     # Both upper bounds keep a margin ≥ η above λ_max, so the certifying count at τ = upper never

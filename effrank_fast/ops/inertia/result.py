@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from effrank_fast.ops.numerics import U64, gamma, unit_roundoff
+
 DEFAULT_BLOCK = 0  # the device's default panel width (CPU 128, CUDA 256)
 # The default tolerance of the one-sided verdict, in units of M's unit roundoff: 16u (≈ 1e-6 for an
 # fp32 Gram, below its measured accumulation error of 1e-7…2e-6·λ_max, docs/inertia.md).
@@ -15,7 +17,6 @@ DEFAULT_BLOCK = 0  # the device's default panel width (CPU 128, CUDA 256)
 BAND_ULPS = 16
 FALLBACKS = ("eigh", "ldl")
 PROB_LAMBDA = 12.0
-_U64 = 2.0**-53
 
 
 def probabilistic_bound(error_bound: torch.Tensor, scale: torch.Tensor, n: int) -> torch.Tensor:
@@ -26,9 +27,8 @@ def probabilistic_bound(error_bound: torch.Tensor, scale: torch.Tensor, n: int) 
     is typically 10⁴–10⁵ times the actual backward error of these factorisations; δ_p is
     √(3n)/λ times smaller. inf/NaN stay inf.
     """
-    gamma = 3 * n * _U64 / (1 - 3 * n * _U64)
-    trace_ldl = ((error_bound - _U64 * scale) / gamma).clamp(min=0)
-    out = PROB_LAMBDA * math.sqrt(3 * n) * _U64 * trace_ldl + _U64 * scale
+    trace_ldl = ((error_bound - U64 * scale) / gamma(3 * n)).clamp(min=0)
+    out = PROB_LAMBDA * math.sqrt(3 * n) * U64 * trace_ldl + U64 * scale
     return torch.where(torch.isfinite(out), out, torch.full_like(out, math.inf))
 
 
@@ -38,7 +38,7 @@ class InertiaFallbackWarning(RuntimeWarning):
 
 def default_band_rel(dtype: torch.dtype) -> float:
     """16·u of ``dtype`` (u = eps/2): the factorisation may perturb M as much as storing it did."""
-    return BAND_ULPS * torch.finfo(dtype).eps / 2
+    return BAND_ULPS * unit_roundoff(dtype)
 
 
 @dataclass

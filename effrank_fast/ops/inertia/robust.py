@@ -17,13 +17,13 @@ import math
 import torch
 
 from effrank_fast.ops.inertia.reference import symmetric_from_lower
+from effrank_fast.ops.numerics import gamma
 
-_U64 = 2.0**-53
 RBT_DEPTH = 2
 
 
 def _gamma(n: float) -> float:
-    return n * _U64 / (1.0 - n * _U64)
+    return gamma(n)
 
 
 def _butterfly_level(x: torch.Tensor, size: int, r: torch.Tensor) -> torch.Tensor:

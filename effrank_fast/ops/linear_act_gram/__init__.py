@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import torch
 
-from effrank_fast.ops import backends
+from effrank_fast.ops import backends, validation
 from effrank_fast.ops.linear_act_gram.reference import ACTIVATIONS, apply_activation, linear_act_gram_ref
 
 __all__ = ["ACTIVATIONS", "apply_activation", "linear_act_gram", "linear_act_gram_ref"]
 
 
 def _validate(x, weight, bias, act, gram_out, weights) -> None:
-    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.shape[0] == 0:
-        raise ValueError(f"x must be a [N, k] tensor with N ≥ 1, got {getattr(x, 'shape', type(x))}")
+    validation.check_features(x, "x", check_finite=False)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or weight.shape[1] != x.shape[1]:
         raise ValueError(f"weight must be [d, k] with k = {x.shape[1]}, got {getattr(weight, 'shape', type(weight))}")
     if not x.is_floating_point() or weight.dtype != x.dtype:
@@ -40,15 +39,11 @@ def _validate(x, weight, bias, act, gram_out, weights) -> None:
     if gram_out is not None:
         if not isinstance(gram_out, torch.Tensor) or gram_out.shape != (d, d):
             raise ValueError(f"gram_out must be a [d, d] = [{d}, {d}] tensor, got {getattr(gram_out, 'shape', None)}")
-        if gram_out.dtype not in (torch.float32, torch.float64):
-            raise TypeError(f"gram_out must be float32 or float64, got {gram_out.dtype}")
+        validation.check_acc_dtype(gram_out.dtype, "gram_out's dtype")
         if gram_out.device != x.device:
             raise ValueError(f"gram_out is on {gram_out.device} but x is on {x.device}")
     if weights is not None:
-        if not isinstance(weights, torch.Tensor) or weights.shape != (x.shape[0],):
-            raise ValueError(f"weights must be a [N] = [{x.shape[0]}] tensor")
-        if not weights.is_floating_point():
-            raise TypeError(f"weights must be floating point, got {weights.dtype}")
+        validation.check_weights(weights, x.shape[0], x.device, check_values=False, against="x")
     for name, t in (("weight", weight), ("bias", bias), ("weights", weights)):
         if t is not None and t.device != x.device:
             raise ValueError(f"{name} is on {t.device} but x is on {x.device}")

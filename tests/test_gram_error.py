@@ -1,0 +1,109 @@
+"""The Gram error δ_G of each kind against the true ‖M̂ − M‖₂ (M from a float64 numpy product of the
+stored feature values), and the certificate built on it: a certified count is the float64 count."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from effrank_fast.ops.gram.error import KINDS
+from effrank_fast.rank import eps_rank_result
+from effrank_fast.rank.prepare import features_to_matrix
+
+FAMILIES = ("power0.8", "power1.2", "power2", "clustered", "lowrank_noise", "decades12")
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _features(family: str, n: int, d: int, seed: int) -> torch.Tensor:
+    """Features [n, d] float64 with a prescribed population spectrum under a random rotation."""
+    g = torch.Generator().manual_seed(seed)
+    i = torch.arange(1, d + 1, dtype=torch.float64)
+    if family.startswith("power"):
+        lam = i ** -float(family[5:])
+    elif family == "clustered":
+        lam = torch.tensor([1.0, 1e-2, 1e-4, 1e-6], dtype=torch.float64).repeat_interleave(d // 4)
+        lam = lam * (1 + 1e-3 * torch.rand(d, dtype=torch.float64, generator=g))
+    elif family == "lowrank_noise":
+        lam = torch.where(i <= 12, 1.0, 1e-6).to(torch.float64)
+    else:
+        lam = torch.logspace(0, -12, d, dtype=torch.float64)
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
+    x = torch.randn(n, d, dtype=torch.float64, generator=g) @ (q * lam.sqrt()).T
+    return x / x.abs().max() * 4  # inside fp16's range
+
+
+def _true_error(phi: torch.Tensor, m_hat: torch.Tensor) -> float:
+    x = phi.double().numpy()
+    m = x.T @ x / x.shape[0]
+    return float(np.linalg.norm(m_hat.double().numpy() - m, 2))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_kind_bounds_the_true_error(family, dtype):
+    for seed in (0, 1):
+        phi = _features(family, 2000, 128, seed).to(dtype)
+        for kind in KINDS:
+            sp = features_to_matrix(phi, None, "mean", False, "auto", None, True, certificate=kind)
+            true = _true_error(phi, sp.matrix)
+            assert sp.gram_error is not None and true > 0
+            assert float(sp.gram_error) >= true, (kind, float(sp.gram_error), true)
+
+
+def test_tight_estimate_bounds_centred_and_weighted_grams():
+    g = torch.Generator().manual_seed(3)
+    phi = (_features("power1.2", 1500, 96, 3) + 2.0).float()  # a large mean: centring matters
+    w = torch.rand(1500, dtype=torch.float64, generator=g)
+    for weights, center in ((None, True), (w, False), (w, True)):
+        sp = features_to_matrix(phi, weights, "sum" if weights is not None else "mean", center, "auto", None, True)
+        x = phi.double().numpy()
+        ww = np.full(x.shape[0], 1 / x.shape[0]) if weights is None else weights.numpy()
+        if center:
+            x = x - (ww @ x) / ww.sum()
+        m = (x * ww[:, None]).T @ x
+        true = float(np.linalg.norm(sp.matrix.double().numpy() - m, 2))
+        assert float(sp.gram_error) >= true
+
+
+@pytest.mark.parametrize("alpha", [0.8, 1.2, 2.0])
+def test_tight_estimate_is_within_10x_of_the_true_error_on_power_laws(alpha):
+    phi = _features(f"power{alpha}", 8000, 256, 5).float()
+    sp = features_to_matrix(phi, None, "mean", False, "auto", None, True)
+    true = _true_error(phi, sp.matrix)
+    assert true <= float(sp.gram_error) <= 10 * true
+
+
+def test_a_wrong_count_is_never_certified():
+    """ε on a grid and right at eigenvalues (the hardest place): certified ⇒ the float64 count."""
+    wrong = []
+    for family in FAMILIES:
+        for dtype in DTYPES:
+            phi = _features(family, 600, 48, 11).to(dtype)
+            x = phi.double().numpy()
+            lam = np.linalg.eigvalsh(x.T @ x / x.shape[0])
+            at = lam[[-2, -5, -12, 24]]  # τ right at an eigenvalue, and a hair off it
+            eps = np.concatenate([np.logspace(-1, -9, 9), at, at * (1 + 1e-7), at * (1 - 1e-7)])
+            eps = eps[eps > 0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for method in ("eigh", "inertia"):
+                    r = eps_rank_result(phi, eps.tolist(), method=method)
+                    r0 = eps_rank_result(phi, eps.tolist(), method=method, check=False)  # no promotion
+                    for res in (r, r0):
+                        want = (lam[None, :] > eps[:, None]).sum(1)
+                        cert = res.certified.numpy()
+                        bad = cert & (res.counts.numpy() != want)
+                        if bad.any():
+                            wrong.append((family, dtype, method, eps[bad].tolist()))
+    assert not wrong, wrong
+
+
+def test_certificate_kind_is_checked_and_recorded():
+    phi = _features("power1.2", 300, 16, 0).float()
+    with pytest.raises(ValueError, match="certificate"):
+        eps_rank_result(phi, 1e-3, certificate="loose")
+    for kind in KINDS:
+        assert eps_rank_result(phi, 1e-3, certificate=kind).certificate == kind
