@@ -388,3 +388,23 @@ def test_state_dict_without_files_carries_history():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again.close()  # no double flush, no warning
+
+
+def test_report_counts_and_shows_uncertified_counts(tmp_path):
+    """A float32 Gram at ε = 1e-9 cannot prove its counts: the summary says how many rows × ε were
+    not certified (those the rows flag), the table names them, and the staircase plot draws them."""
+    from effrank_fast.report import format_table, report
+
+    model = _mlp()
+    xq, wq = trapezoid(-1, 1, 500)
+    eps = [1e-2, 1e-9]
+    mon = RankMonitor(model, "all_hidden", eps, probe=xq, weights=wq, acc_dtype=torch.float32, log_dir=tmp_path)
+    for _ in range(3):
+        mon.step(loss=1.0)
+    mon.close()
+    rows = mon.history
+    flagged = sum(1 for r in rows for e in eps if not r[f"eps_rank_certified@{e:g}"])
+    assert flagged > 0 and all(r["eps_rank_certified@0.01"] == 1 for r in rows)
+    summary = report(tmp_path, plots=True)
+    assert summary["uncertified_counts"] == flagged
+    assert "uncertified ε-counts" in format_table(summary) and "staircase.png" in summary["figures"]
