@@ -408,3 +408,27 @@ def test_report_counts_and_shows_uncertified_counts(tmp_path):
     summary = report(tmp_path, plots=True)
     assert summary["uncertified_counts"] == flagged
     assert "uncertified ε-counts" in format_table(summary) and "staircase.png" in summary["figures"]
+
+
+def test_bench_monitor_smoke_checks_counts_against_the_float64_reference(tmp_path):
+    """benchmarks/bench_monitor.py --smoke: every variant timed in every scenario, and every monitor
+    variant's certified counts equal the float64 reference of the same step's features."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-W", "ignore", str(root / "benchmarks" / "bench_monitor.py"), "--smoke", "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["results"]) == {"gpt2", "mlp-48x16", "demo"}
+    for name, r in doc["results"].items():
+        assert all(math.isfinite(v) and v > 0 for v in r["median_ms"].values()), name
+        assert set(r["checks"]) == {"monitor", "monitor default", "monitor all hidden"}
+        for variant, c in r["checks"].items():
+            assert c["checked"] > 0 and c["certified_mismatch"] == 0 and c["outside_bounds"] == 0, (name, variant)
