@@ -1,7 +1,7 @@
 """The monitor's measurement core: one layer's captured features → its row, through the code of
 :func:`effrank_fast.eps_rank` and :func:`effrank_fast.measures`.
 
-What a row holds and what it guarantees (``docs/monitor.md``):
+What a row holds and what it guarantees (the README's table):
 
 - ``eps_rank@ε``: :func:`effrank_fast.rank.certified.certified_count` on the same matrix
   ``ef.eps_rank`` forms from the same features (:func:`effrank_fast.rank.prepare.features_to_matrix`:
@@ -110,17 +110,22 @@ def from_gram(
     return LayerInput(sp, None, None, mode, center, finite)
 
 
-def count_method(device: torch.device) -> str:
-    """Inertia (no eigensolver, no host sync) wherever its kernel exists, else ``ef.eps_rank``'s choice."""
-    return "inertia" if backends.inertia_why_not(device) is None else "auto"
+def count_method(m: torch.Tensor, sync_free: bool) -> str:
+    """How the counts of the matrix ``m`` are taken: inertia (no eigensolver, no host sync) wherever
+    its kernel exists, except for a small matrix on the CPU when no sync-free solver was asked for,
+    where ``ef.eps_rank``'s own choice (eigh below the measured break-even) is faster."""
+    if backends.inertia_why_not(m.device) is not None:
+        return "auto"
+    small = m.device.type == "cpu" and m.shape[0] <= EVERY_STEP_MAX_DIM
+    return "auto" if small and not sync_free else "inertia"
 
 
-def counts(inp: LayerInput, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
+def counts(inp: LayerInput, eps: torch.Tensor, relative: str | None, sync_free: bool) -> EpsRankResult:
     """The certified ε-counts of ``inp``: ``certified_count`` without its host-side promotion (the
     monitor promotes by shape instead, :func:`acc_dtype_for`); the row carries the certificate."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InertiaFallbackWarning)
-        return certified_count(inp.sp, eps, relative, count_method(inp.sp.matrix.device), check=False)
+        return certified_count(inp.sp, eps, relative, count_method(inp.sp.matrix, sync_free), check=False)
 
 
 @dataclass
@@ -144,11 +149,12 @@ def solve(inp: LayerInput, lam: torch.Tensor) -> Solved:
 def entry_measures(inp: LayerInput) -> tuple[torch.Tensor, torch.Tensor]:
     """(trace, participation ratio) from the matrix's entries (no eigensolver); tr and ‖·‖_F of the
     N×N kernel equal those of the Gram. Floored as :func:`effrank_fast.participation_ratio`."""
-    m = inp.sp.matrix.detach().double()
-    trace = m.diagonal().sum()
-    row_sum = m.abs().sum(1).max()
-    floor, _ = spectrum._floor_and_error(inp.sp, row_sum, inp.phi, inp.weights, inp.mode, inp.center)
-    return trace, formulas.participation_ratio_from_moments(trace, m.square().sum(), row_sum, floor)
+    m = inp.sp.matrix.detach()
+    trace = m.diagonal().double().sum()
+    frob_sq = torch.linalg.vector_norm(m, dtype=torch.float64).square()
+    # λ_max ≤ tr M for a PSD M: the bound the floor is taken at (only a numerically zero M cares)
+    floor, _ = spectrum._floor_and_error(inp.sp, trace, inp.phi, inp.weights, inp.mode, inp.center)
+    return trace, formulas.participation_ratio_from_moments(trace, frob_sq, trace, floor)
 
 
 def acc_dtype_for(acc_dtype: torch.dtype | None, center: bool, phi_dtype: torch.dtype, n: int, d: int) -> torch.dtype:
