@@ -2,7 +2,7 @@
 
     python benchmarks/bench_tracker.py [--small] [--json out.json]
 
-Sequence: M_0 = Q diag(λ) Qᵀ with λ_i = i^-1.2 (a power law, research §5.2), then
+Sequence: M_0 = Q diag(λ) Qᵀ with λ_i = i^-1.2 (a power law, docs/tracker.md), then
 M_{t+1} = (I + ρR)ᵀ M_t (I + ρR), R Gaussian/√d — the Gram of Φ ← Φ + ρΦR. Steady state: the
 first updates (cold start) are excluded. Per configuration: median CUDA-event time per update
 (the update includes its own host syncs in sync="step"), median host wall time, subspace

@@ -16,7 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from effrank_fast import report
+from effrank_fast.info import report as info_report
 from effrank_fast.paper import demo as demo_mod
+from effrank_fast.paper.experiments import cli as experiments_cli  # the `experiment` command (docs/staircase.md)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -64,15 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print summary.json instead of the table")
     r.set_defaults(func=_report)
     sub.add_parser("info", help="versions, devices and available backends").set_defaults(func=_info)
-    from effrank_fast.paper.experiments import cli as experiments_cli  # the `experiment` command (docs/staircase.md)
-
     experiments_cli.register(sub)
     return p
 
 
 def _print_report(run_dir: Path, plots: bool, as_json: bool = False) -> None:
-    from effrank_fast import report
-
     summary = report.report(run_dir, plots=plots)
     if as_json:
         print(json.dumps(report.to_jsonable(summary), indent=2))
@@ -83,8 +82,6 @@ def _print_report(run_dir: Path, plots: bool, as_json: bool = False) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from effrank_fast.info import report as info_report
-
     print(info_report())
     return 0
 

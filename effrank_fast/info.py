@@ -8,10 +8,13 @@ import sys
 
 import torch
 
+from effrank_fast._version import __version__
 from effrank_fast.ops import backends, native
+from effrank_fast.ops.inertia.cost import inertia_why_not
 
 
 def _version(module: str) -> str:
+    # an optional third-party package named at run time (triton): importlib, not an import statement
     try:
         return str(importlib.import_module(module).__version__)
     except Exception as exc:
@@ -20,8 +23,6 @@ def _version(module: str) -> str:
 
 def report() -> str:
     """The report as text; asking about CUDA here is fine (this is not the import path)."""
-    from effrank_fast._version import __version__
-
     lines = [
         f"effrank_fast {__version__}",
         f"python {platform.python_version()} ({sys.platform})",
@@ -40,7 +41,7 @@ def report() -> str:
         lines.append(f"[{dev.type}] Gram backends (auto order {backends.AUTO_ORDER.get(dev.type)}):")
         for name, reason in backends.explain(dev).items():
             lines.append(f"  {name:7s} {'available' if reason is None else 'unavailable: ' + reason}")
-        reason = backends.inertia_why_not(dev)
+        reason = inertia_why_not(dev)
         lines.append(f"  count method inertia: {'available' if reason is None else 'unavailable: ' + reason}")
         lines.append("  count method eigh: available")
     return "\n".join(lines)

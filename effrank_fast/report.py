@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from effrank_fast import plotting  # matplotlib itself loads only when a figure is drawn
 from effrank_fast.monitor.engines import eps_label
 from effrank_fast.monitor.history import read_jsonl, to_jsonable
 from effrank_fast.monitor.sinks import HISTORY_CSV, HISTORY_JSONL, META_JSON, SPECTRUM_JSONL
@@ -194,8 +195,6 @@ def _subtitle(run: Run) -> str:
 
 
 def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
-    from effrank_fast import plotting
-
     out: list[Path] = []
     eps, last = run.eps, summary["last_layer"]
     s = run.series(last)

@@ -1,4 +1,4 @@
-"""Shared test setup: Triton interpreter on CPU-only machines, seeding, GPU marker, NaN poisoning."""
+"""Shared test setup: Triton interpreter on CPU-only machines, torch threads, seeding, the GPU marker."""
 
 from __future__ import annotations
 

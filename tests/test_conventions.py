@@ -3,7 +3,7 @@
 reptrix and MONAI are imported when installed (``pytest.importorskip``) and their functions give
 the expected values. stable-pretraining (needs torchvision) and WeightWatcher do not import here:
 their tests compute the formula as written in the peer's source (quoted in each docstring and in
-research/peer-conventions.md) with numpy/torch SVDs, never with effrank_fast.
+docs/measures.md) with numpy/torch SVDs, never with effrank_fast.
 """
 
 from __future__ import annotations

@@ -391,10 +391,10 @@ def test_torch_compile_fullgraph_cpu():
 
 
 def test_count_method_rule():
-    from effrank_fast.ops import backends
+    from effrank_fast.ops.inertia import cost
 
     cpu = torch.device("cpu")
-    pick = backends.select_count_method
+    pick = cost.select_count_method
     assert pick("auto", cpu, 1, "given", dim=32) == "eigh"  # parity below d = 64: one spectrum serves all
     # eps_rank's certificate (gram_error, the default): two factorisations per threshold
     assert pick("auto", cpu, 1, "given", dim=100) == "eigh"  # 2 > 1 at 64 ≤ d < 128
@@ -407,12 +407,12 @@ def test_count_method_rule():
     assert pick("auto", cpu, 1, "torch", dim=500) == "eigh"  # the pure-PyTorch backend was forced
     assert pick("inertia", cpu, 9, "torch", dim=8) == "inertia"
     assert pick("eigh", cpu, 1, "given", dim=500) == "eigh"
-    assert backends.inertia_factorisations(4, None, gram_error=True) == 8
-    assert backends.inertia_factorisations(4, "max", gram_error=True) == 10
+    assert cost.inertia_factorisations(4, None, gram_error=True) == 8
+    assert cost.inertia_factorisations(4, "max", gram_error=True) == 10
     # M taken as exact (gram_error=False): one per threshold, three for a certified float64 M
-    assert backends.inertia_factorisations(4, "max") == 10 and backends.inertia_factorisations(4, None) == 4
-    assert backends.inertia_factorisations(4, None, certify=True) == 12
-    assert backends.inertia_factorisations(4, "max", certify=True) == 26
+    assert cost.inertia_factorisations(4, "max") == 10 and cost.inertia_factorisations(4, None) == 4
+    assert cost.inertia_factorisations(4, None, certify=True) == 12
+    assert cost.inertia_factorisations(4, "max", certify=True) == 26
     old = {"gram_error": False}
     assert pick("auto", cpu, 3, "native", dim=300, **old) == "inertia"
     assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float32, **old) == "inertia"

@@ -168,11 +168,11 @@ def test_cuda_compile_fullgraph():
 
 def test_cuda_eps_rank_auto_uses_inertia():
     import effrank_fast as ef
-    from effrank_fast.ops import backends
+    from effrank_fast.ops.inertia import cost
 
     lam = power_law(2048)
     m = spectrum_matrix(lam, seed=3, device="cuda")
-    assert backends.select_count_method("auto", m.device, 1, "given", dim=2048) == "inertia"
+    assert cost.select_count_method("auto", m.device, 1, "given", dim=2048) == "inertia"
     eps = [between(lam, 100), between(lam, 1500)]
     got = ef.eps_rank(gram=m, eps=eps, check=False)
     assert got.tolist() == [100, 1500]

@@ -168,7 +168,7 @@ def test_reference_matches_eigvalsh(kind, n):
 def test_native_and_reference_agree():
     a = _matrix("warm", 24, seed=4)
     nat = jacobi_eigh(a, backend="native")
-    ref = jacobi_eigh(a, backend="ref")
+    ref = jacobi_eigh(a, backend="torch")
     u = torch.finfo(torch.float64).eps
     assert torch.allclose(nat.eigenvalues, ref.eigenvalues, rtol=0, atol=8 * 24 * u)
     assert int(nat.sweeps) == int(ref.sweeps)  # same rotations, same convergence test
@@ -185,7 +185,7 @@ def test_native_cpu_runs_the_cuda_algorithm_of_its_size(kind, n):
     CPU used to run for 33 ≤ n ≤ 64, differs by ~1e-2·‖A‖ here (the rotations are others)."""
     a = _matrix(kind, n, seed=n)
     nat = jacobi_eigh(a, max_sweeps=2, tol=0.0, backend="native")
-    ref = jacobi_eigh(a, max_sweeps=2, tol=0.0, backend="ref")
+    ref = jacobi_eigh(a, max_sweeps=2, tol=0.0, backend="torch")
     u = torch.finfo(torch.float64).eps
     norm = float(torch.linalg.matrix_norm(a, 2))
     assert float(nat.off) > 1e-6, "the case must stop far from convergence"
@@ -200,7 +200,7 @@ def test_reference_builds_its_index_tensors_once(monkeypatch):
     from effrank_fast.ops.jacobi_eigh import reference
 
     a = _matrix("random", 10, seed=11)
-    jacobi_eigh(a, max_sweeps=2, backend="ref")
+    jacobi_eigh(a, max_sweeps=2, backend="torch")
     built = []
     real = torch.tensor
 
@@ -209,7 +209,7 @@ def test_reference_builds_its_index_tensors_once(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(reference.torch, "tensor", counting)
-    res = jacobi_eigh(a + 1, max_sweeps=40, backend="ref")
+    res = jacobi_eigh(a + 1, max_sweeps=40, backend="torch")
     assert built == []
     _check(a + 1, res, torch.float64)
 
@@ -346,3 +346,13 @@ def test_cuda_kernels_source_under_host_emulation(tmp_path):
             out[:, :n].to(dtype), out[:, n : n + n * n].reshape(b, n, n).to(dtype), out[:, -2], out[:, -1].long()
         )
         _check(torch.stack(mats), res, dtype, max_sweeps)
+
+
+def test_old_backend_name_ref_still_works_with_a_warning():
+    a = torch.randn(12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    want = jacobi_eigh(a, max_sweeps=3, backend="torch")
+    with pytest.warns(DeprecationWarning, match="'ref' is now called 'torch'"):
+        got = jacobi_eigh(a, max_sweeps=3, backend="ref")
+    assert torch.equal(got.eigenvalues, want.eigenvalues) and torch.equal(got.eigenvectors, want.eigenvectors)
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        jacobi_eigh(a, backend="reference")

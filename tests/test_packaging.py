@@ -149,8 +149,9 @@ def test_import_loads_no_dynamo():
 
 
 def test_selectors_carry_the_mark_torch_compile_reads():
-    """_backends marks its selectors without importing Dynamo; the mark must be the decorator's own."""
+    """ops.backends and ops.inertia.cost mark their selectors without importing Dynamo (the decorator's own mark)."""
     from effrank_fast.ops import backends
+    from effrank_fast.ops.inertia import cost
 
     def probe():
         return 1
@@ -159,7 +160,7 @@ def test_selectors_carry_the_mark_torch_compile_reads():
     torch.compiler.assume_constant_result(probe)
     added = set(vars(probe)) - before
     assert added == {"_dynamo_marked_constant"} and probe._dynamo_marked_constant is True
-    for fn in (backends.select_gram_backend, backends.select_count_method):
+    for fn in (backends.select_gram_backend, cost.select_count_method):
         assert getattr(fn, "_dynamo_marked_constant", False) is True
 
 

@@ -67,7 +67,7 @@ def _erank_rounding_tol(g: torch.Tensor) -> float:
 
 
 def drift_sequence(d: int, n: int, steps: int, rho: float, seed: int, dtype=torch.float64):
-    """Φ ← Φ + ρ·ΦR (R Gaussian / √d): research §5.2's synthetic training step, power-law start."""
+    """Φ ← Φ + ρ·ΦR (R Gaussian / √d): docs/tracker.md's synthetic training step, power-law start."""
     gen = torch.Generator().manual_seed(seed)
     lam = torch.arange(1, d + 1, dtype=torch.float64) ** -1.2
     phi = torch.randn(n, d, dtype=torch.float64, generator=gen) * lam.sqrt()

@@ -47,8 +47,8 @@ class MonitorDriver:
         if self.monitor is not None:
             return
         kwargs = dict(self.kwargs)
-        if "log_dir" not in kwargs and default_dir is not None:
-            kwargs["log_dir"] = Path(default_dir) / "rank"
+        if "log" not in kwargs and "log_dir" not in kwargs and default_dir is not None:
+            kwargs["log"] = Path(default_dir) / "rank"
         self.monitor = RankMonitor(module, **kwargs)
         if self._pending_state is not None:
             self.monitor.load_state_dict(self._pending_state)

@@ -1,6 +1,6 @@
 """RankMonitor: a drop-in, every-step monitor of hidden-layer ranks.
 
-    mon = effrank_fast.RankMonitor(model, eps=[1e-2, 1e-3], log_dir="runs/x")
+    mon = effrank_fast.RankMonitor(model, eps=[1e-2, 1e-3], log="runs/x")
     for x, y in data:
         loss = loss_fn(model(x), y); opt.zero_grad(); loss.backward(); opt.step()
         mon.step(loss=loss)          # no host sync here
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +29,30 @@ from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
 from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
-from effrank_fast.monitor.capture import Capture, Probe
+from effrank_fast.monitor.capture import Capture
+from effrank_fast.monitor.capture import Probe as ProbeRunner
+from effrank_fast.monitor.config import (
+    Accumulate,
+    Engine,
+    Features,
+    Probe,
+    ProbeInputs,
+    RunLog,
+    as_accumulate,
+    as_engine,
+    as_log,
+    as_probe,
+    check_probe_weights,
+    positive_int,
+    upgrade_legacy,
+)
 from effrank_fast.monitor.engines import make_engine
 from effrank_fast.monitor.history import Records, read_jsonl
 from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
 from effrank_fast.monitor.pre_step import ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
-from effrank_fast.ops import backends, validation
-
-
-def _positive_int(name: str, v: object, minimum: int = 1) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {v!r}")
-    return v
+from effrank_fast.ops import validation
 
 
 class RankMonitor:
@@ -56,38 +66,27 @@ class RankMonitor:
         eps: thresholds ε of the ε-rank #{λ(M) > τ} (one or several; one spectrum serves all).
         relative: None (τ = ε), "max" (τ = ε·λ_max) or "trace" (τ = ε·tr M).
         every: measure every this many steps (``step % every == 0``).
-        probe: fixed input points [N, ...] (or a tuple of positional inputs): the model is run on
-            them under ``no_grad`` and in eval mode at each measured step (the paper's ∫_Ω), just
-            before the optimizer updates the parameters (or in ``step()`` when no optimizer
-            stepped), so each row's ranks and loss belong to the same parameters.
-            Without a probe, the training forward passes since the last step are used
-            (micro-batches add up; forwards under ``no_grad`` are ignored).
-        weights: quadrature weights [N] of the probe (e.g. effrank_fast.quadrature.trapezoid).
-        mode: "mean" (w = 1/N), "sum" (w = 1) or "integral" (given weights summing to |Ω|).
-            Default: "integral" with weights, else "mean".
-        center: subtract the weighted mean of each feature (float64 accumulation by default).
-        accumulate: "step" (each measured step stands alone) or "ema" (M ← β·M + (1−β)·M_step).
-        ema_decay: β for ``accumulate="ema"``.
-        topk: how many of the largest eigenvalues to log per row (``lambda_1``…).
-        spectrum_every: keep the full spectrum every this many steps (0: never).
-        flush_every: copy results to the host and the files every this many steps.
-        log_dir: run folder for history.jsonl, history.csv, spectrum.jsonl, meta.json (and
-            TensorBoard events); None keeps the rows in memory only.
-        tensorboard: None (when installed and ``log_dir`` is set), True or False.
-        tracker: spectral engine: "exact" (the full float64 spectrum: the device-side Jacobi solver
-            on CUDA for d ≤ 1024, else eigvalsh, which syncs once on CUDA; choose with
-            ``tracker_options={"solver": "auto"|"jacobi"|"eigvalsh"}``), "warm"
-            (effrank_fast.SpectrumTracker, sync-free) or a factory ``fn(d=, eps=, relative=)``.
-        tracker_options: keyword arguments of the tracker (e.g. ``{"k": 64, "refresh_every": 50}``).
-        gram_backend: backend of :func:`effrank_fast.gram` ("auto", "torch", "native", "triton").
-        acc_dtype: Gram accumulation dtype (None: effrank_fast.gram's default; float64 if centred).
-        fused: form the Gram of h = act(xWᵀ + b) from the producing Linear's input with
-            effrank_fast.ops.linear_act_gram (Linear→activation layers in an nn.Sequential).
+        probe: a :class:`~effrank_fast.monitor.Probe` (or its inputs: a Tensor [N, ...], a tuple
+            of positional inputs, a dict of keyword inputs): the model is run on these points under
+            ``no_grad`` and in eval mode at each measured step, just before the optimizer updates
+            the parameters (or in ``step()`` when no optimizer stepped), so each row's ranks and
+            loss belong to the same parameters. Without a probe, the training forward passes
+            since the last step are used (micro-batches add up; forwards under ``no_grad`` are
+            ignored).
+        features: a :class:`~effrank_fast.monitor.Features`: how activations become the Gram
+            (mode, centring, accumulation dtype, backend, fused linear+activation kernel).
+        engine: an :class:`~effrank_fast.monitor.Engine`, "exact", "warm" or a tracker factory:
+            how each Gram becomes a row (top-k eigenvalues, full-spectrum cadence, solver).
+        log: a :class:`~effrank_fast.monitor.RunLog` or a run folder: files, TensorBoard, flush
+            cadence, run metadata, in-memory history.
+        accumulate: an :class:`~effrank_fast.monitor.Accumulate`, "step" or "ema".
         distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic); the
             ``loss`` column is then the mean of the ranks' losses, in the same all-reduce.
-        keep_history: keep flushed rows in ``mon.history`` (files are written either way).
-        meta: extra run metadata saved in meta.json under "run" (``"loss_name"`` labels the loss
-            axis of the report's plots; default "loss").
+
+    The 0.1 keywords (``weights=``, ``mode=``, ``center=``, ``acc_dtype=``, ``gram_backend=``,
+    ``fused=``, ``tracker=``, ``topk=``, ``spectrum_every=``, ``tracker_options=``, ``log_dir=``,
+    ``tensorboard=``, ``flush_every=``, ``meta=``, ``keep_history=``, ``ema_decay=``) still work
+    for this release, with a ``DeprecationWarning`` naming their new place.
     """
 
     def __init__(
@@ -98,72 +97,52 @@ class RankMonitor:
         *,
         relative: str | None = None,
         every: int = 1,
-        probe: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
-        weights: torch.Tensor | None = None,
-        mode: str | None = None,
-        center: bool = False,
-        accumulate: str = "step",
-        ema_decay: float = 0.9,
-        topk: int = 8,
-        spectrum_every: int = 100,
-        flush_every: int = 100,
-        log_dir: str | Path | None = None,
-        tensorboard: bool | None = None,
-        tracker: object = "exact",
-        tracker_options: dict[str, Any] | None = None,
-        gram_backend: str = "auto",
-        acc_dtype: torch.dtype | None = None,
-        fused: bool = False,
+        probe: Probe | ProbeInputs | None = None,
+        features: Features | None = None,
+        engine: Engine | str | Callable[..., Any] = "exact",
+        log: RunLog | str | Path | None = None,
+        accumulate: Accumulate | str = "step",
         distributed: bool | None = None,
-        keep_history: bool = True,
-        meta: dict[str, Any] | None = None,
+        **legacy: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        probe_cfg, feat, eng, log_cfg, acc = upgrade_legacy(
+            legacy, as_probe(probe), features or Features(), as_engine(engine), as_log(log), as_accumulate(accumulate)
+        )
         self.model = model
         self.eps, _ = validation.check_eps(eps)
         self.relative = validation.check_relative(relative)
-        self.every = _positive_int("every", every)
-        self.flush_every = _positive_int("flush_every", flush_every)
-        self.topk = _positive_int("topk", topk, 0)
-        self.spectrum_every = _positive_int("spectrum_every", spectrum_every or 0, 0)
-        if accumulate not in ("step", "ema"):
-            raise ValueError(f"accumulate must be 'step' or 'ema', got {accumulate!r}")
-        if not 0.0 < float(ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {ema_decay!r}")
-        self.accumulate, self.ema_decay = accumulate, float(ema_decay)
-        if probe is None and weights is not None:
-            raise ValueError("weights= are the probe's quadrature weights; give probe= as well")
-        self.probe = None if probe is None else Probe(probe, weights)
-        if self.probe is not None and weights is not None:
-            validation.check_weights(weights, self.probe.n, weights.device, check_values=True)
-        self.weights = weights
-        self.mode = validation.check_mode(mode or ("integral" if weights is not None else "mean"), weights)
-        self.center = bool(center)
-        backends.requested_backend(gram_backend)
-        if acc_dtype not in (None, torch.float32, torch.float64):
-            raise TypeError(f"acc_dtype must be None, torch.float32 or torch.float64, got {acc_dtype}")
-        if fused and center:
-            raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
-        self.fused = bool(fused)
+        self.every = positive_int("every", every)
+        self.features, self.engine_config, self.log_config, self.accumulation = feat, eng, log_cfg, acc
+        # Flat views of the options that the row and file code reads.
+        self.flush_every, self.topk, self.spectrum_every = log_cfg.flush_every, eng.topk, eng.spectrum_every
+        self.accumulate, self.ema_decay = acc.kind, float(acc.ema_decay)
+        self.weights = None if probe_cfg is None else probe_cfg.weights
+        self.probe = None if probe_cfg is None else ProbeRunner(probe_cfg.inputs, self.weights)
+        if self.probe is not None and self.weights is not None:
+            validation.check_weights(self.weights, self.probe.n, self.weights.device, check_values=True)
+        self.mode = check_probe_weights(probe_cfg, feat)
+        self.center, self.fused = feat.center, feat.fused
+        self.gram_backend, self.acc_dtype = feat.backend, feat.acc_dtype
+        options = dict(eng.tracker_options) if eng.kind == "warm" else {"solver": eng.solver}
         self.engine = make_engine(
-            tracker, self.eps, self.relative, self.topk, mode=self.mode, center=self.center, options=tracker_options
+            eng.kind, self.eps, self.relative, self.topk, mode=self.mode, center=self.center, options=options
         )
         self.distributed = dd.resolve(distributed)
         self.rank, self.world = (dd.rank(), dd.world_size()) if self.distributed else (0, 1)
         self.measurer = LayerMeasurer(
             self.engine,
-            normalise=self.mode == "mean" and weights is None,
-            ema_decay=self.ema_decay if accumulate == "ema" else None,
+            normalise=self.mode == "mean" and self.weights is None,
+            ema_decay=self.ema_decay if self.accumulate == "ema" else None,
             spectrum_every=self.spectrum_every,
             distributed=self.distributed,
-            probe=probe is not None,
+            probe=self.probe is not None,
         )
         L.check_spec(layers, model)
-        self.gram_backend, self.acc_dtype = gram_backend, acc_dtype
-        self.log_dir = None if log_dir is None else Path(log_dir)
-        self.keep_history = keep_history
-        self.run_meta = dict(meta or {})
+        self.log_dir = None if log_cfg.dir is None else Path(log_cfg.dir)
+        self.keep_history = log_cfg.keep_history
+        self.run_meta = dict(log_cfg.meta)
 
         self._records: Records | None = None
         self._history: list[dict[str, Any]] = []
@@ -173,12 +152,16 @@ class RankMonitor:
         self._armed = True
         self._closed = False
         self._t0, self._wall_offset = time.perf_counter(), 0.0
-        self.files = runfiles.RunFiles(log_dir, tensorboard) if log_dir is not None and self.rank == 0 else None
+        self.files = (
+            runfiles.RunFiles(self.log_dir, log_cfg.tensorboard)
+            if self.log_dir is not None and self.rank == 0
+            else None
+        )
         self.capture = Capture(
             model,
             layers,
-            make_acc=lambda: GramAccumulator(center=self.center, acc_dtype=acc_dtype, backend=gram_backend),
-            fused_kernel=load_fused_kernel() if fused else None,
+            make_acc=lambda: GramAccumulator(center=self.center, acc_dtype=self.acc_dtype, backend=self.gram_backend),
+            fused_kernel=load_fused_kernel() if self.fused else None,
             probe_mode=self.probe is not None,
             batch_gate=lambda: self._armed and torch.is_grad_enabled(),
             on_resolved=self._on_layers,

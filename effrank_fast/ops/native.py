@@ -21,7 +21,7 @@ def _load() -> None:
     if os.environ.get("EFFRANK_FAST_DISABLE_NATIVE", "0") == "1":
         NATIVE_ERROR = "disabled by EFFRANK_FAST_DISABLE_NATIVE=1"
         return
-    try:
+    try:  # the optional compiled extension (no stub for the type checker): a lazy load, not a cycle
         importlib.import_module("effrank_fast._C")
     except Exception as exc:  # ImportError, or OSError for an ABI mismatch
         NATIVE_ERROR = (

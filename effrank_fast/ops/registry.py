@@ -1,24 +1,42 @@
-"""Schemas and fake (meta) kernels of the native ops, registered before the extension loads.
+"""Every op of the ``effrank_fast`` library: the native schemas registered, the extension loaded.
 
-Each op package holds its schema in ``effrank_fast/ops/<op>/schema.py`` (defined on
-``effrank_fast.ops.library.LIB``);
-native code under ``csrc/<op>/`` only *implements* it (``TORCH_LIBRARY_IMPL``). The schema and
-the shape logic live in Python, so ``torch.compile`` and ``opcheck`` work whether or not ``_C`` loaded.
-The extension is loaded at the end of this module, after the schemas exist. ``OPS`` lists every
-op of the library, native and Triton; ``tests/test_layout.py`` checks it against what is registered.
+Each op package holds its schema: ``effrank_fast/ops/<op>/schema.py`` for the native ops (defined
+on ``effrank_fast.ops.library.LIB`` with their fake kernels), the ``triton_op`` decorators in
+``ops/<op>/triton.py`` for the Triton ones. Native code under ``csrc/<op>/`` only *implements* a
+schema (``TORCH_LIBRARY_IMPL``), so ``torch.compile`` and ``opcheck`` work whether or not ``_C``
+loaded; this module imports the schemas, then loads the extension. ``OPS`` lists every op;
+``tests/test_layout.py`` checks it against what ``torch.ops.effrank_fast`` holds. The math of each
+op is in ``ops/<op>/README.md``.
 
-Ops:
-    gram_native(phi[N, d], weights[N]?, center, acc_dtype) -> M[d, d]
+Native ops (schema here at import; kernels in ``effrank_fast._C`` when it is built):
+    gram_native(phi[N, d], weights[N]?, center, acc_dtype) -> M[d, d]            CPU
         M = (Φ − 1μᵀ)ᵀ diag(w) (Φ − 1μᵀ), μ the w-weighted mean when ``center``;
         accumulated in ``acc_dtype`` (float32 or float64) over row chunks.
-    inertia(gram[d, d], thresholds[E], block_size)
+    gram_check(gram[d, d]) -> (non_finite 0-d int64, max |M − Mᵀ| 0-d f64, max |M| 0-d f64)   CPU
+        One pass over a Gram matrix for input validation (ops/validation.py).
+    inertia(gram[d, d], thresholds[E], block_size)                               CPU, CUDA
         -> (counts[E] int64, min_pivot_rel[E] f64, growth[E] f64, band_counts[E] int64,
             error_bound[E] f64, scale[E] f64, max_abs_l[E] f64)
         Sylvester inertia of M − τ_e I by a pivot-free blocked LDLᵀ in float64: counts[e] is
         #{λ(M) > τ_e}, exact unless an eigenvalue lies within error_bound[e] of τ_e; the
-        diagnostics are defined in effrank_fast/ops/inertia/schema.py.
-    tridiag_top(alpha[k], beta[k-1]) -> (theta 0-d, y[k])
+        diagnostics are defined in effrank_fast/ops/inertia/schema.py (docs/inertia.md).
+    tridiag_top(alpha[k], beta[k-1]) -> (theta 0-d, y[k])                         CPU, CUDA
         Largest eigenpair of a symmetric tridiagonal matrix (the Lanczos step of the inertia path).
+    jacobi_eigh(a[..., n, n], max_sweeps, tol) -> (w[..., n], V[..., n, n], off[...] f64, sweeps[...] int64)
+        Blocked parallel-order Jacobi eigendecomposition of small symmetric matrices   CPU, CUDA
+
+Triton ops (registered when ``ops/gram/triton.py`` / ``ops/linear_act_gram/triton.py`` import):
+    gram_triton(phi[N, d], weights[N]?, center, acc_dtype) -> M[d, d]
+        The Gram matrix by a promoted tensor-core SYRK (ops/gram/README.md).
+    gram_triton_accumulate(phi[N, d], weights[N]?, center, out[d, d]!) -> ()
+        out += M, in place (micro-batches, EMA).
+    kernel_triton(phi[N, d], weights[N]?, center, acc_dtype) -> K[N, N]
+        K = diag(√w)(Φ − 1μᵀ)(Φ − 1μᵀ)ᵀdiag(√w): M's non-zero spectrum when N < d.
+    linear_act_gram(x[N, k], weight[d, k], bias[d]?, act, weights[N]?, return_activations)
+        -> (M[d, d] f32, h[N, d] or [0])
+        h = act(x Wᵀ + b) and M = hᵀ diag(w) h in one launch (ops/linear_act_gram/README.md).
+    linear_act_gram_accumulate(x, weight, bias?, act, gram_out[d, d]!, weights?, return_activations) -> h
+        gram_out += M, in place.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from effrank_fast.ops import native
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 MODES = ("mean", "sum", "integral")
 
@@ -110,8 +112,6 @@ def check_gram(gram: object, name: str = "gram", *, check_values: bool = True) -
 
 def _nonfinite_asymmetry_scale(gram: torch.Tensor) -> tuple[int, float, float]:
     """(#non-finite entries, max |M − Mᵀ|, max |M|): one pass in C++ on the CPU, else torch."""
-    from effrank_fast.ops import native
-
     if gram.device.type == "cpu" and native.kernel_missing_reason("gram_check", gram.device) is None:
         bad, asym, scale = torch.ops.effrank_fast.gram_check(gram.detach())
         return int(bad), float(asym), float(scale)

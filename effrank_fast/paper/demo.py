@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effrank_fast.monitor import RankMonitor
+from effrank_fast.monitor import Engine, Features, Probe, RankMonitor, RunLog
 from effrank_fast.quadrature import trapezoid
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sin")
@@ -195,17 +195,15 @@ def _run(cfg: DemoConfig) -> Path:
         model,
         layers="all_hidden",
         eps=cfg.eps,
-        probe=xq.to(device),
-        weights=wq.to(device),
-        mode="integral",
+        probe=Probe(xq.to(device), weights=wq.to(device)),
         every=cfg.every,
-        flush_every=cfg.flush_every,
-        spectrum_every=cfg.spectrum_every,
-        log_dir=out,
-        acc_dtype=torch.float64,  # ε down to 1e-4 against λ_max ≈ 1e2: keep the Gram exact to ~1e-12
-        gram_backend="torch",  # BLAS: as fast as the native kernel at N=2000, d=64 (benchmarks/RESULTS.md)
-        tensorboard=False,
-        meta=run,
+        features=Features(
+            mode="integral",
+            acc_dtype=torch.float64,  # ε down to 1e-4 against λ_max ≈ 1e2: keep the Gram exact to ~1e-12
+            backend="torch",  # BLAS: as fast as the native kernel at N=2000, d=64 (benchmarks/RESULTS.md)
+        ),
+        engine=Engine(spectrum_every=cfg.spectrum_every),
+        log=RunLog(out, tensorboard=False, flush_every=cfg.flush_every, meta=run),
     )
     bar = _progress(cfg)
     last = mon.layers[-1].label

@@ -1,8 +1,8 @@
 """A loss lower bound from the ε-rank of the last hidden layer (our formalisation, not the paper's theorem).
 
 The paper (arXiv:2412.05144) proves that a *lower bound of the loss* falls as the ε-rank rises;
-its exact statement was not recoverable (``../shared/research/paper.md`` §3.1). This module
-implements the natural formalisation of §3.2 there, in the discrete, quadrature-weighted norm
+its exact statement was not recoverable (``docs/paper.md``). This module
+implements the natural formalisation given there ("The loss lower bound"), in the discrete, quadrature-weighted norm
 ‖f‖²_w = Σ_k w_k f(x_k)² on a probe (x_k, w_k), where it is an exact inequality:
 
 Let the output be linear in the last hidden layer, u_θ = c̃ᵀφ̃ with φ̃ = (φ_1..φ_n, 1) (the bias

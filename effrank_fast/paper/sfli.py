@@ -4,7 +4,7 @@ SFLI is proposed in Tang, Yang, Zhao & Zhu, "Structured First-Layer Initializati
 Techniques to Accelerate Training Process Based on ε-Rank" (arXiv:2507.11962), by the group of
 Yang, Zhao & Zhu, "ε-rank and the Staircase Phenomenon" (arXiv:2412.05144), whose v3 proposes the
 same idea as a pre-training of the initial hidden layer. The papers' full text was not available
-to us (``../shared/research/paper.md`` §4); the construction below follows what could be recovered
+to us (``docs/paper.md``, "SFLI"); the construction below follows what could be recovered
 (the neurons of layer 1 are made ε-linearly independent by spreading their transition regions over
 the input box Ω with one shape parameter γ) and states every choice where the recovered text is silent.
 

@@ -139,7 +139,7 @@ def eps_rank(
         method: "auto", "eigh" (float64 eigvalsh) or "inertia" (float64 LDLᵀ of M − τI at the two
             ends τ ± (δ_G + m), no eigensolver; ``relative="max"`` brackets λ_max by Lanczos).
             "auto" picks inertia where it is measured to be faster
-            (``effrank_fast.ops.backends.INERTIA_BUDGET``).
+            (``effrank_fast.ops.inertia.cost.INERTIA_BUDGET``, docs/inertia.md).
         check: validate the values (from the finished Gram's diagonal, one host sync) and promote
             or recount an unproven count (one more). ``check=False`` never promotes and never
             synchronises on the inertia path: its counts are returned proven or not.

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import torch
 
-from effrank_fast.ops import backends
 from effrank_fast.ops.gram.error import unit_roundoff
 from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, inertia_count_relative
+from effrank_fast.ops.inertia.cost import select_count_method
 from effrank_fast.rank import formulas
 from effrank_fast.rank.prepare import Spectral, eigenvalues_desc
 
@@ -118,7 +118,7 @@ def _inertia_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsR
 
 def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
     """One certified count of ``sp`` (no host sync on the inertia path)."""
-    chosen = backends.select_count_method(
+    chosen = select_count_method(
         method,
         sp.matrix.device,
         eps.numel(),

@@ -4,7 +4,7 @@ Each preset sets the entropy-rank keywords of :func:`effrank_fast.entropy_rank` 
 :func:`effrank_fast.measures` (``entropy_rank(phi, convention="reptrix")``); the functions below
 also reproduce each peer's full recipe. Φ [N, d], σ its singular values, λ = σ² up to a scale
 (the entropy ranks are scale-free). Sources: each peer's code as read in 2026-12
-(research/peer-conventions.md); tests/test_conventions.py checks every preset side by side with
+(docs/measures.md, "The peers' conventions"); tests/test_conventions.py checks every preset side by side with
 the installed peer, or with its formula as written where the peer does not import.
 
 =====================  ==========================================================  ======  ================

@@ -10,7 +10,8 @@ Conventions (shared by every entry point):
   ``fudge`` adds a constant to every p inside the log, ``components`` keeps only the largest few.
 - stable rank: tr M / λ_max. Participation ratio: (tr M)² / ‖M‖_F² = (Σλ)² / Σλ².
 
-The noise floor δ (:func:`noise_floor`). A computed matrix M̂ differs from the exact M of the
+The noise floor δ (:func:`noise_floor`; docs/measures.md, "The noise floor"). A computed matrix M̂
+differs from the exact M of the
 given values by its formation error δ_G ≥ ‖M̂ − M‖₂ (and the eigensolver adds δ_eig), so by
 Weyl every computed eigenvalue lies within δ = δ_G + δ_eig of an exact one, and an exact zero can
 come out anywhere in [−δ, δ]. The rule:

@@ -4,7 +4,8 @@
 Rayleigh–Ritz on last step's basis, a subspace iteration when the residuals ask for it), certifies
 an interval for each ε-rank from the Ritz values, residuals and the complement bound, settles
 open intervals with the exact inertia count, and estimates the entropy rank by stochastic
-Lanczos quadrature on the deflated remainder. See :mod:`.tracker` for the host-sync design.
+Lanczos quadrature on the deflated remainder. The math and the host-sync design:
+docs/tracker.md; the files: README.md in this folder.
 """
 
 from effrank_fast.tracker.certify import Certificate, certify, count_bounds

@@ -1,4 +1,4 @@
-"""Certified ε-count intervals and λ_max bounds from Rayleigh–Ritz data (research §5.2).
+"""Certified ε-count intervals and λ_max bounds from Rayleigh–Ritz data (docs/tracker.md).
 
 Notation: V = [v_1 … v_q] the Ritz vectors, θ_i = v_iᵀMv_i, r_i = Mv_i − θ_i v_i, V_j the first j
 columns and V_⊥j an orthonormal complement. In the basis [V_j, V_⊥j],

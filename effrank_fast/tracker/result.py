@@ -60,7 +60,7 @@ class TrackResult:
             covers the unknown exact λ_max ∈ [lambda_max, lambda_max_upper]).
         eps_rank: [E] int64, the reported count #{λ(M) > τ}; exact unless path == UNRESOLVED.
         eps_rank_lower, eps_rank_upper: [E] int64, the interval the Ritz data certify
-            (lower: Cauchy interlacing; upper: residual + complement bound, research §5.2).
+            (lower: Cauchy interlacing; upper: residual + complement bound, docs/tracker.md).
         path: [E] int64, a :class:`TrackPath` code per count.
         lambda_max, lambda_max_upper: 0-d float64, certified bounds on λ_max; lambda_max = θ_max,
             the largest Rayleigh quotient (≤ λ_max without any correction).

@@ -19,7 +19,7 @@ __all__ = ["Ritz", "orthonormalize", "rayleigh_ritz", "small_solver", "subspace_
 def small_solver(eigensolver: str, device: torch.device) -> str:
     """jacobi_eigh backend of the small eigensolves for ``eigensolver`` "jacobi", "eigh" or "auto"."""
     if eigensolver == "jacobi":
-        return "native" if why_not_native(device) is None else "ref"
+        return "native" if why_not_native(device) is None else "torch"
     if eigensolver == "eigh" or device.type == "cpu":
         return "eigh"
     return "native" if why_not_native(device) is None else "eigh"

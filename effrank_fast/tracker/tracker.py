@@ -1,6 +1,6 @@
 """SpectrumTracker: warm-started top-k eigenpairs and certified ε-counts of a drifting Gram matrix.
 
-Per :meth:`SpectrumTracker.update` (research/algorithms.md §5):
+Per :meth:`SpectrumTracker.update` (docs/tracker.md):
 
 0. M ← (M + Mᵀ)/2: the symmetric part is what is tracked (the GEMMs read all of M, the exact
    counts one triangle; for a symmetric M this is M bit for bit). It is the only read of the

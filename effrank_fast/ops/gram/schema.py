@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from effrank_fast.ops.gram import autograd
 from effrank_fast.ops.library import LIB
 
 LIB.define("gram_native(Tensor phi, Tensor? weights, bool center, ScalarType acc_dtype) -> Tensor")
@@ -34,8 +35,6 @@ def _gram_check_fake(gram):
 
 
 def _register_autograd() -> None:
-    from effrank_fast.ops.gram import autograd
-
     autograd.register("effrank_fast::gram_native", autograd.gram_backward)
 
 

@@ -10,7 +10,7 @@ Accuracy (see README.md in this folder):
 - bf16/fp16 operands: products are exact in fp32; tensor cores then add them into an fp32
   accumulator with a one-signed (truncating) error. Each program therefore sums ``win_steps``
   k-blocks into a fresh partial and *promotes* it into a separate fp32 accumulator (round-to-
-  nearest adds), which bounds the bias by the window length instead of N (algorithms.md §2.4).
+  nearest adds), which bounds the bias by the window length instead of N (ops/gram/README.md).
 - values that are not exact 16-bit numbers (fp32 input, centred or per-row-weighted values) are
   split exactly into three bf16 pieces x = hi + mid + lo (8 + 8 + 8 significant bits) and the
   six products with combined order ≤ 2⁻¹⁶ are summed, smallest first: fp32-grade products on

@@ -92,7 +92,7 @@ def promotion_window_rows(n: int, n_mma: int = 1, compute_bound: bool = True) ->
     """Rows summed on the tensor cores before the partial is promoted into the fp32 accumulator.
 
     A window of R rows biases the promoted sum by ≈ −2.3e-9·R·n_mma (relative; n_mma tensor-core
-    products per k-block; H100, algorithms.md §2.4), independently of N. An fp32 SIMT Gram over N
+    products per k-block; H100, ops/gram/README.md), independently of N. An fp32 SIMT Gram over N
     rows errs by ≈ 2e-8·√N when it sums each entry in one pass, less when cuBLAS splits K.
 
     - compute_bound (the tiles fill the GPU, d ≳ 1500): R·n_mma ≤ 8√N, R ≤ 2048. Promotion costs

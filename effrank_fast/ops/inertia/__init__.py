@@ -11,7 +11,7 @@ When is a count trusted (``reliable``)? Either of two verdicts, both recorded in
 - **tolerance**: δ_p ≤ ``band_rel``·‖M − τI‖_F, δ_p the probabilistic counterpart of δ
   (:func:`probabilistic_bound`). The default ``band_rel`` = 16·u of M's dtype: the factorisation
   then perturbs M by less than storing M in its dtype did (an fp32 Gram carries more than that from
-  its accumulation, algorithms.md §2.4), so it is as exact as any count of that M can be.
+  its accumulation, docs/measures.md), so it is as exact as any count of that M can be.
 - **certificate** (default for float64 M, whose rounding is too small for the tolerance to pass):
   two more factorisations at τ ± a, a = 2δ. With δ_± ≤ a, Weyl gives
   count(τ + a) ≤ #{λ(M) > τ} ≤ count(τ − a); equal ends prove the count at τ. This is exact —
@@ -30,6 +30,9 @@ Robustness ladder (every step is recorded, none is silent):
 Relative thresholds τ = ε·λ_max (:func:`inertia_count_relative`) bracket λ_max by Lanczos
 (:mod:`.lanczos`), prove the upper end by one factorisation, count at both ends of the bracket and
 fall back when the two counts differ.
+
+The math, the measurements and the cost model (:mod:`.cost`): docs/inertia.md; the files:
+README.md in this folder.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from __future__ import annotations
 import torch
 
 from effrank_fast.ops import native, validation
+from effrank_fast.ops.backends import BackendUnavailableError
 from effrank_fast.ops.gram.error import unit_roundoff
 from effrank_fast.ops.inertia.certificate import IntervalCertificate, certify_interval
 from effrank_fast.ops.inertia.lanczos import DEFAULT_LANCZOS_STEPS, LambdaMaxBounds, lambda_max_bounds
@@ -114,8 +118,6 @@ def _thresholds(thresholds: object, device: torch.device, check: bool = True) ->
 def _require_kernel(device: torch.device) -> None:
     reason = native.kernel_missing_reason("inertia", device)
     if reason is not None:
-        from effrank_fast.ops.backends import BackendUnavailableError
-
         raise BackendUnavailableError(f"the inertia count cannot run on {device.type}: {reason}")
 
 

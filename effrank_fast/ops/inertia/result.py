@@ -9,7 +9,7 @@ import torch
 
 DEFAULT_BLOCK = 0  # the device's default panel width (CPU 128, CUDA 256)
 # The default tolerance of the one-sided verdict, in units of M's unit roundoff: 16u (≈ 1e-6 for an
-# fp32 Gram, below its measured accumulation error of 1e-7…2e-6·λ_max, research/algorithms.md §2.4).
+# fp32 Gram, below its measured accumulation error of 1e-7…2e-6·λ_max, docs/inertia.md).
 # Benign factorisations sit at δ_p = 1e-11…3e-9·‖A‖_F up to d = 4096 (growing about like d^1.8);
 # tiny pivots push δ_p to 1e-3 and beyond.
 BAND_ULPS = 16

@@ -6,10 +6,12 @@ quadratically from there (1–4 sweeps instead of ~10 from scratch), with high r
 cuSOLVER's dense ``syevd`` is latency-bound at these sizes and ``torch.linalg.eigh`` reads its
 error flag back to the host (a sync); the native kernels decide convergence on the device.
 
-Backends: ``native`` (C++ on CPU; on CUDA a cooperative multi-block kernel, or one block per
-matrix for a batch of small matrices), ``ref`` (pure PyTorch, same rotations, fixed work) and
-``eigh`` (``torch.linalg.eigh``; ``off`` = 0 and ``sweeps`` = 0). ``auto`` picks native when the
-kernel exists for the device, else ``eigh``.
+Backends (the shared vocabulary of :mod:`effrank_fast.ops.backends`): ``native`` (C++ on CPU; on
+CUDA a cooperative multi-block kernel, or one block per matrix for a batch of small matrices),
+``torch`` (pure PyTorch, :func:`jacobi_eigh_ref`: same rotations, fixed work; called ``ref`` before
+0.2, still accepted with a ``DeprecationWarning``) and ``eigh`` (``torch.linalg.eigh``, another
+algorithm; ``off`` = 0 and ``sweeps`` = 0). ``auto`` picks native when the kernel exists for the
+device, else ``eigh``. Math, files and tests: README.md in this folder.
 """
 
 from __future__ import annotations
@@ -19,13 +21,13 @@ from typing import NamedTuple
 import torch
 
 from effrank_fast.ops import native
-from effrank_fast.ops.backends import BackendUnavailableError
+from effrank_fast.ops.backends import BackendUnavailableError, canonical_name
 from effrank_fast.ops.jacobi_eigh.reference import jacobi_eigh_ref
 
 __all__ = ["DEFAULT_MAX_SWEEPS", "JacobiResult", "default_tol", "jacobi_eigh", "jacobi_eigh_ref"]
 
 DEFAULT_MAX_SWEEPS = 30
-BACKENDS = ("auto", "native", "ref", "eigh")
+BACKENDS = ("native", "torch", "eigh")
 
 
 class JacobiResult(NamedTuple):
@@ -60,7 +62,7 @@ def jacobi_eigh(
         a: float32 or float64, [..., n, n]; (A + Aᵀ)/2 is decomposed.
         max_sweeps: at most this many sweeps (a warm, nearly diagonal input needs 1–4).
         tol: stop once ‖A − diag A‖_F ≤ tol·‖A‖_F; default ``max(n, 8)·u``.
-        backend: "auto", "native", "ref" or "eigh" (see the module docstring).
+        backend: "auto", "native", "torch" or "eigh" (see the module docstring).
 
     Example:
         >>> w, v, off, sweeps = jacobi_eigh(torch.randn(64, 64, dtype=torch.float64))
@@ -77,8 +79,7 @@ def jacobi_eigh(
         tol = default_tol(a.shape[-1], a.dtype)
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol!r}")
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    backend = canonical_name("jacobi_eigh", backend, BACKENDS)
     if backend == "auto":
         backend = "native" if why_not_native(a.device) is None else "eigh"
     if backend == "native":
@@ -86,7 +87,7 @@ def jacobi_eigh(
         if reason is not None:
             raise BackendUnavailableError(f"jacobi_eigh backend='native' cannot run on {a.device.type}: {reason}")
         return JacobiResult(*torch.ops.effrank_fast.jacobi_eigh(a, max_sweeps, float(tol)))
-    if backend == "ref":
+    if backend == "torch":
         return JacobiResult(*jacobi_eigh_ref(a, max_sweeps, float(tol)))
     w, v = torch.linalg.eigh((a + a.mT) / 2)
     batch = a.shape[:-2]

@@ -10,7 +10,7 @@ rounded to x's dtype, activation in fp32 rounded to x's dtype), but the GEMM's s
 the activation's last fp32 bits differ from cuBLAS/torch, so an element of h can differ from the
 layer's output by one unit in the last place. That is far inside the Gram's own error model
 (ops/gram/README.md). Pass x and the weight in the dtype the layer computes in (under autocast:
-cast both to the autocast dtype first).
+cast both to the autocast dtype first). Math, backends and files: README.md in this folder.
 """
 
 from __future__ import annotations

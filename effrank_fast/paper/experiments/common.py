@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effrank_fast.monitor import RankMonitor
+from effrank_fast.monitor import Engine, Features, Probe, RankMonitor, RunLog
 from effrank_fast.paper.lower_bound import loss_lower_bound, readout_coefficients, weighted_l2_error
 from effrank_fast.paper.sfli import sfli_
 
@@ -235,17 +235,11 @@ def _train(cfg: RunConfig, problem: Problem, out: Path) -> Path:
         model,
         layers="all_hidden",
         eps=cfg.eps,
-        probe=problem.probe,
-        weights=problem.weights,
-        mode=problem.mode,
+        probe=Probe(problem.probe, weights=problem.weights),
         every=1 if lbfgs else cfg.every,  # L-BFGS rows are labelled by iteration count: keep every opt.step
-        spectrum_every=cfg.spectrum_every,
-        flush_every=max(1, min(250, cfg.steps // 4 or 1)),
-        log_dir=out,
-        acc_dtype=torch.float64,  # ε down to 1e-4 against λ_max ≈ 1e2
-        gram_backend="torch",
-        tensorboard=False,
-        meta=meta,
+        features=Features(mode=problem.mode, acc_dtype=torch.float64, backend="torch"),  # ε to 1e-4, λ_max ≈ 1e2
+        engine=Engine(spectrum_every=cfg.spectrum_every),
+        log=RunLog(out, tensorboard=False, flush_every=max(1, min(250, cfg.steps // 4 or 1)), meta=meta),
     )
     extras = _Extras(problem, list(cfg.eps), out / EXTRAS_JSONL)
     t0 = time.perf_counter()
