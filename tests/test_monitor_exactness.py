@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor
-from effrank_fast.monitor import accumulate
+from effrank_fast.monitor import Engine, accumulate
 from effrank_fast.quadrature import trapezoid
 from effrank_fast.rank import reference
 
@@ -118,7 +118,7 @@ def test_spectrum_cadence_and_every_step_columns():
     model = _tanh_mlp(width=16, depth=2)
     xq, wq = trapezoid(-1, 1, 200)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    mon = RankMonitor(model, "all_hidden", [1e-3, 1e-5], probe=xq, weights=wq, tracker_options={"full_every": 3})
+    mon = RankMonitor(model, "all_hidden", [1e-3, 1e-5], probe=xq, weights=wq, engine=Engine(full_every=3))
     feats = []
     for _ in range(4):
         feats.append(_hidden(model, xq))

@@ -33,6 +33,7 @@ from effrank_fast.ops import backends
 from effrank_fast.ops.gram import default_acc_dtype
 from effrank_fast.ops.gram.error import gram_error_bound
 from effrank_fast.ops.inertia import InertiaFallbackWarning
+from effrank_fast.ops.inertia.cost import inertia_why_not
 from effrank_fast.rank import formulas, spectrum
 from effrank_fast.rank.certified import EpsRankResult, certified_count
 from effrank_fast.rank.prepare import Spectral, features_to_matrix
@@ -114,7 +115,7 @@ def count_method(m: torch.Tensor, sync_free: bool) -> str:
     """How the counts of the matrix ``m`` are taken: inertia (no eigensolver, no host sync) wherever
     its kernel exists, except for a small matrix on the CPU when no sync-free solver was asked for,
     where ``ef.eps_rank``'s own choice (eigh below the measured break-even) is faster."""
-    if backends.inertia_why_not(m.device) is not None:
+    if inertia_why_not(m.device) is not None:
         return "auto"
     small = m.device.type == "cpu" and m.shape[0] <= EVERY_STEP_MAX_DIM
     return "auto" if small and not sync_free else "inertia"
