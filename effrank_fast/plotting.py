@@ -13,12 +13,15 @@ extra: ``pip install 'effrank_fast[plot]'``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from effrank_fast import safe_io
 
 __all__ = ["layers_plot", "mark_divergence", "save", "spectrum_plot", "staircase_plot"]
 
@@ -69,11 +72,11 @@ def _figure(w: float, h: float) -> Any:
 
 
 def save(fig: Any, stem: str | Path, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Write ``stem.png`` and ``stem.svg``; returns the paths."""
+    """Write ``stem.png`` and ``stem.svg`` atomically (a symlink there is replaced, never followed)."""
     out = []
     for fmt in formats:
         p = Path(f"{stem}.{fmt}")
-        fig.savefig(p, dpi=150 if fmt == "png" else None)
+        safe_io.replace_with(p, functools.partial(fig.savefig, format=fmt, dpi=150 if fmt == "png" else None))
         out.append(p)
     return out
 

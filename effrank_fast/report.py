@@ -1,7 +1,8 @@
 """Summaries and figures of a run folder written by :class:`effrank_fast.RankMonitor`.
 
 ``report(run_dir)`` reads history.jsonl, spectrum.jsonl and meta.json (a run killed mid-way is
-read up to its last flush), finds the staircase of every layer and ε
+read up to its last flush; malformed lines are skipped with a warning, see
+:mod:`effrank_fast.run_folder`), finds the staircase of every layer and ε
 (:func:`effrank_fast.paper.staircase.detect`), writes ``summary.json`` and the figures
 ``staircase``, ``layers`` and ``spectrum`` (PNG + SVG), and returns the summary.
 """
@@ -10,67 +11,30 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from effrank_fast import plotting  # matplotlib itself loads only when a figure is drawn
-from effrank_fast.monitor.engines import eps_label
-from effrank_fast.monitor.history import read_jsonl, to_jsonable
+from effrank_fast.monitor.history import to_jsonable
 from effrank_fast.monitor.sinks import HISTORY_CSV, HISTORY_JSONL, META_JSON, SPECTRUM_JSONL
 from effrank_fast.paper import staircase
+from effrank_fast.run_folder import ReportError, Run, eps_column, load_run
+from effrank_fast.safe_io import replace_bytes
 
 SUMMARY_JSON = "summary.json"
 RUN_FILES = (HISTORY_JSONL, HISTORY_CSV, SPECTRUM_JSONL, META_JSON)  # what the monitor writes
 
 
-@dataclass
-class Run:
-    dir: Path
-    meta: dict[str, Any]
-    rows: list[dict[str, Any]]
-    spectrum: list[dict[str, Any]]
-
-    @property
-    def layers(self) -> list[str]:
-        names = list(self.meta.get("layers") or {})
-        seen = list(dict.fromkeys(r["layer"] for r in self.rows))
-        return [n for n in names if n in seen] + [n for n in seen if n not in names]
-
-    @property
-    def eps(self) -> list[float]:
-        return [float(e) for e in self.meta.get("eps", [])]
-
-    def series(self, layer: str) -> dict[str, np.ndarray]:
-        """Columns of one layer's rows as arrays, in step order."""
-        rows = sorted((r for r in self.rows if r["layer"] == layer), key=lambda r: r["step"])
-        keys = list(dict.fromkeys(k for r in rows for k in r if k not in ("layer", "error")))
-        return {k: np.array([r.get(k, math.nan) for r in rows], dtype=np.float64) for k in keys}
-
-
-def load_run(run_dir: str | Path) -> Run:
-    d = Path(run_dir)
-    if not (d / HISTORY_JSONL).exists():
-        raise FileNotFoundError(f"{d} is not a run folder: no {HISTORY_JSONL}")
-    meta = json.loads((d / META_JSON).read_text()) if (d / META_JSON).exists() else {}
-    rows = read_jsonl(d / HISTORY_JSONL)
-    if not rows:
-        raise ValueError(f"{d / HISTORY_JSONL} holds no complete rows yet (nothing was flushed)")
-    if not meta.get("eps"):
-        meta["eps"] = sorted({float(k.split("@")[1]) for k in rows[0] if k.startswith("eps_rank@")}, reverse=True)
-    return Run(d, meta, rows, read_jsonl(d / SPECTRUM_JSONL))
-
-
 def _col(e: float) -> str:
-    return f"eps_rank@{eps_label(e)}"
+    return eps_column(e)
 
 
 def uncertified_mask(series: dict[str, np.ndarray], e: float) -> np.ndarray:
     """Per row, the ε-count is not proven: ``eps_rank_certified@ε`` is 0 (the exact engine), or the
     proven bounds differ (a tracker). Runs without either column have none."""
-    label = eps_label(e)
+    label = eps_column(e).split("@", 1)[1]
     n = len(series["step"])
     bad = np.zeros(n, dtype=bool)
     cert = series.get(f"eps_rank_certified@{label}")
@@ -174,6 +138,9 @@ def summarize(run: Run) -> dict[str, Any]:
         "spearman": {layer: {e: v["spearman"] for e, v in d.items()} for layer, d in stairs.items()},
         "layer_ordering": layer_ordering(run),
         "staircase": stairs,
+        "skipped_lines": run.skipped_lines,
+        "duplicate_rows": run.duplicate_rows,
+        "write_errors": run.meta.get("write_errors", []),
         "config": run_info,
     }
 
@@ -287,17 +254,52 @@ def format_table(summary: dict[str, Any]) -> str:
     if order:
         pairs = ", ".join(f"{k.replace('>', ' > ')} at {100 * v:.0f}%" for k, v in order.items())
         lines.append(f"layer ordering at ε = {e0} (share of measured steps): {pairs}")
-    return "\n".join(lines)
+    return "\n".join(lines + _file_problems(summary))
+
+
+def _file_problems(summary: dict[str, Any]) -> list[str]:
+    """Lines naming what went wrong with the run's files: failed writes, skipped or repeated rows."""
+    out = []
+    for e in summary.get("write_errors") or []:
+        when = f"steps {e.get('first_step')}–{e.get('last_step')}, {e.get('rows')} rows"
+        late = e.get("written_at_step")
+        fate = f"written late, at step {late}" if late is not None else "never written to the files"
+        out.append(f"file write failed ({when}; {fate}): {e.get('error')}")
+    if summary.get("skipped_lines"):
+        out.append(f"history.jsonl: {summary['skipped_lines']} malformed line(s) skipped")
+    if summary.get("duplicate_rows"):
+        out.append(f"history.jsonl: {summary['duplicate_rows']} duplicated (step, layer) row(s), each counted once")
+    return out
 
 
 def report(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
-    """Summarise (and plot) a run folder; writes summary.json there and returns it."""
+    """Summarise (and plot) a run folder; writes summary.json there and returns it.
+
+    Malformed lines are skipped with a warning naming the file and line; a folder that cannot be
+    read or written raises :class:`ReportError` naming the file. Every file is written to a
+    temporary file in the folder and renamed over its target, so a symlink planted there is
+    replaced, never followed.
+    """
     run = load_run(run_dir)
     summary = summarize(run)
-    if plots:
-        summary["figures"] = [p.name for p in make_plots(run, summary)]
-    (run.dir / SUMMARY_JSON).write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+    try:
+        if plots:
+            summary["figures"] = [p.name for p in make_plots(run, summary)]
+        replace_bytes(run.dir / SUMMARY_JSON, (json.dumps(to_jsonable(summary), indent=2) + "\n").encode())
+    except OSError as exc:
+        where = exc.filename or run.dir
+        raise ReportError(f"{where}: cannot write in the run folder ({exc.strerror or exc})") from None
     return summary
 
 
-__all__ = ["Run", "divergence", "format_table", "layer_ordering", "load_run", "make_plots", "report", "summarize"]
+__all__ = [
+    "ReportError",
+    "Run",
+    "divergence",
+    "format_table",
+    "layer_ordering",
+    "load_run",
+    "make_plots",
+    "report",
+    "summarize",
+]

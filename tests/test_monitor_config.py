@@ -82,6 +82,7 @@ def test_legacy_keyword_warns_once_naming_its_new_place():
 
 
 def test_legacy_tracker_options_split_between_solver_and_warm_options():
+    config._legacy_warned.difference_update({"tracker", "tracker_options"})  # warned once per process
     with pytest.warns(DeprecationWarning):
         exact = RankMonitor(_mlp(), tracker_options={"solver": "eigvalsh"})
         warm = RankMonitor(_mlp(), tracker="warm", tracker_options={"k": 4, "refresh_every": 7})

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor, cli
-from effrank_fast.monitor import read_csv, read_jsonl
+from effrank_fast.monitor import Engine, Probe, RunLog, read_csv, read_jsonl
 from effrank_fast.quadrature import trapezoid
 
 EPS = [1e-2, 1e-4]
@@ -30,10 +30,10 @@ def _model():
     return nn.Sequential(nn.Linear(1, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 1))
 
 
-def _monitor(model, log_dir, **kw):
+def _monitor(model, log_dir, tensorboard=False):
     xq, wq = trapezoid(-1, 1, 80)
-    kw = {"flush_every": 7, "spectrum_every": 3, "tensorboard": False, **kw}
-    return RankMonitor(model, "all_hidden", EPS, probe=xq, weights=wq, log_dir=log_dir, **kw)
+    log = RunLog(dir=log_dir, tensorboard=tensorboard, flush_every=7)
+    return RankMonitor(model, "all_hidden", EPS, probe=Probe(xq, wq), engine=Engine(spectrum_every=3), log=log)
 
 
 def _steps(model, opt, mon, start, stop):

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor
-from effrank_fast.monitor import read_jsonl
+from effrank_fast.monitor import RunLog, read_jsonl
 
 
 def _model():
@@ -20,9 +20,9 @@ def _model():
     return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 3))
 
 
-def _monitor(**kw):
+def _monitor(log_dir=None):
     torch.manual_seed(1)
-    return RankMonitor(_model(), "last_hidden", [1e-3], probe=torch.randn(32, 2), flush_every=3, **kw)
+    return RankMonitor(_model(), "last_hidden", [1e-3], probe=torch.randn(32, 2), log=RunLog(log_dir, flush_every=3))
 
 
 def test_every_kind_of_loss_gives_a_row():
@@ -38,6 +38,8 @@ def test_every_kind_of_loss_gives_a_row():
         (np.array([1.0, 3.0]), 2.0),
         (None, math.nan),
         (torch.tensor(float("inf")), math.inf),  # a diverged loss is kept as such
+        (10**400, math.inf),  # an int beyond the float range is infinite as a float
+        (-(10**400), -math.inf),
     ]
     mon = _monitor()
     with warnings.catch_warnings():

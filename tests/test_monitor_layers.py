@@ -90,11 +90,17 @@ def test_nested_custom_modules_in_call_order():
     with RankMonitor(model, "all_hidden", EPS, probe=x, weights=probe_w, mode="sum") as mon:
         mon.step()
     hs = model.features(x)
-    assert list(mon.layer_info()) == ["hidden1", "hidden2", "hidden3"]
-    assert mon.layer_info()["hidden3"]["module"] == "head"  # the head reads 0.5·h3: that is the layer
-    _check_row(_rows(mon, "hidden1")[0], hs[0], weights=probe_w, mode="sum")
-    _check_row(_rows(mon, "hidden2")[0], hs[1], weights=probe_w, mode="sum")
-    _check_row(_rows(mon, "hidden3")[0], hs[2] * 0.5, weights=probe_w, mode="sum")
+    # The blocks of the ModuleList are repeated blocks: their outputs are layers (block 1 and 2
+    # read hs[0] and hs[1], the same tensors: one layer each), then the head's input 0.5·h3.
+    assert mon.layer_names == ["hidden1", "hidden2", "hidden3", "hidden4"]
+    assert [mon.layer_info()[f"hidden{i}"]["module"] for i in (1, 2, 3, 4)] == [
+        "body.blocks.0",
+        "body.blocks.1",
+        "body.blocks.2",
+        "head",
+    ]
+    for i, phi in enumerate([hs[0], hs[1], hs[2], hs[2] * 0.5]):
+        _check_row(_rows(mon, f"hidden{i + 1}")[0], phi, weights=probe_w, mode="sum")
     with RankMonitor(model, eps=EPS, probe=x) as last:  # default: last_hidden
         last.step()
     _check_row(_rows(last, "last_hidden")[0], hs[2] * 0.5)
@@ -132,8 +138,8 @@ def test_reused_last_linear():
     info = last.layer_info()["last_hidden"]
     assert info["module"] == "out" and info["call"] == 1
     _check_row(_rows(last, "last_hidden")[0], b)
-    # Calls in order: inp(x) [model input: skipped], hid(h), hid(a), out(a), out(b).
-    expected = {"hidden1": h, "hidden2": a, "hidden3": a, "hidden4": b}
+    # Calls in order: inp(x) [model input: skipped], hid(h), hid(a), out(a) [a again: one layer], out(b).
+    expected = {"hidden1": h, "hidden2": a, "hidden3": b}
     assert list(every.layer_info()) == list(expected)
     for label, phi in expected.items():
         _check_row(_rows(every, label)[0], phi)

@@ -80,7 +80,10 @@ class GramAccumulator:
     def note_readout(self, readout: torch.nn.Linear | None) -> None:
         """Keep ‖c‖ of the parameters that produced the features (once per step: they do not change)."""
         if readout is not None and self.readout_norm is None:
-            self.readout_norm = readout.weight.detach().double().norm().reshape(1)
+            weight = readout.weight
+            if hasattr(weight, "to_local"):  # a sharded FSDP2 DTensor outside its forward: its norm needs a collective
+                return
+            self.readout_norm = weight.detach().double().norm().reshape(1)
 
     @property
     def empty(self) -> bool:
@@ -165,6 +168,15 @@ class GramAccumulator:
         self.fold()
         assert self.G is not None and self.m is not None
         return [self.G, self.m] + ([self.s] if self.s is not None else [])
+
+    def load(self, tensors: list[torch.Tensor], invalid: torch.Tensor) -> None:
+        """Take the all-reduced (G, m[, s]); G becomes NaN where ``invalid`` (a 0-d bool on the
+        device) or where no rank contributed a row (m = 0), so the step's row is flagged non-finite."""
+        G, m = tensors[0], tensors[1]
+        bad = invalid.to(G.device) | (m == 0)
+        self.G = torch.where(bad, torch.full_like(G, float("nan")), G)
+        self.m = torch.where(m == 0, torch.ones_like(m), m)  # no 0/0 on top of the NaN
+        self.s = tensors[2] if len(tensors) > 2 else None
 
     def set_tensors(self, tensors: list[torch.Tensor]) -> None:
         self.G, self.m = tensors[0], tensors[1]

@@ -11,7 +11,13 @@ returns plain rows::
      "nonfinite": False, "error": ""}
 
 A row whose activations held NaN/Inf has every measure NaN and ``nonfinite=True``; a row whose
-measurement raised has every measure NaN and the exception text in ``error``.
+measurement raised (or whose results could not be read back) has every measure NaN and the
+exception text in ``error``.
+
+Memory: a flushed row kept in ``RankMonitor.history`` is a dict of 23 entries with the defaults
+(3 ε, top 8 eigenvalues), measured at 1.3 KB in CPython 3.11 (tracemalloc), so about +52 MB per
+40,000 (step, layer) rows. ``keep_history=False`` keeps none (the files still hold every row) and
+``keep_history=K`` the last K rows, at most K × 1.3 KB (:func:`history_cap`).
 """
 
 from __future__ import annotations
@@ -19,19 +25,29 @@ from __future__ import annotations
 import csv
 import json
 import math
-import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from effrank_fast.safe_io import warn as safe_warn
+
 KEYS = ("step", "layer", "loss", "wall_time")
 
 
 def is_int_column(name: str) -> bool:
     return name.startswith("eps_rank")
+
+
+def history_cap(keep_history: object) -> int | None:
+    """How many flushed rows ``RankMonitor.history`` keeps: None (all: ``True``), 0 (``False``) or K."""
+    if isinstance(keep_history, bool):
+        return None if keep_history else 0
+    if isinstance(keep_history, int) and keep_history >= 0:
+        return keep_history
+    return None
 
 
 @dataclass
@@ -54,6 +70,10 @@ class Records:
     def __len__(self) -> int:
         return len(self._steps)
 
+    @property
+    def last_step(self) -> int | None:
+        return self._steps[-1].step if self._steps else None
+
     def append(
         self,
         step: int,
@@ -67,10 +87,33 @@ class Records:
         self._steps.append(_Step(step, wall, loss, values, errors, spectra))
 
     def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(rows, spectrum rows) of every pending step; this is the flush's host sync."""
+        """(rows, spectrum rows) of every pending step; this is the flush's host sync.
+
+        If reading them back fails, each step is read alone, and a step that still fails keeps
+        its row with NaN measures and the error (a row is never dropped).
+        """
         steps, self._steps = self._steps, []
         if not steps:
             return [], []
+        try:
+            return self._rows(steps)
+        except Exception:
+            pass
+        rows: list[dict[str, Any]] = []
+        spectrum: list[dict[str, Any]] = []
+        for st in steps:
+            try:
+                r, sp = self._rows([st])
+            except Exception as exc:
+                msg = f"reading the results back failed: {type(exc).__name__}: {exc}"
+                loss = st.loss if isinstance(st.loss, float) else math.nan
+                bad = _Step(st.step, st.wall, loss, None, dict.fromkeys(range(len(self.labels)), msg))
+                r, sp = self._rows([bad])
+            rows += r
+            spectrum += sp
+        return rows, spectrum
+
+    def _rows(self, steps: list[_Step]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         vals = [s.values for s in steps if s.values is not None]
         host_vals = iter(torch.stack(vals).cpu().tolist()) if vals else iter(())
         losses = [s.loss for s in steps if isinstance(s.loss, torch.Tensor)]
@@ -122,29 +165,45 @@ def _from_json_value(v: Any) -> Any:
     return [_from_json(x) for x in v] if isinstance(v, list) else _from_json(v)
 
 
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str]]:
+    """(line number, row or None, why not) for every non-blank line of a JSONL file.
+
+    A row is a JSON object (JSON null read as NaN); any other line gives None and the reason.
+    """
+    with Path(path).open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw)
+            except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested arrays
+                yield n, None, f"not valid JSON ({type(exc).__name__}: {str(exc)[:100]})"
+                continue
+            if not isinstance(obj, dict):
+                yield n, None, f"a JSON {type(obj).__name__}, not an object"
+                continue
+            yield n, {k: _from_json_value(v) for k, v in obj.items()}, ""
+
+
 def read_jsonl(path: str | Path, *, warn: bool = True) -> list[dict[str, Any]]:
     """Every valid line of a JSONL file (JSON null read as NaN).
 
-    A process killed in the middle of a write can leave a partial last line; such lines are
-    skipped with a warning, so a crashed run stays readable up to its last complete flush.
+    A process killed in the middle of a write can leave a partial last line; such lines (and any
+    line that is not a JSON object) are skipped with a warning, so a crashed run stays readable up
+    to its last complete flush.
     """
     p = Path(path)
     if not p.exists():
         return []
     rows: list[dict[str, Any]] = []
     bad = 0
-    with p.open("rb") as f:
-        for raw in f:
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except ValueError:
-                bad += 1
-                continue
-            rows.append({k: _from_json_value(v) for k, v in obj.items()})
+    for _, row, _why in iter_jsonl(p):
+        if row is None:
+            bad += 1
+        else:
+            rows.append(row)
     if bad and warn:
-        warnings.warn(f"{p}: skipped {bad} incomplete line(s) (an interrupted write)", stacklevel=2)
+        safe_warn(f"{p}: skipped {bad} incomplete or malformed line(s) (an interrupted write)", UserWarning)
     return rows
 
 

@@ -2,19 +2,31 @@
 
 Layer specifications (``RankMonitor(layers=...)``):
 
-- ``"last_hidden"``: the input of the final ``nn.Linear`` call of a forward pass (the paper's
+- ``"last_hidden"``: the input of the final weight-layer call of a forward pass (the paper's
   terminal hidden layer, whatever activation produced it).
-- ``"all_hidden"``: the input of every ``nn.Linear`` call except those that read the model's own
-  input, in call order (``hidden1``, ``hidden2``, ...). A ``Linear`` called twice gives two layers.
+- ``"all_hidden"``: every distinct tensor that a weight layer reads, except the model's input, plus
+  the output of each repeated block (the children of an ``nn.ModuleList`` / ``nn.Sequential`` of
+  one class, such as transformer blocks or ResNet blocks), in call order (``hidden1``, ...).
+  Weight layers are ``nn.Linear``, transformers' ``Conv1D`` (GPT-2) and ``nn.ConvNd``. A tensor
+  read by several layers (Q, K and V projections of one input) is one layer; the model's input,
+  and tensors computed from it before any module with parameters ran (a reshape, a cast, a
+  normalisation), are not hidden layers.
 - a list (or ``{label: spec}`` dict) of module names (``"net.3"``: that module's output;
   ``"net.4:in"``: its input), ``nn.Module`` objects, or callables ``fn(model) -> nn.Module``.
+  On a ``torch.compile``d model the names are those of the original module (no ``_orig_mod.``).
 
 The two automatic specs are resolved from the call order of the first forward pass that the
 monitor sees (the probe's or the first training batch's), so modules registered in one order and
-called in another are handled, and so is a ``Linear`` reused within one forward.
+called in another are handled, and so is a module reused within one forward.
 
-Tensors with more than two dimensions are flattened to ``[-1, last]`` (channels last, e.g.
-``[batch, tokens, features]``); for other layouts, monitor a module that produces ``[N, d]``.
+**Feature axis.** Every activation becomes Φ [N, d] with
+:func:`effrank_fast.rank.prepare.flatten_features`: its feature axis holds the neurons, all other
+axes index samples. ``Features(axis=...)`` sets it (an int, ``"channels"`` = 1, ``"last"`` = -1, or
+``{label: axis}``); by default (``"auto"``) it follows the module (:func:`axis_rule`): channels for
+convolutions, batch norms and pooling ([B, C, H, W] → [B·H·W, C]), the last axis for linear layers,
+layer norms, embeddings and attention ([B, T, d] → [B·T, d]); any other module (an activation, a
+custom block) takes the rule of the nearest module with one before it (its own last such
+submodule, then its earlier siblings, then its parent's). Tensors of 1 or 2 dimensions need no rule.
 """
 
 from __future__ import annotations
@@ -24,6 +36,9 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
+
+from effrank_fast.monitor.axes import axis_rule, is_hf_conv1d
 
 AUTO_SPECS = ("last_hidden", "all_hidden")
 
@@ -64,6 +79,8 @@ class Layer:
     readout: nn.Linear | None = None
     fused: Fused | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    axis: int | str | None = None  # the feature axis: an int, "channels", "last", or None (undecided)
+    axis_reason: str = ""
 
     def info(self) -> dict[str, object]:
         out: dict[str, object] = {"module": self.name, "where": self.where, "description": self.description}
@@ -71,6 +88,8 @@ class Layer:
             out["call"] = self.call
         if self.fused is not None:
             out["fused_act"] = self.fused.act
+        out["axis"] = self.axis
+        out["axis_rule"] = self.axis_reason
         return out
 
 
@@ -86,24 +105,26 @@ def act_name(module: nn.Module) -> str | None:
     return None
 
 
-def as_features(t: torch.Tensor) -> torch.Tensor:
-    """A captured activation as a detached [N, d] matrix (leading dimensions flattened)."""
-    t = t.detach()
-    if t.dim() == 1:
-        return t.unsqueeze(1)
-    if t.dim() > 2:
-        return t.reshape(-1, t.shape[-1])
-    return t
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module whose submodules carry the hooks: the original module of a ``torch.compile``d one."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """A layer whose input is a hidden layer for the automatic specs: Linear, HF Conv1D, ConvNd."""
+    return isinstance(module, (nn.Linear, _ConvNd)) or is_hf_conv1d(module)
 
 
 def check_spec(layers: object, model: nn.Module) -> None:
     """Validate ``layers=`` at construction (clear errors before training starts)."""
+    model = unwrap(model)
     if isinstance(layers, str):
         if layers in AUTO_SPECS:
-            if not any(isinstance(m, nn.Linear) for m in model.modules()):
+            if not any(is_weight_layer(m) for m in model.modules()):
                 raise ValueError(
-                    f"layers={layers!r} looks for nn.Linear layers, but {type(model).__name__} has none; "
-                    "pass module names instead, e.g. layers=['encoder.block3']"
+                    f"layers={layers!r} looks for weight layers (nn.Linear, nn.ConvNd, transformers Conv1D), but "
+                    f"{type(model).__name__} has none; pass module names instead, e.g. layers=['encoder.block3']"
                 )
             return
         layers = [layers]
@@ -139,7 +160,7 @@ def explicit_layers(spec: object, model: nn.Module) -> list[Layer]:
     for i, (label, s) in enumerate(items):
         where = "output"
         if isinstance(s, str):
-            name = s
+            name = s.removeprefix("_orig_mod.")  # a compiled module's names work with or without it
             if name.endswith(":in"):
                 name, where = name[:-3], "input"
             elif name.endswith(":out"):
@@ -162,7 +183,9 @@ def explicit_layers(spec: object, model: nn.Module) -> list[Layer]:
         else:
             raise TypeError(f"layers[{i}] must be a module name, an nn.Module or a callable, got {type(s).__name__}")
         lab = label or (f"{name}:in" if where == "input" else (name or f"layer{i}"))
-        out.append(Layer(lab, name, module, where, None, desc))
+        layer = Layer(lab, name, module, where, None, desc)
+        layer.axis, layer.axis_reason = axis_rule(model, name, where)
+        out.append(layer)
     labels = [l.label for l in out]
     if len(set(labels)) != len(labels):
         raise ValueError(f"layers: duplicate labels {labels}; use a dict {{label: spec}} to name them")
@@ -170,35 +193,93 @@ def explicit_layers(spec: object, model: nn.Module) -> list[Layer]:
 
 
 @dataclass
-class LinearCall:
-    """One nn.Linear call seen during discovery."""
+class Seen:
+    """One event of the discovery forward: a weight layer's input, or a repeated block's output."""
 
     name: str
-    module: nn.Linear
+    module: nn.Module
     call: int
-    input: torch.Tensor
+    tensor: torch.Tensor
+    where: str  # "input" (of a weight layer) or "output" (of a block)
+    after_params: bool  # a module with parameters had finished before it
 
 
-def auto_layers(spec: str, calls: list[LinearCall], root_inputs: list[torch.Tensor]) -> list[Layer]:
-    """Resolve "last_hidden" / "all_hidden" from the Linear calls of one forward pass (call order)."""
-    if not calls:
-        raise ValueError(f"layers={spec!r}: the forward pass made no nn.Linear call")
+def repeated_blocks(model: nn.Module) -> dict[int, str]:
+    """{id: name} of the children of every ModuleList / Sequential of ≥ 2 children of one class
+    with parameters (transformer blocks, ResNet blocks), weight layers excluded."""
+    out: dict[int, str] = {}
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.ModuleList, nn.Sequential)) or len(m) < 2:
+            continue
+        kids = list(m.named_children())
+        cls = type(kids[0][1])
+        same = all(type(c) is cls for _, c in kids) and not is_weight_layer(kids[0][1])
+        if same and any(True for _ in kids[0][1].parameters()):
+            out.update({id(c): f"{name}.{k}" if name else k for k, c in kids})
+    return out
+
+
+def auto_layers(spec: str, seen: list[Seen], root_inputs: list[torch.Tensor], model: nn.Module) -> list[Layer]:
+    """Resolve "last_hidden" / "all_hidden" from the events of one forward pass (call order)."""
+    reads = [e for e in seen if e.where == "input"]
+    if not reads:
+        raise ValueError(f"layers={spec!r}: the forward pass called no weight layer (nn.Linear, nn.ConvNd, Conv1D)")
     counts: dict[int, int] = {}
-    for c in calls:
-        counts[id(c.module)] = counts.get(id(c.module), 0) + 1
+    for e in seen:
+        counts[id(e.module)] = counts.get(id(e.module), 0) + 1
 
-    def layer(c: LinearCall, label: str) -> Layer:
-        multi = counts[id(c.module)] > 1
-        desc = f"input of nn.Linear {c.name!r}" + (f" (call {c.call + 1} of {counts[id(c.module)]})" if multi else "")
-        return Layer(label, c.name, c.module, "input", c.call, desc, readout=c.module)
+    def layer(e: Seen, label: str) -> Layer:
+        multi = counts[id(e.module)] > 1
+        kind = "input" if e.where == "input" else "output"
+        desc = f"{kind} of {type(e.module).__name__} {e.name!r}"
+        desc += f" (call {e.call + 1} of {counts[id(e.module)]})" if multi else ""
+        readout = e.module if isinstance(e.module, nn.Linear) and e.where == "input" else None
+        out = Layer(label, e.name, e.module, e.where, e.call, desc, readout=readout)
+        out.axis, out.axis_reason = axis_rule(model, e.name, e.where)
+        return out
 
     if spec == "last_hidden":
-        return [layer(calls[-1], "last_hidden")]
-    first = calls[0].input
-    hidden = [c for c in calls if c.input is not first and not any(c.input is x for x in root_inputs)]
+        return [layer(reads[-1], "last_hidden")]
+
+    def is_input(t: torch.Tensor) -> bool:
+        storage = _storage(t)
+        return any(t is x or (storage is not None and storage == _storage(x)) for x in root_inputs)
+
+    hidden: list[Seen] = []
+    for e in seen:
+        if e.where == "input" and (not e.after_params or is_input(e.tensor)):
+            continue  # the model input, or computed from it by parameter-free steps
+        if any(_same(e.tensor, h.tensor) for h in hidden):
+            continue  # read again (Q, K, V of one input; a block output read by the next layer)
+        hidden.append(e)
     if not hidden:
-        raise ValueError("layers='all_hidden': every nn.Linear reads the model input; there is no hidden layer")
-    return [layer(c, f"hidden{i + 1}") for i, c in enumerate(hidden)]
+        raise ValueError(
+            f"layers='all_hidden': every weight layer of {type(model).__name__} reads the model input; there is no "
+            "hidden layer"
+        )
+    return [layer(e, f"hidden{i + 1}") for i, e in enumerate(hidden)]
+
+
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """One tensor, or two views of the same memory with the same layout (a compiled graph may
+    return one tensor as two outputs)."""
+    if a is b:
+        return True
+    sa = _storage(a)
+    return (
+        sa is not None
+        and sa == _storage(b)
+        and a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.storage_offset() == b.storage_offset()
+    )
+
+
+def _storage(t: torch.Tensor) -> int | None:
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # a tensor without storage (fake or functional): compare by identity only
+        return None
 
 
 def find_fused(layer: Layer, model: nn.Module) -> Fused:

@@ -48,6 +48,7 @@ class LayerMeasurer:
         self.distributed = distributed
         self.probe = probe
         self.ema: dict[str, torch.Tensor] = {}
+        self.reducer = dd.LayerReducer()
         self.width = len(engine.columns()) + 2  # + readout norm + finiteness flag
         self.measured = 0  # measured steps so far (the exact engine's spectrum cadence)
 
@@ -65,15 +66,15 @@ class LayerMeasurer:
         Data-parallel, the returned loss is the mean of the ranks' ``loss``, reduced in the same
         all-reduce as the Gram sums (a 0-d tensor in the dtype of the first layer's sums).
         """
-        errors: dict[int, str] = {}
+        errors: dict[int, str] = {li: msg for li, msg in capture_errors.items() if li < len(accs)}
+        if self.distributed:  # every rank joins, with zeros for what it did not capture (dd.LayerReducer)
+            for acc in accs:
+                acc.fold()  # the reducer all-reduces sums, not kept features
+            loss, errors = self.reducer.reduce(accs, errors, loss)
         for li, acc in enumerate(accs):
-            if li in capture_errors:
-                errors[li] = capture_errors[li]
-            elif acc.empty:
+            if li not in errors and acc.empty:
                 how = "the probe forward" if self.probe else "a forward pass with grad enabled"
                 errors[li] = f"no activations captured since the last step (expected {how})"
-        if self.distributed:
-            loss = self._all_reduce([acc for li, acc in enumerate(accs) if li not in errors], loss)
         take_spectrum = self.spectrum_every > 0 and step % self.spectrum_every == 0
         rows: list[torch.Tensor | None] = []
         spectra = []
@@ -119,24 +120,6 @@ class LayerMeasurer:
         M = self._ema_update(layer.label, M, finite)
         vec, lam = engine.record(li, M, finite)
         return vec, lam, finite
-
-    @staticmethod
-    def _all_reduce(live: list[GramAccumulator], loss: torch.Tensor | float) -> torch.Tensor:
-        """All-reduce the sums of the ``live`` layers and the loss in one collective per dtype;
-        returns the mean loss over ranks."""
-        flat = [t for acc in live for t in acc.tensors()]
-        dtype, device = (flat[0].dtype, flat[0].device) if flat else (torch.float64, dd.collective_device())
-        if isinstance(loss, torch.Tensor):
-            local = loss.to(device=device, dtype=dtype).reshape(())
-        else:  # a fill on the device: no host-to-device copy
-            local = torch.full((), loss, dtype=dtype, device=device)
-        reduced = dd.all_reduce_sum([*flat, local])
-        mean_loss = reduced.pop() / dd.world_size()
-        for acc in live:
-            k = len(acc.tensors())
-            acc.set_tensors(reduced[:k])
-            reduced = reduced[k:]
-        return mean_loss
 
     def _ema_update(self, label: str, M: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         if self.ema_decay is None:

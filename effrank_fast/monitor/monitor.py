@@ -16,8 +16,8 @@ a warning, and odd inputs are handled as :mod:`.inputs` says.
 
 from __future__ import annotations
 
+import contextlib
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from effrank_fast import safe_io
 from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
 from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
 from effrank_fast.monitor.capture import Capture
-from effrank_fast.monitor.capture import Probe as ProbeRunner
 from effrank_fast.monitor.config import (
     Accumulate,
     Engine,
@@ -47,10 +47,10 @@ from effrank_fast.monitor.config import (
     upgrade_legacy,
 )
 from effrank_fast.monitor.engines import make_engine
-from effrank_fast.monitor.history import Records, read_jsonl
+from effrank_fast.monitor.history import Records, history_cap, read_jsonl
 from effrank_fast.monitor.inputs import loss_value, step_number
 from effrank_fast.monitor.measure import LayerMeasurer
-from effrank_fast.monitor.pre_step import ProbeSchedule
+from effrank_fast.monitor.pre_step import ProbeRunner, ProbeSchedule
 from effrank_fast.monitor.sinks import HISTORY_JSONL
 from effrank_fast.ops import validation
 
@@ -167,6 +167,8 @@ class RankMonitor:
             batch_gate=lambda: self._armed and torch.is_grad_enabled(),
             on_resolved=self._on_layers,
             warn=self._warn,
+            axis=feat.axis,
+            mask=feat.mask,
         )
         if self.probe is not None:  # resolve and run it now: configuration errors surface here
             self.capture.raise_discovery = True
@@ -183,7 +185,13 @@ class RankMonitor:
     @property
     def layers(self) -> list[L.Layer]:
         """The resolved layers (empty until the first forward pass for automatic specs without a probe)."""
-        return self.capture.layers
+        capture = getattr(self, "capture", None)  # None while the constructor builds it
+        return capture.layers if capture is not None else []
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The labels of the resolved layers (see :meth:`layer_info` for where each comes from)."""
+        return [l.label for l in self.layers]
 
     @property
     def _shard(self) -> tuple[int, int] | None:
@@ -214,10 +222,23 @@ class RankMonitor:
             s = step_number(step, self._step, self._warn)
             if s % self.every == 0:
                 self._measure_step(s, loss_value(loss, self._warn))
-        except Exception as exc:  # a bug here must not stop the training run
+        except Exception as exc:  # a bug here must not stop the training run, nor lose the row
             self._warn("step:" + type(exc).__name__, f"RankMonitor.step() failed at step {s} ({exc!r}); ignored")
+            self._error_row(s, f"{type(exc).__name__}: {exc}")
         finally:
-            self._end_step(s)
+            try:
+                self._end_step(s)
+            except Exception as exc:
+                self._warn("end:" + type(exc).__name__, f"RankMonitor.step() failed after step {s} ({exc!r})")
+                self._step, self._armed = s + 1, (s + 1) % self.every == 0
+
+    def _error_row(self, s: int, msg: str) -> None:
+        """Make sure step ``s`` has its row: every layer NaN with ``msg`` (unless it was recorded)."""
+        rec = self._records
+        if rec is None or s % self.every or (len(rec) and rec.last_step == s):
+            return
+        with contextlib.suppress(Exception):
+            rec.append(s, self._wall(), float("nan"), None, dict.fromkeys(range(len(rec.labels)), msg), [])
 
     def _end_step(self, s: int) -> None:
         self.capture.reset()
@@ -246,12 +267,15 @@ class RankMonitor:
         try:
             if self.schedule is not None:
                 self.schedule.ensure()  # unless the optimizer pre-hook already probed θ_t
+            self.capture.replay()  # what compiled forwards left for the eager side
             if not self.layers:
                 self.capture.resolve_pending()
             if not self.layers:
                 self._warn(
                     "unresolved", f"RankMonitor: layers={self.capture.spec!r} not resolved yet (no forward pass seen)"
                 )
+                if self.distributed:  # the other ranks' collectives still need this one (zeros)
+                    self.measurer.reducer.reduce([], {}, loss)
                 return
             values, errors, spectra, loss = self.measurer.measure(
                 s, self.layers, self.capture.acc, self.capture.errors, self._warn, loss
@@ -265,31 +289,50 @@ class RankMonitor:
 
     # ------------------------------------------------------------------ results and files
     def flush(self) -> None:
-        """Copy pending results to the host (one sync), append them to history and the files."""
-        self._since_flush = 0
-        if self._records is None or not len(self._records):
-            return
+        """Copy pending results to the host (one sync), append them to history and the files; never raises.
+
+        Rows a failed write could not store stay queued in the files' sinks and are written
+        first at the next flush that succeeds (see :mod:`.runfiles`).
+        """
         try:
+            self._flush()
+        except Exception as exc:  # a bug here must not stop the training run
+            self._warn("flush:" + type(exc).__name__, f"RankMonitor.flush() failed ({type(exc).__name__}: {exc})")
+
+    def _flush(self) -> None:
+        self._since_flush = 0
+        rows: list[dict[str, Any]] = []
+        spectrum: list[dict[str, Any]] = []
+        if self._records is not None and len(self._records):
             rows, spectrum = self._records.drain()
-        except Exception as exc:
-            self._warn("drain", f"RankMonitor: could not read back results ({type(exc).__name__}: {exc})")
-            return
-        if self.keep_history:
-            self._history.extend(rows)
-        bad = sorted({(r["layer"], r["step"]) for r in rows if r["nonfinite"]})
-        if bad:
-            warnings.warn(
-                f"RankMonitor: non-finite activations (NaN/Inf) at {len(bad)} (layer, step) pairs, first "
-                f"{bad[:5]}; their measures are logged as NaN with nonfinite=true",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        if self.files is not None:
-            try:
-                self.files.write(rows, spectrum)
-            except Exception as exc:
-                self._warn("files", f"RankMonitor: writing {self.files.dir} failed ({type(exc).__name__}: {exc})")
+        if rows:
+            self._keep(rows)
+            bad = sorted({(r["layer"], r["step"]) for r in rows if r["nonfinite"]})
+            if bad:
+                self._warn(
+                    f"nonfinite:{bad[0][1]}",  # once per flush that holds such steps
+                    f"RankMonitor: non-finite activations (NaN/Inf) at {len(bad)} (layer, step) pairs, first "
+                    f"{bad[:5]}; their measures are logged as NaN with nonfinite=true",
+                )
+        if self.files is not None and (rows or self.files.waiting):
+            full = history_cap(self.keep_history) is None
+            err = self.files.write(rows, spectrum, earlier=lambda: self._history if full else None)
+            if err is not None:  # warn once per outage; the rows wait for the next flush
+                self._warn(
+                    f"files:{len(self.files.failures)}",
+                    f"RankMonitor: writing {self.files.dir} failed ({err}); the rows are kept and written at the "
+                    "next flush that succeeds (recorded in meta.json's write_errors)",
+                )
             self._write_meta()  # its "steps" count follows the run (an interrupted run's report reads it)
+
+    def _keep(self, rows: list[dict[str, Any]]) -> None:
+        """Add flushed rows to ``history``: all of them, none, or the last K (``keep_history=K``)."""
+        cap = history_cap(self.keep_history)
+        if cap == 0:
+            return
+        self._history.extend(rows)
+        if cap is not None and len(self._history) > cap:
+            del self._history[: len(self._history) - cap]
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -354,22 +397,27 @@ class RankMonitor:
         self._wall_offset, self._t0 = float(state.get("wall_time", 0.0)), time.perf_counter()
         self.measurer.ema = dict(state.get("ema", {}))
         self.engine.load_state_dict(state.get("engine", {}))
-        if self.files is not None:
-            self._history = self.files.resume(self._step) if self.keep_history else []
+        if self.files is not None:  # cut the files back even when no history is kept
+            rows = self.files.resume(self._step)
+            self._history = rows if self.keep_history else []
         elif "history" in state:
             self._history = [r for r in state["history"] if r["step"] < self._step]
         elif self.log_dir is not None and self.keep_history:  # another rank writes the files: read them
             rows = read_jsonl(self.log_dir / HISTORY_JSONL, warn=False)
             self._history = [r for r in rows if r["step"] < self._step]
+        cap = history_cap(self.keep_history)
+        if cap is not None:
+            del self._history[: max(0, len(self._history) - cap)]
 
     # ------------------------------------------------------------------ internals
     def _wall(self) -> float:
         return self._wall_offset + time.perf_counter() - self._t0
 
     def _warn(self, key: str, msg: str) -> None:
+        """Warn once per ``key``; never raises, whatever the warning filters (:func:`safe_io.warn`)."""
         if key not in self._warned:
             self._warned.add(key)
-            warnings.warn(msg, RuntimeWarning, stacklevel=3)
+            safe_io.warn(msg, RuntimeWarning, stacklevel=3)
 
     def _meta(self, closed: bool = False) -> dict[str, Any]:
         return runfiles.monitor_meta(self, closed)

@@ -17,17 +17,37 @@ forms the measures. The rule that decides who runs the probe of a measured step:
 Either way a row's loss and ranks come from the same θ_t, and step 0 holds the initial network.
 A closure optimizer (L-BFGS) steps once per ``opt.step(closure)``: the probe sees the parameters
 before its first closure evaluation, whose loss ``opt.step`` returns.
+
+:class:`ProbeRunner` runs the probe forward itself: in eval mode under ``no_grad`` (no dropout
+draws, no batch-norm updates), on the original module of a compiled one (eagerly: no recompile for
+eval mode), with its floating inputs in the model's current dtype and device (``model.double()``
+mid-run is followed), and, under FSDP2 (``fully_shard``), with every FSDP module resharded
+afterwards: the root module keeps its parameters unsharded after a forward, and the optimizer step
+that follows would otherwise leave them stale for the next training forward.
 """
 
 from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+from effrank_fast.monitor import distributed as dd
+from effrank_fast.monitor import layers as L
+from effrank_fast.monitor.capture import Capture
+
+FSDP_TYPES: tuple[type, ...]
+try:  # FSDP2 (torch >= 2.6 with torch.distributed)
+    from torch.distributed.fsdp import FSDPModule
+
+    FSDP_TYPES = (FSDPModule,)
+except ImportError:  # pragma: no cover - builds without torch.distributed
+    FSDP_TYPES = ()
 
 
 class PreStepHook:
@@ -101,3 +121,120 @@ class ProbeSchedule:
 
     def close(self) -> None:
         self.hook.remove()
+
+
+class ProbeRunner:
+    """Fixed inputs (and quadrature weights) on which the model is evaluated each measured step.
+
+    Args:
+        probe: a tensor [N, ...], a tuple of positional inputs, or a dict of keyword inputs
+            (``{"input_ids": ids, "attention_mask": mask}``); every tensor whose first axis has N
+            rows is split across data-parallel ranks, floating ones follow the model's dtype.
+        weights: quadrature weights [N] of the probe's samples, or None.
+    """
+
+    def __init__(self, probe: object, weights: torch.Tensor | None) -> None:
+        args: tuple[Any, ...]
+        kwargs: dict[str, Any]
+        if isinstance(probe, torch.Tensor):
+            args, kwargs = (probe,), {}
+        elif isinstance(probe, tuple):
+            args, kwargs = probe, {}
+        elif isinstance(probe, Mapping):
+            args, kwargs = (), {str(k): v for k, v in probe.items()}
+        else:
+            raise TypeError(
+                f"probe must be a tensor, a tuple of positional inputs or a dict of keyword inputs, got "
+                f"{type(probe).__name__}"
+            )
+        first = next((t for t in (*args, *kwargs.values()) if isinstance(t, torch.Tensor)), None)
+        if first is None:
+            raise TypeError("probe must contain at least one tensor (the probe's inputs)")
+        self.n = first.shape[0] if first.dim() else 0
+        if self.n == 0:
+            raise ValueError(f"probe must have at least one row (shape [N, ...]), got shape {tuple(first.shape)}")
+        self.args, self.kwargs, self.weights = args, kwargs, weights
+        self._cache: tuple[object, tuple[Any, ...], dict[str, Any], torch.Tensor | None] | None = None
+
+    def shapes(self) -> str:
+        return ", ".join(
+            f"{k}={list(t.shape)}" if k else str(list(t.shape))
+            for k, t in [*(("", a) for a in self.args), *self.kwargs.items()]
+            if isinstance(t, torch.Tensor)
+        )
+
+    def _inputs(self, model: nn.Module, shard: tuple[int, int] | None) -> tuple[tuple, dict, torch.Tensor | None]:
+        """The probe on the model's device and floating dtype (cached until either changes)."""
+        param = next(L.unwrap(model).parameters(), None)
+        device = param.device if param is not None else None
+        fdtype = next((p.dtype for p in L.unwrap(model).parameters() if p.is_floating_point()), None)
+        key = (device, fdtype, shard)
+        if self._cache is None or self._cache[0] != key:
+
+            def move(t: object) -> object:
+                if not isinstance(t, torch.Tensor):
+                    return t
+                t = t.to(device=device or t.device, dtype=fdtype if t.is_floating_point() and fdtype else t.dtype)
+                return dd.shard_rows(t, *shard) if shard is not None and t.dim() and t.shape[0] == self.n else t
+
+            args = tuple(move(a) for a in self.args)
+            kwargs = {k: move(v) for k, v in self.kwargs.items()}
+            w = self.weights
+            if w is not None:
+                w = w.to(device or w.device)
+                w = dd.shard_rows(w, *shard) if shard is not None else w
+            self._cache = (key, args, kwargs, w)
+        return self._cache[1], self._cache[2], self._cache[3]
+
+    def check(self, model: nn.Module, capture: Capture, shard: tuple[int, int] | None) -> None:
+        """One unmeasured probe forward; a failure is a ValueError naming the probe and the module that raised."""
+        inside: list[tuple[str, nn.Module]] = []  # the modules whose forward is running, outermost first
+        handles = []
+        for name, module in L.unwrap(model).named_modules():
+            label = name or f"{type(module).__name__} (the model itself)"
+
+            def pre(m: nn.Module, args: object, label: str = label) -> None:
+                inside.append((label, m))
+
+            def post(m: nn.Module, args: object, out: object) -> None:
+                if inside:
+                    inside.pop()
+
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+        try:
+            self.run(model, capture, measure=False, shard=shard)
+        except Exception as exc:
+            where = f"layer {inside[-1][0]!r} ({_describe(inside[-1][1])})" if inside else "the model"
+            raise ValueError(
+                f"probe= of shape {self.shapes()} does not fit the model: {where} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            L.remove_hooks(handles)
+
+    def run(self, model: nn.Module, capture: Capture, *, measure: bool, shard: tuple[int, int] | None) -> None:
+        """One forward pass on the probe (rank r of w runs its block of rows when ``shard=(r, w)``)."""
+        args, kwargs, w = self._inputs(model, shard)
+        inner = L.unwrap(model)
+        modes = [(m, m.training) for m in inner.modules()]
+        inner.eval()  # no dropout, no batch-norm statistics update: training is untouched
+        capture.in_probe, capture.weights = measure, w
+        try:
+            with torch.no_grad():
+                capture.forward(args, kwargs)
+        finally:
+            capture.in_probe, capture.weights = False, None
+            for m, t in modes:
+                m.training = t
+            reshard(inner)
+
+
+def reshard(model: nn.Module) -> None:
+    """Reshard every FSDP2 module (a no-op for sharded ones and without FSDP2)."""
+    for m in model.modules():
+        if isinstance(m, FSDP_TYPES):
+            m.reshard()  # type: ignore[operator]
+
+
+def _describe(module: nn.Module) -> str:
+    """A leaf module's repr (its shapes), else its class name."""
+    return repr(module) if not list(module.children()) else type(module).__name__

@@ -2,7 +2,12 @@
 
 Files are appended once per flush with a single ``os.write`` of whole lines followed by
 ``os.fsync``, so a crash (even SIGKILL) loses at most the rows after the last flush and leaves
-every line complete. Files in a run folder:
+every line complete. Appends never follow a symlink and rewrites are atomic
+(:mod:`effrank_fast.safe_io`). Each file sink keeps the rows it could not write (an unwritable or
+vanished folder, a full disk) and writes them first at its next successful write, so every row
+reaches every file once and in step order.
+
+Files in a run folder:
 
 - ``history.jsonl`` and ``history.csv``: one row per (measured step, layer);
 - ``spectrum.jsonl``: ``{"step", "layer", "eigenvalues"}`` every ``spectrum_every`` steps
@@ -18,10 +23,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from effrank_fast import safe_io
 from effrank_fast.monitor.history import csv_text, read_csv, read_jsonl, steps_below, to_jsonable
 
 HISTORY_JSONL = "history.jsonl"
@@ -31,26 +36,11 @@ META_JSON = "meta.json"
 
 
 def _append(path: Path, text: str) -> None:
-    data = text.encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    safe_io.append_bytes(path, text.encode())
 
 
 def _replace(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    safe_io.replace_bytes(path, text.encode())
 
 
 def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
@@ -62,8 +52,11 @@ def _jsonl_lines(rows: list[dict[str, Any]]) -> str:
 
 
 class JsonlSink:
+    """Appends rows as JSON lines; rows whose write failed stay in ``pending`` for the next write."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.pending: list[dict[str, Any]] = []
 
     def truncate(self, first_step: int) -> int:
         """Drop rows at steps ≥ ``first_step``; returns how many rows were dropped."""
@@ -78,9 +71,18 @@ class JsonlSink:
             data = f.read()
         return bool(data) and not data.endswith(b"\n")
 
+    def queue(self, rows: list[dict[str, Any]]) -> None:
+        self.pending.extend(rows)
+
+    def flush(self) -> None:
+        """Append every queued row; raises ``OSError`` (the rows stay queued)."""
+        if self.pending:
+            _append(self.path, _jsonl_lines(self.pending))
+            self.pending = []
+
     def write(self, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            _append(self.path, _jsonl_lines(rows))
+        self.queue(rows)
+        self.flush()
 
 
 class CsvSink:
@@ -89,15 +91,20 @@ class CsvSink:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.columns: list[str] | None = None
+        self.pending: list[dict[str, Any]] = []
 
     def _render(self, rows: list[dict[str, Any]], header: bool) -> str:
         assert self.columns is not None
+        return self._render_with(self.columns, rows, header)
+
+    @staticmethod
+    def _render_with(columns: list[str], rows: list[dict[str, Any]], header: bool) -> str:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         if header:
-            w.writerow(self.columns)
+            w.writerow(columns)
         for r in rows:
-            w.writerow([csv_text(r[c]) if c in r else "" for c in self.columns])
+            w.writerow([csv_text(r[c]) if c in r else "" for c in columns])
         return buf.getvalue()
 
     def truncate(self, first_step: int) -> int:
@@ -113,20 +120,33 @@ class CsvSink:
             _replace(self.path, self._render(keep, header=True))
         return len(rows) - len(keep)
 
+    def queue(self, rows: list[dict[str, Any]]) -> None:
+        self.pending.extend(rows)
+
     def write(self, rows: list[dict[str, Any]]) -> None:
+        self.queue(rows)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write every queued row; raises ``OSError`` (the rows stay queued)."""
+        rows = self.pending
         if not rows:
             return
         keys = list(dict.fromkeys(k for r in rows for k in r))
-        if self.columns is None:
-            self.columns = keys
+        if self.columns is None or not self.path.exists():  # a new file (or the old one vanished)
+            self.columns = (self.columns or []) + [k for k in keys if k not in (self.columns or [])]
             _append(self.path, self._render(rows, header=True))
+            self.pending = []
             return
         extra = [k for k in keys if k not in self.columns]
         if extra:  # a new column (e.g. a layer with a readout norm appeared): rewrite with the union
             old = read_csv(self.path)
-            self.columns = self.columns + extra
-            _replace(self.path, self._render(old, header=True))
+            columns = self.columns + extra
+            text = self._render_with(columns, old, header=True)
+            _replace(self.path, text)
+            self.columns = columns
         _append(self.path, self._render(rows, header=False))
+        self.pending = []
 
 
 class TensorBoardSink:

@@ -25,7 +25,8 @@ def check_features(phi: object, name: str = "phi", *, check_finite: bool = True)
     if phi.dim() != 2:
         raise ValueError(
             f"{name} must have shape [N, d] (2 dimensions), got {phi.dim()} dimensions "
-            f"with shape {tuple(phi.shape)}; flatten leading dimensions with {name}.flatten(0, -2)"
+            f"with shape {tuple(phi.shape)}; make it [N, d] with effrank_fast.feature_matrix({name}, axis=...): "
+            "axis='channels' for convolution outputs [B, C, H, W], axis='last' for sequences [B, T, d]"
         )
     if phi.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float16, bfloat16, float32 or float64, got {phi.dtype}")

@@ -27,6 +27,7 @@ from effrank_fast.rank.api import (
     participation_ratio,
     stable_rank,
 )
+from effrank_fast.rank.prepare import feature_matrix
 
 __all__ = [
     "EpsRankResult",
@@ -35,6 +36,7 @@ __all__ = [
     "entropy_rank",
     "eps_rank",
     "eps_rank_result",
+    "feature_matrix",
     "formulas",
     "gram",
     "measures",

@@ -138,7 +138,7 @@ def entropy_rank_from_eigenvalues(
         p = p + fudge
     # p·log p with 0·log 0 = 0, written so that its gradient at p = 0 is 0 (xlogy's is NaN there).
     h = -(p * torch.where(p > 0, p, torch.ones_like(p)).log()).sum()
-    return torch.where(positive, h.exp(), torch.zeros_like(h))
+    return _nan_if(lam.isnan().any(), torch.where(positive, h.exp(), torch.zeros_like(h)))
 
 
 def gram_error_frobenius_estimate(trace: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
@@ -183,7 +183,8 @@ def stable_rank_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float 
     lam_max = lam.max()
     live = lam_max > _as_floor(floor, lam_max)
     tr = lam.sum()
-    return torch.where(live, tr / torch.where(live, lam_max, torch.ones_like(lam_max)), torch.zeros_like(tr))
+    value = torch.where(live, tr / torch.where(live, lam_max, torch.ones_like(lam_max)), torch.zeros_like(tr))
+    return _nan_if(tr.isnan(), value)
 
 
 def participation_ratio_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -203,4 +204,9 @@ def participation_ratio_from_moments(
     if lam_max_upper is not None:
         live = live & (lam_max_upper > _as_floor(floor, lam_max_upper))
     safe = torch.where(live, frob_sq, torch.ones_like(frob_sq))
-    return torch.where(live, trace.square() / safe, torch.zeros_like(trace))
+    return _nan_if(trace.isnan() | frob_sq.isnan(), torch.where(live, trace.square() / safe, torch.zeros_like(trace)))
+
+
+def _nan_if(bad: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """NaN where the input was NaN (a non-finite M under check=False), not a misleading 0."""
+    return torch.where(bad, torch.full_like(value, float("nan")), value)

@@ -15,6 +15,92 @@ from effrank_fast.ops import backends, validation
 from effrank_fast.ops.gram import compute_gram, default_acc_dtype, weighted_mean
 from effrank_fast.ops.gram.error import gram_error_bound
 
+# ---------------------------------------------------------------------------- activations → [N, d]
+# The one home of the feature-axis rule, shared by the functional API (``feature_matrix``) and
+# the monitor: the feature axis holds the neurons, every other axis indexes samples.
+AXIS_NAMES = {"channels": 1, "last": -1}
+
+
+def feature_axis(axis: object, ndim: int, name: str = "axis") -> int:
+    """``axis`` (an int, "channels" = 1 or "last" = -1) as a non-negative dimension of an ``ndim``-D tensor."""
+    if isinstance(axis, str):
+        if axis not in AXIS_NAMES:
+            raise ValueError(f"{name} must be an int, 'channels' or 'last', got {axis!r}")
+        axis = AXIS_NAMES[axis]
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise TypeError(f"{name} must be an int, 'channels' or 'last', got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an activation with {ndim} dimensions")
+    return axis % ndim
+
+
+def flatten_features(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """x [..., d at ``axis``, ...] → Φ [N, d]: ``axis`` becomes the columns, the other axes (in
+    order) the rows. [B, C, H, W] with axis=1 gives [B·H·W, C]; [B, T, d] with axis=2 gives [B·T, d]."""
+    if x.dim() == 1:
+        return x.unsqueeze(1)
+    if axis == x.dim() - 1:
+        return x.reshape(-1, x.shape[-1])
+    return x.movedim(axis, -1).reshape(-1, x.shape[axis])
+
+
+def mask_rows(mask: object, shape: torch.Size, axis: int, name: str = "mask") -> torch.Tensor | None:
+    """The rows of ``flatten_features`` to keep, as a bool [N]; reads shapes only (no host sync).
+
+    ``mask`` (bool or integer, nonzero = keep, e.g. an attention mask [B, T]) must have the shape of
+    the activation without its feature axis, or a leading part of it ([B] keeps or drops whole
+    samples). None when the rows are samples only (a pooled [B, d] under a [B, T] mask: no padding
+    rows exist there).
+    """
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"{name} must be a bool or integer tensor, got {type(mask).__name__}")
+    if mask.is_floating_point() or mask.is_complex():
+        raise TypeError(f"{name} must be a bool or integer tensor (nonzero = keep), got {mask.dtype}")
+    rest = [s for i, s in enumerate(shape) if i != axis] if len(shape) > 1 else [shape[0]]
+    k = mask.dim()
+    if list(mask.shape) == rest[:k]:
+        keep = mask.bool().reshape(*mask.shape, *([1] * (len(rest) - k))).expand(rest)
+        return keep.reshape(-1)
+    if k > len(rest) and list(mask.shape[: len(rest)]) == rest:
+        return None
+    raise ValueError(
+        f"{name} of shape {tuple(mask.shape)} does not fit an activation of shape {tuple(shape)} with its "
+        f"features on axis {axis}: it must have shape {tuple(rest)} or a leading part of it"
+    )
+
+
+def feature_matrix(x: torch.Tensor, axis: int | str | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """An activation of any shape as the feature matrix Φ [N, d] that the measures take.
+
+    Args:
+        x: the activation. [N, d] and [N] (one feature) need no ``axis``.
+        axis: the feature (neuron) axis, required for 3 or more dimensions: ``"channels"`` (= 1) for
+            convolution outputs [B, C, H, W] (→ [B·H·W, C]), ``"last"`` (= -1) for sequences
+            [B, T, d] (→ [B·T, d]), or any int.
+        mask: rows to keep (e.g. an attention mask [B, T], nonzero = real token), shaped as ``x``
+            without its feature axis or a leading part of it. Selecting rows reads the mask (one host sync).
+
+    Example:
+        >>> phi = feature_matrix(torch.randn(8, 16, 5, 5), axis="channels")  # [200, 16]
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() == 0:
+        raise ValueError("x must have at least one dimension (samples), got a 0-d tensor")
+    if axis is None:
+        if x.dim() > 2:
+            raise ValueError(
+                f"axis is required for an activation with {x.dim()} dimensions (shape {tuple(x.shape)}): "
+                "axis='channels' for convolution outputs [B, C, ...], axis='last' for sequences [B, T, d]"
+            )
+        axis = x.dim() - 1
+    ax = feature_axis(axis, x.dim())
+    phi = flatten_features(x, ax)
+    if mask is None:
+        return phi
+    keep = mask_rows(mask, x.shape, ax)
+    return phi if keep is None else phi[keep.to(phi.device)]
+
 
 @dataclass
 class Spectral:
@@ -169,11 +255,14 @@ def eigenvalues_desc(sp: Spectral, solve_dtype: torch.dtype = torch.float64) -> 
     ``solve_dtype``: float64 (default: backward error ~d·u₆₄·λ_max, negligible) or float32 for a
     float32 M (about half the time at d = 1024; backward error measured up to ~50·u₃₂·λ_max at
     d = 2048, so callers widen their noise floor by ``formulas.noise_floor(solve_dtype=...)``).
+    A non-finite M gives NaN eigenvalues (never a ``LinAlgError``).
     """
-    if solve_dtype == torch.float32 and sp.matrix.dtype == torch.float32:
-        lam = torch.linalg.eigvalsh(sp.matrix).double().flip(0)
-    else:
-        lam = torch.linalg.eigvalsh(sp.matrix.double()).flip(0)
+    m = sp.matrix if solve_dtype == torch.float32 and sp.matrix.dtype == torch.float32 else sp.matrix.double()
+    # NaN/Inf in M (check=False on non-finite data or negative weights) would make eigvalsh raise:
+    # solve a zero matrix instead and report NaN eigenvalues, without a host sync
+    finite = torch.isfinite(m).all()
+    lam = torch.linalg.eigvalsh(torch.where(finite, m, torch.zeros_like(m))).double().flip(0)
+    lam = torch.where(finite, lam, torch.full_like(lam, float("nan")))
     pad = sp.dim - lam.shape[0]
     if pad > 0:
         lam = torch.cat([lam, lam.new_zeros(pad)])
