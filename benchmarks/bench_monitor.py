@@ -236,6 +236,31 @@ def bench(sc: Scenario, rounds: int, warmup: int, steps: int, variants: tuple[st
     }
 
 
+def parts(sc: Scenario, steps: int) -> dict[str, list[float]]:
+    """ms of the training step and of each monitor's ``step()`` (the default layers and the layer of
+    interest, both on one model), step by step: the monitor's own cost without another run's noise."""
+    model, loss_fn, opt = sc.build()
+    mons = {
+        "monitor": ef.RankMonitor(model, [sc.layer], eps=EPS, **sc.monitor_kw),
+        "monitor default": ef.RankMonitor(model, eps=EPS, **sc.monitor_kw),
+    }
+    out: dict[str, list[float]] = {"training step": [], **{k: [] for k in mons}}
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = loss_fn(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out["training step"].append((time.perf_counter() - t0) * 1e3)
+        for name, mon in mons.items():
+            t0 = time.perf_counter()
+            mon.step(loss=loss.detach())
+            out[name].append((time.perf_counter() - t0) * 1e3)
+    for mon in mons.values():
+        mon.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenarios", default="demo,gpt2,mlp-2048x512", help="comma list (see --list)")
@@ -246,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one round (the test)")
     p.add_argument("--list", action="store_true")
+    p.add_argument("--parts", type=int, default=0, help="instead: time N steps' parts directly")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -264,6 +290,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     print(f"# {out['machine']}; {out['date']}; load {out['load'][0]:.2f}")
     variants = tuple(args.variants.split(","))
+    if args.parts:
+        for name in names:
+            ms = parts(table[name], args.parts)
+            out["results"][name] = {"parts_ms": ms}
+            print(f"\n## {name}: parts, {args.parts} steps (step 0 is the warm-up)")
+            print("| part | best | median | mean after step 0 |\n|---|---|---|---|")
+            for k, v in ms.items():
+                rest = v[1:] or v
+                print(f"| {k} | {min(v):.1f} | {statistics.median(v):.1f} | {sum(rest) / len(rest):.1f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=2)
+        return out
     for name in names:
         sc = table[name]
         steps = 1 if args.smoke else args.steps * (50 if name == "demo" else 1)
