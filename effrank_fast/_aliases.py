@@ -33,6 +33,7 @@ MOVED: dict[str, str] = {
     "effrank_fast.demo": "effrank_fast.paper.demo",
     "effrank_fast.experiments": "effrank_fast.paper.experiments",
     "effrank_fast.ops.tracker": "effrank_fast.tracker",
+    "effrank_fast.monitor.lightning": "effrank_fast.integrations.lightning",
 }
 
 _warned: set[str] = set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import platform
 import sys
 
@@ -19,6 +20,27 @@ def _version(module: str) -> str:
         return str(importlib.import_module(module).__version__)
     except Exception as exc:
         return f"not available ({type(exc).__name__})"
+
+
+# The training stacks effrank_fast.integrations works with: (distribution, what it enables).
+INTEGRATIONS = (
+    ("transformers", "effrank_fast.integrations.hf (Trainer callback)"),
+    ("lightning", "effrank_fast.integrations.lightning (callback, loggers)"),
+    ("wandb", "effrank_fast.integrations.wandb (WandbSink)"),
+    ("torchmetrics", "effrank_fast.integrations.torchmetrics (EffectiveRank metric)"),
+    ("tensorboard", "the monitor's TensorBoard events"),
+)
+
+
+def integrations() -> dict[str, str | None]:
+    """{distribution: installed version, or None}; reads package metadata only (imports nothing)."""
+    out: dict[str, str | None] = {}
+    for dist, _ in INTEGRATIONS:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
 
 
 def report() -> str:
@@ -44,6 +66,11 @@ def report() -> str:
         reason = inertia_why_not(dev)
         lines.append(f"  count method inertia: {'available' if reason is None else 'unavailable: ' + reason}")
         lines.append("  count method eigh: available")
+    lines.append("optional integrations:")
+    versions = integrations()
+    for dist, what in INTEGRATIONS:
+        v = versions[dist]
+        lines.append(f"  {dist:12s} {v if v is not None else 'not installed':14s} {what}")
     return "\n".join(lines)
 
 

@@ -1,15 +1,22 @@
-"""The Lightning callback's logic (MonitorDriver) without Lightning, and the callback when it is installed."""
+"""The Lightning callback: optimizer-step rows, keys in Lightning's own logging, EarlyStopping on a rank, alerts."""
 
 from __future__ import annotations
 
-import importlib.util
+import csv
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from effrank_fast.monitor import lightning as lmod
+from effrank_fast.integrations import lightning as lmod
+from effrank_fast.integrations._common import MonitorArgs
+from effrank_fast.monitor.alerts import CollapseAlert
+
+pl = pytest.importorskip("lightning.pytorch")
 
 
 def _model():
@@ -17,13 +24,54 @@ def _model():
     return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1))
 
 
+def _lam(probe, w1, b1):
+    phi = torch.tanh(probe.double() @ w1.T + b1).numpy()
+    return np.linalg.eigvalsh(phi.T @ phi / len(phi))
+
+
+class Module(pl.LightningModule):
+    """A tanh MLP recording θ_t (the parameters of each optimizer step's loss) at the step's first micro-batch."""
+
+    def __init__(self, accumulate=1):
+        super().__init__()
+        self.net, self.accumulate, self.thetas = _model(), accumulate, []
+
+    def forward(self, x):  # the probe calls the LightningModule
+        return self.net(x)
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if batch_idx % self.accumulate == 0:
+            self.thetas.append([p.detach().double().clone() for p in self.net.parameters()])
+
+    def training_step(self, batch, batch_idx):
+        (x,) = batch
+        return self(x).square().mean()
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+def _data(n=64):
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(n, 2)), batch_size=8)
+
+
+def _trainer(tmp_path, callbacks, **kw):
+    opts = {
+        "max_steps": 4, "default_root_dir": tmp_path, "enable_checkpointing": False, "enable_progress_bar": False,
+        "enable_model_summary": False, "accelerator": "cpu", "logger": False,
+    }  # fmt: skip
+    opts.update(kw)
+    return pl.Trainer(callbacks=callbacks, **opts)
+
+
 def test_driver_steps_once_per_optimizer_step_with_gradient_accumulation(tmp_path):
     model = _model()
-    driver = lmod.MonitorDriver(eps=[1e-3], flush_every=2)
+    driver = lmod.MonitorDriver(MonitorArgs(eps=(1e-3,)))
     driver.setup(model, tmp_path)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     global_step = 0
     x = torch.randn(4, 16, 2)
+    stepped = []
     for batch_idx in range(4):  # accumulate_grad_batches = 2
         driver.batch_start(global_step)
         loss = model(x[batch_idx]).square().mean()
@@ -32,14 +80,14 @@ def test_driver_steps_once_per_optimizer_step_with_gradient_accumulation(tmp_pat
             opt.step()
             opt.zero_grad()
             global_step += 1
-        driver.batch_end({"loss": loss}, global_step)
+        stepped.append(driver.batch_end({"loss": loss}, global_step))
     state = driver.state_dict()
     driver.close()
-    hist = driver.monitor.history
-    assert [r["step"] for r in hist] == [0, 1] and state["step"] == 2
+    assert stepped == [False, True, False, True]
+    assert [r["step"] for r in driver.monitor.history] == [0, 1] and state["step"] == 2
     assert (tmp_path / "rank" / "history.jsonl").exists()
     # A new driver restored before setup (Lightning may restore callback state first) continues at step 2.
-    again = lmod.MonitorDriver(eps=[1e-3])
+    again = lmod.MonitorDriver(MonitorArgs(eps=(1e-3,)))
     again.load_state_dict(state)
     again.setup(model, tmp_path)
     again.batch_start(2)
@@ -49,91 +97,77 @@ def test_driver_steps_once_per_optimizer_step_with_gradient_accumulation(tmp_pat
     assert [r["step"] for r in again.monitor.history] == [0, 1, 2]
 
 
-def test_callback_needs_lightning():
-    if lmod.HAS_LIGHTNING:
-        cb = lmod.RankMonitorCallback(eps=[1e-3])
-        assert isinstance(cb.driver, lmod.MonitorDriver)
-    else:
-        with pytest.raises(ImportError, match="needs Lightning"):
-            lmod.RankMonitorCallback(eps=[1e-3])
-
-
-@pytest.mark.skipif(importlib.util.find_spec("lightning") is None, reason="lightning is not installed")
-def test_callback_in_a_real_trainer(tmp_path):
-    import lightning.pytorch as pl
-
-    class Module(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = _model()
-
-        def training_step(self, batch, batch_idx):
-            (x,) = batch
-            return self.net(x).square().mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 2)), batch_size=8)
-    cb = lmod.RankMonitorCallback(eps=[1e-3], flush_every=1)
-    trainer = pl.Trainer(
-        max_steps=4,
-        accumulate_grad_batches=2,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        accelerator="cpu",
+def test_old_import_path_warns_once_and_is_the_same_module():
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    import effrank_fast.monitor.lightning as old\n"
+        "    from effrank_fast.monitor.lightning import RankMonitorCallback\n"
+        "import effrank_fast.integrations.lightning as new\n"
+        "moved = [str(x.message) for x in w if 'effrank_fast.monitor.lightning moved' in str(x.message)]\n"
+        "assert old is new and RankMonitorCallback is new.RankMonitorCallback, (old, new)\n"
+        "assert moved == ['effrank_fast.monitor.lightning moved to effrank_fast.integrations.lightning; "
+        "the old path goes in a later release'], moved\n"
     )
-    trainer.fit(Module(), data)
-    assert [r["step"] for r in cb.driver.monitor.history] == [0, 1, 2, 3]
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lightning") is None, reason="lightning is not installed")
 def test_probe_rows_in_a_real_trainer_hold_the_parameters_of_their_loss(tmp_path):
     """Lightning steps the optimizer with a closure: the probe must still see θ_t (float64 λ₁ check)."""
-    import lightning.pytorch as pl
-
     probe = torch.randn(50, 2)
-    thetas = []
-
-    class Module(pl.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.net = _model()
-
-        def forward(self, x):  # the probe calls the LightningModule
-            return self.net(x)
-
-        def on_train_batch_start(self, batch, batch_idx):
-            if batch_idx % 2 == 0:  # the first micro-batch of an optimizer step: θ_t
-                thetas.append([p.detach().double().clone() for p in self.net.parameters()])
-
-        def training_step(self, batch, batch_idx):
-            (x,) = batch
-            return self(x).square().mean()
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.5)
-
-    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(64, 2)), batch_size=8)
-    cb = lmod.RankMonitorCallback(eps=[1e-3], probe=probe, flush_every=1)
-    trainer = pl.Trainer(
-        max_steps=4,
-        accumulate_grad_batches=2,
-        callbacks=[cb],
-        default_root_dir=tmp_path,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        accelerator="cpu",
-    )
-    trainer.fit(Module(), data)
-    rows = cb.driver.monitor.history
+    module = Module(accumulate=2)
+    cb = lmod.RankMonitorCallback(layers=["net.1"], eps=[1e-3], probe=probe)
+    _trainer(tmp_path, [cb], accumulate_grad_batches=2).fit(module, _data())
+    rows = cb.monitor.history
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
-    for row, (w1, b1, _, _) in zip(rows, thetas, strict=True):
-        phi = torch.tanh(probe.double() @ w1.T + b1).numpy()
-        lam1 = float(np.linalg.eigvalsh(phi.T @ phi / len(phi))[-1])
-        assert row["lambda_1"] == pytest.approx(lam1, rel=1e-6)  # fp32 model vs float64 recomputation
+    for row, (w1, b1, _, _) in zip(rows, module.thetas, strict=True):
+        assert row["lambda_1"] == pytest.approx(float(_lam(probe, w1, b1)[-1]), rel=1e-6)
     assert len({round(r["lambda_1"], 6) for r in rows}) == 4  # λ₁ moves every step
+
+
+def test_keys_reach_csv_logger_and_logged_metrics_at_lightnings_log_steps(tmp_path):
+    probe = torch.randn(60, 2)
+    module = Module()
+    cb = lmod.RankMonitorCallback(layers={"h": "net.1"}, eps=[1e-1, 1e-3], probe=probe)
+    logger = pl.loggers.CSVLogger(tmp_path, name="csv")
+    _trainer(tmp_path, [cb], max_steps=6, log_every_n_steps=2, logger=logger).fit(module, _data())
+    key = "rank/h/eps_rank@0.001"
+    assert key in module.trainer.logged_metrics and key in module.trainer.callback_metrics
+    with open(f"{logger.log_dir}/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get(key)]
+    assert [int(r["step"]) for r in rows] == [1, 3, 5]  # global steps 2, 4, 6: Lightning's own log steps
+    for r in rows:
+        w1, b1, _, _ = module.thetas[int(r["step"])]
+        lam = _lam(probe, w1, b1)
+        assert float(r[key]) == (lam > 1e-3).sum() and float(r["rank/h/eps_rank@0.1"]) == (lam > 1e-1).sum()
+        assert float(r["rank/h/lambda_1"]) == pytest.approx(lam[-1], rel=1e-6)
+    run = Path(logger.log_dir) / "rank"  # the monitor's own folder: rows, but no second copy of the scalars
+    assert (run / "history.jsonl").exists() and not list(run.glob("events.out.tfevents*"))
+
+
+def test_early_stopping_and_model_checkpoint_monitor_a_rank(tmp_path):
+    key = "rank/h/eps_rank@0.001"
+    cb = lmod.RankMonitorCallback(layers={"h": "net.1"}, eps=[1e-3], log_every_n_steps=1)
+    stop = pl.callbacks.EarlyStopping(monitor=key, mode="max", stopping_threshold=1, check_on_train_epoch_end=True)
+    ckpt = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor=key, mode="max")
+    trainer = _trainer(tmp_path, [cb, stop, ckpt], max_steps=-1, max_epochs=3, enable_checkpointing=True)
+    trainer.fit(Module(), _data(32))
+    assert trainer.current_epoch == 1 and stop.stopped_epoch == 0  # stopped after the first epoch (strict=True)
+    last = [r for r in cb.monitor.history if r["step"] == trainer.global_step - 1]
+    assert float(ckpt.best_model_score) == last[0]["eps_rank@0.001"]
+
+
+def test_collapse_alert_stops_the_trainer(tmp_path):
+    alert = CollapseAlert(metric="eps_rank@0.001", below=100, action="stop")
+    cb = lmod.RankMonitorCallback(layers={"h": "net.1"}, eps=[1e-3], alerts=[alert], log_every_n_steps=3)
+    trainer = _trainer(tmp_path, [cb], max_steps=20)
+    with pytest.warns(RuntimeWarning, match="rank collapse: layer 'h'"):
+        trainer.fit(Module(), _data())
+    assert trainer.global_step == 3 and cb.monitor.alerts.events[0].step == 0
+
+
+def test_bad_cadence_names_the_argument():
+    with pytest.raises(ValueError, match="log_every_n_steps must be"):
+        lmod.RankMonitorCallback(log_every_n_steps=0)

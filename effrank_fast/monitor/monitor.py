@@ -30,6 +30,7 @@ from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
 from effrank_fast.monitor import runfiles
 from effrank_fast.monitor.accumulate import GramAccumulator, load_fused_kernel
+from effrank_fast.monitor.alerts import Alerts, CollapseAlert
 from effrank_fast.monitor.capture import Capture
 from effrank_fast.monitor.config import (
     Accumulate,
@@ -82,6 +83,8 @@ class RankMonitor:
         accumulate: an :class:`~effrank_fast.monitor.Accumulate`, "step" or "ema".
         distributed: all-reduce the Gram sums across data-parallel ranks (None: automatic); the
             ``loss`` column is then the mean of the ranks' losses, in the same all-reduce.
+        alerts: collapse alerts (:class:`~effrank_fast.monitor.alerts.CollapseAlert`, one or a
+            list), checked on each flush's rows; ``mon.alerts.stop_requested`` after a "stop".
 
     The 0.1 keywords (``weights=``, ``mode=``, ``center=``, ``acc_dtype=``, ``gram_backend=``,
     ``fused=``, ``tracker=``, ``topk=``, ``spectrum_every=``, ``tracker_options=``, ``log_dir=``,
@@ -103,6 +106,7 @@ class RankMonitor:
         log: RunLog | str | Path | None = None,
         accumulate: Accumulate | str = "step",
         distributed: bool | None = None,
+        alerts: CollapseAlert | Sequence[CollapseAlert] | None = None,
         **legacy: Any,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -145,6 +149,9 @@ class RankMonitor:
         self.keep_history = log_cfg.keep_history
         self.run_meta = dict(log_cfg.meta)
 
+        self.alerts = Alerts.of(alerts)
+        # fn(rows) called with each flush's rows (the integrations' sinks); a failure is a warning
+        self.row_listeners: list[Callable[[list[dict[str, Any]]], None]] = []
         self._records: Records | None = None
         self._history: list[dict[str, Any]] = []
         self._warned: set[str] = set()
@@ -324,6 +331,16 @@ class RankMonitor:
                     "next flush that succeeds (recorded in meta.json's write_errors)",
                 )
             self._write_meta()  # its "steps" count follows the run (an interrupted run's report reads it)
+        self._notify(rows)
+
+    def _notify(self, rows: list[dict[str, Any]]) -> None:
+        """Hand the flushed rows to the collapse alerts and the row listeners (never raises)."""
+        for fn in (self.alerts.check, *self.row_listeners):
+            try:
+                fn(rows)
+            except Exception as exc:
+                msg = f"RankMonitor: {fn!r} failed on flushed rows ({type(exc).__name__}: {exc})"
+                self._warn(f"listener:{fn!r}", msg)
 
     def _keep(self, rows: list[dict[str, Any]]) -> None:
         """Add flushed rows to ``history``: all of them, none, or the last K (``keep_history=K``)."""

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_pre_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor import layers as L
@@ -60,17 +60,28 @@ class PreStepHook:
         # a weak reference: a monitor that is dropped without close() stops probing and is freed
         self._callback = weakref.WeakMethod(callback)
         self._handle = register_optimizer_step_pre_hook(self._hook)
+        # Completed steps of those optimizers: fused optimizers (torch.optim.AdamW(fused=True), the
+        # HF Trainer's default) update in place without bumping the version counters.
+        self.steps = 0
+        self._post_handle = register_optimizer_step_post_hook(self._post)
 
     def versions(self) -> tuple[int, ...]:
         """The parameters' in-place version counters (every optimizer update bumps them)."""
         return tuple(p._version for p in self._params)
 
-    def _hook(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+    def _holds_params(self, optimizer: torch.optim.Optimizer) -> bool:
         holds = self._holds.get(optimizer)
         if holds is None:
             holds = any(id(p) in self._ids for g in optimizer.param_groups for p in g["params"])
             self._holds[optimizer] = holds
-        if holds:
+        return holds
+
+    def _post(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        if self._holds_params(optimizer):
+            self.steps += 1
+
+    def _hook(self, optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        if self._holds_params(optimizer):
             callback = self._callback()
             if callback is None:
                 self.remove()
@@ -79,6 +90,7 @@ class PreStepHook:
 
     def remove(self) -> None:
         self._handle.remove()
+        self._post_handle.remove()
 
 
 class ProbeSchedule:
@@ -94,18 +106,19 @@ class ProbeSchedule:
         self._probe, self._due = probe, due
         self._done = False  # the coming measured step's probe has run
         self._versions: tuple[int, ...] | None = None  # the parameters that probe saw
+        self._steps_seen = -1  # the optimizer steps completed when it ran
         self.hook = PreStepHook(model, self._before_optimizer_step)
 
     def _run(self) -> None:
         self._done = True
-        self._versions = self.hook.versions()
+        self._versions, self._steps_seen = self.hook.versions(), self.hook.steps
         self._probe()
 
     def _before_optimizer_step(self) -> None:
         try:
             if self._done or not self._due():
                 return
-            if self.hook.versions() == self._versions:
+            if self.hook.versions() == self._versions and self.hook.steps == self._steps_seen:
                 return  # step() already probed these parameters (mon.step() came before opt.step())
             self._run()
         except Exception as exc:  # never into the optimizer's step
