@@ -1,142 +1,325 @@
-"""RankMonitor's own cost on the staircase demo (CPU): wall time with and without the monitor.
+"""RankMonitor's cost at the widths it exists for, against plain training and hand-written hooks.
 
-    python benchmarks/bench_monitor.py [--blocks 12] [--block-steps 250] [--threads 1]
+    PYTHONPATH=$PWD python benchmarks/bench_monitor.py [--scenarios demo,gpt2,mlp-2048x512] [--rounds 6]
+    PYTHONPATH=$PWD python benchmarks/bench_monitor.py --smoke    # tiny sizes, one round (the test)
 
-Trains the demo (tanh MLP 1-64-64-64-1, Adam 1e-3, 1000 full-batch points) in several
-configurations side by side, advancing each by one block of steps in turn (round robin), and
-prints the median and best ms/step over blocks of each, the monitor's overhead against plain
-training, then a breakdown of one measured step's parts. Each block holds one flush.
+Scenarios (each variant trains its own copy of the same model, same seed):
+
+- ``demo``: the staircase demo (tanh MLP 1-64-64-64-1, Adam 1e-3, 1000 full-batch points), the
+  monitor on every hidden layer with the 2000-point probe, every step, run files.
+- ``gpt2``: ``transformers.GPT2Config(n_layer=2, n_embd=512, n_head=8, vocab_size=8192,
+  n_positions=128)`` built from the config, AdamW, batch 8 × seq 128 (N = 1024 tokens), random ids.
+- ``mlp-{d}x{N}``: Linear(64, d)-GELU-Linear(d, d)-GELU-Linear(d, 10), AdamW, batch N.
+
+Variants: ``plain``; ``monitor`` (the layer of interest: ``transformer.h.0.mlp.act`` at d = 2048
+for gpt2, the second GELU for the MLPs); ``monitor default`` (``RankMonitor(model)``: last
+hidden); ``monitor all hidden``; ``svdvals hook`` (``torch.linalg.svdvals`` of the activation
+every step); ``gram+eigvalsh hook`` (float32 ΦᵀΦ, float64 eigvalsh). Rounds are interleaved (the
+order rotates every round) after warm-up rounds; the table gives the median ms/step and the ratio
+to plain from the same rounds. After the rounds every monitor variant runs one more step whose
+features are captured, and its counts are checked against the float64 reference of those
+features (``effrank_fast.rank.reference``): certified counts must match.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 import effrank_fast as ef
 from effrank_fast.paper.demo import build_model, target
 from effrank_fast.quadrature import trapezoid
+from effrank_fast.rank import reference
+
+EPS = [1e-2, 1e-3, 1e-4]
 
 
-class _Runner:
-    """One training run (model, data, optimizer, optional monitor) that can be advanced in blocks."""
+@dataclass
+class Scenario:
+    name: str
+    build: Callable[[], tuple[nn.Module, Callable[[nn.Module], torch.Tensor], torch.optim.Optimizer]]
+    layer: str  # the module whose output is the layer of interest
+    monitor_kw: dict[str, Any]
+    all_hidden: object = "all_hidden"  # the "monitor all hidden" layers
 
-    def __init__(self, make_monitor: Callable[[torch.nn.Module], ef.RankMonitor | None]) -> None:
+
+def _gpt2(n_embd: int, n_layer: int, vocab: int, seq: int, batch: int) -> Scenario:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    def build():
         torch.manual_seed(0)
-        self.model = build_model(64, 3, "tanh")
-        self.x = torch.linspace(-1, 1, 1000).unsqueeze(1)
-        self.y = target(self.x, 8)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.mon = make_monitor(self.model)
+        cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=8, vocab_size=vocab, n_positions=seq)
+        model = GPT2LMHeadModel(cfg)
+        ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
 
-    def run(self, steps: int) -> float:
-        """ms per step over ``steps`` steps."""
+        def loss(m: nn.Module) -> torch.Tensor:
+            return m(input_ids=ids, labels=ids).loss
+
+        return model, loss, torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    # GPT-2's blocks use Conv1D, not nn.Linear: "all hidden" = every block's MLP activation and output
+    blocks = [f"transformer.h.{i}.mlp.act" for i in range(n_layer)] + [f"transformer.h.{i}" for i in range(n_layer)]
+    return Scenario("gpt2", build, "transformer.h.0.mlp.act", {}, blocks)
+
+
+def _mlp(d: int, n: int) -> Scenario:
+    def build():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(64, d), nn.GELU(), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 10))
+        x = torch.randn(n, 64, generator=torch.Generator().manual_seed(1))
+        y = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(2))
+
+        def loss(m: nn.Module) -> torch.Tensor:
+            return nn.functional.cross_entropy(m(x), y)
+
+        return model, loss, torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    return Scenario(f"mlp-{d}x{n}", build, "3", {})
+
+
+def _demo(points: int, probe: int) -> Scenario:
+    def build():
+        torch.manual_seed(0)
+        model = build_model(64, 3, "tanh")
+        x = torch.linspace(-1, 1, points).unsqueeze(1)
+        y = target(x, 8)
+
+        def loss(m: nn.Module) -> torch.Tensor:
+            return torch.mean((m(x) - y) ** 2)
+
+        return model, loss, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    xq, wq = trapezoid(-1, 1, probe)
+    kw = {"probe": xq, "weights": wq, "spectrum_every": 10, "flush_every": 250}
+    return Scenario("demo", build, "5", kw)
+
+
+def scenarios(smoke: bool) -> dict[str, Scenario]:
+    if smoke:
+        return {"gpt2": _gpt2(32, 1, 64, 8, 2), "mlp-48x16": _mlp(48, 16), "demo": _demo(100, 100)}
+    out = {"gpt2": _gpt2(512, 2, 8192, 128, 8), "demo": _demo(1000, 2000)}
+    for d in (1024, 2048, 4096):
+        for n in (512, 4096):
+            out[f"mlp-{d}x{n}"] = _mlp(d, n)
+    return out
+
+
+def _hook(model: nn.Module, layer: str, fn: Callable[[torch.Tensor], torch.Tensor]) -> list[torch.Tensor]:
+    """A hand-written forward hook on ``layer``'s output; keeps its result tensor like a logger would."""
+    out: list[torch.Tensor] = []
+    mod = model.get_submodule(layer)
+
+    def hook(_m: nn.Module, _a: object, h: torch.Tensor) -> None:
+        if torch.is_grad_enabled():
+            x = h.detach().reshape(-1, h.shape[-1])
+            out[:] = [fn(x)]
+
+    mod.register_forward_hook(hook)
+    return out
+
+
+def _gram_eigvalsh(x: torch.Tensor) -> torch.Tensor:
+    g = x.float().T @ x.float() / x.shape[0]
+    return torch.linalg.eigvalsh(g.double())
+
+
+VARIANTS = ("plain", "monitor", "monitor default", "monitor all hidden", "svdvals hook", "gram+eigvalsh hook")
+
+
+class Run:
+    """One variant: its own model copy, optimizer and monitor or hook."""
+
+    def __init__(self, sc: Scenario, variant: str, tmp: str) -> None:
+        self.model, self.loss, self.opt = sc.build()
+        self.mon: ef.RankMonitor | None = None
+        self.layer = sc.layer
+        kw = {"eps": EPS, **sc.monitor_kw}
+        if "log_dir" not in kw and sc.name == "demo":
+            kw["log_dir"] = os.path.join(tmp, variant.replace(" ", "_"))
+        if variant == "monitor":
+            self.mon = ef.RankMonitor(self.model, [sc.layer], **kw)
+        elif variant == "monitor default":
+            self.mon = ef.RankMonitor(self.model, **kw)
+        elif variant == "monitor all hidden":
+            self.mon = ef.RankMonitor(self.model, sc.all_hidden, **kw)
+        elif variant == "svdvals hook":
+            _hook(self.model, sc.layer, torch.linalg.svdvals)
+        elif variant == "gram+eigvalsh hook":
+            _hook(self.model, sc.layer, _gram_eigvalsh)
+
+    def step(self) -> None:
+        loss = self.loss(self.model)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        if self.mon is not None:
+            self.mon.step(loss=loss.detach())
+
+    def timed(self, steps: int) -> float:
         t0 = time.perf_counter()
         for _ in range(steps):
-            loss = torch.mean((self.model(self.x) - self.y) ** 2)
-            self.opt.zero_grad()
-            loss.backward()
-            self.opt.step()
-            if self.mon is not None:
-                self.mon.step(loss=loss)
+            self.step()
         return (time.perf_counter() - t0) / steps * 1e3
 
+    def check(self) -> dict[str, int]:
+        """One more step with each monitored layer's features captured; counts against the float64
+        reference: {checked, certified, certified_mismatch, outside_bounds}."""
+        assert self.mon is not None
+        self.mon.flush()
+        feats: dict[int, torch.Tensor] = {}
+        handles = []
+        probe = self.mon.probe is not None
+        for i, layer in enumerate(self.mon.layers):
 
-def configs(tmp: str) -> dict[str, Callable[[torch.nn.Module], ef.RankMonitor | None]]:
-    xq, wq = trapezoid(-1, 1, 2000)
-    common = {"eps": [1e-2, 1e-3, 1e-4], "acc_dtype": torch.float64, "gram_backend": "torch", "tensorboard": False}
-    probe = {"probe": xq, "weights": wq, "mode": "integral", **common}
+            def grab(_m, args, out, i=i, where=layer.where):
+                if probe == torch.is_grad_enabled():
+                    return
+                t = args[0] if where == "input" else out
+                feats[i] = t.detach().reshape(-1, t.shape[-1]).double()
+
+            handles.append(layer.module.register_forward_hook(grab))
+        n = len(self.mon.history)
+        self.step()
+        for h in handles:
+            h.remove()
+        rows = self.mon.history[n:]
+        w = None if self.mon.probe is None else self.mon.probe.weights
+        mode = "integral" if w is not None else "mean"
+        res = {"checked": 0, "certified": 0, "certified_mismatch": 0, "outside_bounds": 0}
+        for i, row in enumerate(rows):
+            ref = reference.eps_rank(feats[i], EPS, weights=w, mode=mode).tolist()
+            for e, r in zip(EPS, ref, strict=True):
+                res["checked"] += 1
+                cert = bool(row[f"eps_rank_certified@{e:g}"])
+                res["certified"] += cert
+                res["certified_mismatch"] += cert and row[f"eps_rank@{e:g}"] != r
+                res["outside_bounds"] += not row[f"eps_rank_lower@{e:g}"] <= r <= row[f"eps_rank_upper@{e:g}"]
+        return res
+
+
+def bench(sc: Scenario, rounds: int, warmup: int, steps: int, variants: tuple[str, ...]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {v: Run(sc, v, tmp) for v in variants}
+        times: dict[str, list[float]] = {v: [] for v in variants}
+        names = list(variants)
+        for r in range(warmup + rounds):
+            order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no variant always first
+            for v in order:
+                ms = runs[v].timed(steps)
+                if r >= warmup:
+                    times[v].append(ms)
+        checks = {v: run.check() for v, run in runs.items() if run.mon is not None}
+        for run in runs.values():
+            if run.mon is not None:
+                run.mon.close()
+    med = {v: statistics.median(t) for v, t in times.items()}
+    # a shared machine's slow phases hit a whole round: the ratio within each round, then the median
+    per_round = {v: statistics.median(a / b for a, b in zip(t, times["plain"], strict=True)) for v, t in times.items()}
     return {
-        "no monitor": lambda m: None,
-        "demo: 3 layers, probe 2000, every step, files": lambda m: ef.RankMonitor(
-            m, "all_hidden", **probe, flush_every=250, spectrum_every=10, log_dir=f"{tmp}/a"
-        ),
-        "3 layers, probe 2000, every 10 steps": lambda m: ef.RankMonitor(m, "all_hidden", **probe, every=10),
-        "last hidden, probe 2000, every step": lambda m: ef.RankMonitor(m, "last_hidden", **probe),
-        "last hidden, training batch (1000), every step": lambda m: ef.RankMonitor(m, "last_hidden", **common),
+        "ms": times,
+        "median_ms": med,
+        "ratio": {v: med[v] / med["plain"] for v in med},
+        "ratio_per_round": per_round,
+        "checks": checks,
     }
 
 
-def breakdown(repeats: int = 50) -> dict[str, float]:
-    """ms per call of the parts of one measured demo step (3 layers, 2000 probe points)."""
-    torch.manual_seed(0)
-    model = build_model(64, 3, "tanh")
-    xq, wq = trapezoid(-1, 1, 2000)
-    h = model[:6](xq).detach()
-    m = ef.gram(h, wq, mode="integral", backend="torch", acc_dtype=torch.float64)
-
-    def timed(fn: Callable[[], object]) -> float:
-        """Best of 5 rounds: on a shared machine noise only ever adds time."""
-        fn()
-        rounds = []
-        for _ in range(5):
+def parts(sc: Scenario, steps: int) -> dict[str, list[float]]:
+    """ms of the training step and of each monitor's ``step()`` (the default layers and the layer of
+    interest, both on one model), step by step: the monitor's own cost without another run's noise."""
+    model, loss_fn, opt = sc.build()
+    mons = {
+        "monitor": ef.RankMonitor(model, [sc.layer], eps=EPS, **sc.monitor_kw),
+        "monitor default": ef.RankMonitor(model, eps=EPS, **sc.monitor_kw),
+    }
+    out: dict[str, list[float]] = {"training step": [], **{k: [] for k in mons}}
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = loss_fn(model)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out["training step"].append((time.perf_counter() - t0) * 1e3)
+        for name, mon in mons.items():
             t0 = time.perf_counter()
-            for _ in range(repeats):
-                fn()
-            rounds.append((time.perf_counter() - t0) / repeats * 1e3)
-        return min(rounds)
-
-    with torch.no_grad():
-        return {
-            "probe forward (2000 points, no_grad)": timed(lambda: model(xq)),
-            "Gram 2000x64 float64, torch backend (x3 layers)": timed(
-                lambda: ef.gram(h, wq, mode="integral", backend="torch", acc_dtype=torch.float64, check=False)
-            ),
-            "Gram 2000x64 float64, auto backend (x3 layers)": timed(
-                lambda: ef.gram(h, wq, mode="integral", acc_dtype=torch.float64, check=False)
-            ),
-            "eigvalsh 64x64 float64 (x3 layers)": timed(lambda: torch.linalg.eigvalsh(m)),
-        }
+            mon.step(loss=loss.detach())
+            out[name].append((time.perf_counter() - t0) * 1e3)
+    for mon in mons.values():
+        mon.close()
+    return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--blocks", type=int, default=12, help="blocks per configuration (round robin)")
-    p.add_argument("--block-steps", type=int, default=250, help="steps per block (= the demo's flush_every)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", default=None, help="also write the results here")
-    args = p.parse_args()
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenarios", default="demo,gpt2,mlp-2048x512", help="comma list (see --list)")
+    p.add_argument("--rounds", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2, help="steps per variant per round (demo: x50)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, one round (the test)")
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--parts", type=int, default=0, help="instead: time N steps' parts directly")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    import tempfile
-
-    times: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        runners = {name: _Runner(make) for name, make in configs(tmp).items()}
-        # Round robin in blocks: a slow phase of a shared machine hits every configuration alike.
-        for _ in range(args.blocks):
-            for name, r in runners.items():
-                times.setdefault(name, []).append(r.run(args.block_steps))
-        for r in runners.values():
-            if r.mon is not None:
-                r.mon.close()
-    med = {k: statistics.median(v) for k, v in times.items()}
-    best = {k: min(v) for k, v in times.items()}
-    base, base_best = med["no monitor"], best["no monitor"]
-    steps = args.blocks * args.block_steps
-    print(f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
-          f"{steps} steps per configuration in {args.blocks} round-robin blocks")  # fmt: skip
-    print(
-        "| configuration | ms/step (median block) | overhead ms/step | × plain | best block ms/step | × plain (best) |"
-    )
-    print("|---|---|---|---|---|---|")
-    for name in med:
-        print(
-            f"| {name} | {med[name]:.2f} | {med[name] - base:+.2f} | {med[name] / base:.2f} | "
-            f"{best[name]:.2f} | {best[name] / base_best:.2f} |"
-        )
-    parts = breakdown()
-    print("\n| part of one measured step | ms |\n|---|---|")
-    for name, ms in parts.items():
-        print(f"| {name} | {ms:.3f} |")
+    table = scenarios(args.smoke)
+    if args.list:
+        print("\n".join(table))
+        return {}
+    names = list(table) if args.smoke else args.scenarios.split(",")
+    rounds, warmup = (1, 0) if args.smoke else (args.rounds, args.warmup)
+    out: dict[str, Any] = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
+        + f", {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "date": datetime.datetime.now().isoformat(timespec="minutes"),
+        "load": os.getloadavg(),
+        "results": {},
+    }
+    print(f"# {out['machine']}; {out['date']}; load {out['load'][0]:.2f}")
+    variants = tuple(args.variants.split(","))
+    if args.parts:
+        for name in names:
+            ms = parts(table[name], args.parts)
+            out["results"][name] = {"parts_ms": ms}
+            print(f"\n## {name}: parts, {args.parts} steps (step 0 is the warm-up)")
+            print("| part | best | median | mean after step 0 |\n|---|---|---|---|")
+            for k, v in ms.items():
+                rest = v[1:] or v
+                print(f"| {k} | {min(v):.1f} | {statistics.median(v):.1f} | {sum(rest) / len(rest):.1f} |")
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(out, f, indent=2)
+        return out
+    for name in names:
+        sc = table[name]
+        steps = 1 if args.smoke else args.steps * (50 if name == "demo" else 1)
+        res = bench(sc, rounds, warmup, steps, variants)
+        out["results"][name] = res
+        print(f"\n## {name} ({steps} steps per round, {rounds} rounds)")
+        print("| variant | ms/step (median) | × plain (medians) | × plain (median of per-round ratios) |")
+        print("|---|---|---|---|")
+        for v in variants:
+            r = res["ratio_per_round"][v]
+            print(f"| {v} | {res['median_ms'][v]:.1f} | {res['ratio'][v]:.2f} | {r:.2f} |")
+        print("counts vs float64 reference:", json.dumps(res["checks"]))
+    out["load_after"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"block_ms_per_step": times, "breakdown_ms": parts, "args": vars(args)}, f, indent=2)
+            json.dump(out, f, indent=2)
+    return out
 
 
 if __name__ == "__main__":

@@ -113,12 +113,14 @@ def staircase_plot(
     diverged_at: int | None = None,
     x_label: str = "training step",
     stem: str | Path | None = None,
+    uncertified: Mapping[float, np.ndarray] | None = None,
 ) -> Any:
     """Loss (log, left) and ε-rank step curves (right) vs step; vertical lines at ``jumps``.
 
     ``loss_label`` names the loss on its axis (the run's ``meta["loss_name"]``, e.g. "MSE");
     ``diverged_at`` draws a red line at the first non-finite step; ``x_label`` names the step unit
-    (e.g. "L-BFGS iterations").
+    (e.g. "L-BFGS iterations"). ``uncertified``: per ε a bool array over ``steps``, the counts not
+    proven (drawn as hollow markers on their curve).
     """
     fig = _figure(10, 5.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -142,6 +144,13 @@ def staircase_plot(
             label=f"ε-rank, ε = {eps_text(e)} (right)",
         )
         handles.append(h)
+        bad = None if uncertified is None else uncertified.get(e)
+        if bad is not None and bad.any():
+            ax2.plot(steps[bad], r[bad], ls="none", marker="o", ms=4, mfc="white", color=h.get_color())
+    if uncertified is not None and any(v.any() for v in uncertified.values()):
+        handles.append(
+            ax2.plot([], [], ls="none", marker="o", ms=4, mfc="white", color="#555555", label="count not certified")[0]
+        )
     span = float(steps[-1] - steps[0]) or 1.0
     for j in jumps:
         ax2.axvline(j.step, color="#888888", lw=0.9, ls=":", zorder=0)

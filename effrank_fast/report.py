@@ -31,6 +31,21 @@ def _col(e: float) -> str:
     return eps_column(e)
 
 
+def uncertified_mask(series: dict[str, np.ndarray], e: float) -> np.ndarray:
+    """Per row, the ε-count is not proven: ``eps_rank_certified@ε`` is 0 (the exact engine), or the
+    proven bounds differ (a tracker). Runs without either column have none."""
+    label = eps_column(e).split("@", 1)[1]
+    n = len(series["step"])
+    bad = np.zeros(n, dtype=bool)
+    cert = series.get(f"eps_rank_certified@{label}")
+    if cert is not None:
+        bad |= cert == 0
+    lo, hi = series.get(f"eps_rank_lower@{label}"), series.get(f"eps_rank_upper@{label}")
+    if lo is not None and hi is not None:
+        bad |= np.isfinite(lo) & np.isfinite(hi) & (lo != hi)
+    return bad
+
+
 def _rank_or_none(v: float) -> int | None:
     return int(v) if math.isfinite(v) else None
 
@@ -78,6 +93,7 @@ def summarize(run: Run) -> dict[str, Any]:
     layers, eps = run.layers, run.eps
     last = layers[-1]
     stairs: dict[str, dict[str, Any]] = {}
+    uncertified: dict[str, dict[str, int]] = {}
     initial: dict[str, dict[str, int | None]] = {}
     final: dict[str, dict[str, int | None]] = {}
     for layer in layers:
@@ -87,6 +103,7 @@ def summarize(run: Run) -> dict[str, Any]:
             r = s[_col(e)]
             stairs[layer][f"{e:g}"] = staircase.detect(s["step"], r, s["loss"]).to_dict()
             initial[layer][f"{e:g}"], final[layer][f"{e:g}"] = _rank_or_none(r[0]), _rank_or_none(r[-1])
+            uncertified.setdefault(layer, {})[f"{e:g}"] = int(uncertified_mask(s, e).sum())
     s = run.series(last)
     div = divergence(run)
     loss = s["loss"][np.isfinite(s["loss"])]
@@ -113,6 +130,9 @@ def summarize(run: Run) -> dict[str, Any]:
         "mode": run.meta.get("mode"),
         "initial_ranks": initial,
         "final_ranks": final,
+        # ε-counts the monitor could not prove (rows × ε), in all and per layer and ε
+        "uncertified_counts": sum(n for d in uncertified.values() for n in d.values()),
+        "uncertified": uncertified,
         "jumps": {layer: {e: len(v["jumps"]) for e, v in d.items()} for layer, d in stairs.items()},
         "stairs": {layer: {e: v["stairs"] for e, v in d.items()} for layer, d in stairs.items()},
         "spearman": {layer: {e: v["spearman"] for e, v in d.items()} for layer, d in stairs.items()},
@@ -167,6 +187,7 @@ def make_plots(run: Run, summary: dict[str, Any]) -> list[Path]:
         diverged_at=summary["diverged_at"],
         x_label=unit,
         stem=run.dir / "staircase",
+        uncertified={e: uncertified_mask(s, e) for e in eps},
     )
     out += [run.dir / "staircase.png", run.dir / "staircase.svg"]
     ranks = {}
@@ -232,6 +253,12 @@ def format_table(summary: dict[str, Any]) -> str:
         cells = "".join(f"{cell(ini[e], fr[e]):>11}" for e in eps)
         rho_s = f"{rho:.2f}" if rho is not None and math.isfinite(rho) else "-"
         lines.append(f"{layer:<12}{cells}{summary['jumps'][layer][e0]:>7}{summary['stairs'][layer][e0]:>8}{rho_s:>14}")
+    bad = summary.get("uncertified_counts", 0)
+    if bad:
+        where = ", ".join(
+            f"{layer} ε={e}: {n}" for layer, d in summary["uncertified"].items() for e, n in d.items() if n
+        )
+        lines.append(f"uncertified ε-counts (not proven for the exact Gram): {bad} ({where})")
     order = {k: v for k, v in summary["layer_ordering"].get(e0, {}).items() if k != "all" and v is not None}
     if order:
         pairs = ", ".join(f"{k.replace('>', ' > ')} at {100 * v:.0f}%" for k, v in order.items())

@@ -393,3 +393,47 @@ def test_state_dict_without_files_carries_history():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         again.close()  # no double flush, no warning
+
+
+def test_report_counts_and_shows_uncertified_counts(tmp_path):
+    """A float32 Gram at ε = 1e-9 cannot prove its counts: the summary says how many rows × ε were
+    not certified (those the rows flag), the table names them, and the staircase plot draws them."""
+    from effrank_fast.report import format_table, report
+
+    model = _mlp()
+    xq, wq = trapezoid(-1, 1, 500)
+    eps = [1e-2, 1e-9]
+    mon = RankMonitor(model, "all_hidden", eps, probe=xq, weights=wq, acc_dtype=torch.float32, log_dir=tmp_path)
+    for _ in range(3):
+        mon.step(loss=1.0)
+    mon.close()
+    rows = mon.history
+    flagged = sum(1 for r in rows for e in eps if not r[f"eps_rank_certified@{e:g}"])
+    assert flagged > 0 and all(r["eps_rank_certified@0.01"] == 1 for r in rows)
+    summary = report(tmp_path, plots=True)
+    assert summary["uncertified_counts"] == flagged
+    assert "uncertified ε-counts" in format_table(summary) and "staircase.png" in summary["figures"]
+
+
+def test_bench_monitor_smoke_checks_counts_against_the_float64_reference(tmp_path):
+    """benchmarks/bench_monitor.py --smoke: every variant timed in every scenario, and every monitor
+    variant's certified counts equal the float64 reference of the same step's features."""
+    import json
+    import os
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    out = tmp_path / "bench.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    cmd = [sys.executable, "-W", "ignore", str(root / "benchmarks" / "bench_monitor.py"), "--smoke", "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["results"]) == {"gpt2", "mlp-48x16", "demo"}
+    for name, r in doc["results"].items():
+        assert all(math.isfinite(v) and v > 0 for v in r["median_ms"].values()), name
+        assert set(r["checks"]) == {"monitor", "monitor default", "monitor all hidden"}
+        for variant, c in r["checks"].items():
+            assert c["checked"] > 0 and c["certified_mismatch"] == 0 and c["outside_bounds"] == 0, (name, variant)

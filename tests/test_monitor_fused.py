@@ -58,12 +58,20 @@ def _activations(model, x):
 def _monitor_grams(model, probe, w, monkeypatch, **kw):
     """(the monitor's Gram per layer, its history) after one measured step."""
     grams = []
-    real = GramAccumulator.matrix
+    real, real_input = GramAccumulator.matrix, GramAccumulator.layer_input
     monkeypatch.setattr(GramAccumulator, "matrix", lambda self, n: grams.append(real(self, n)) or grams[-1])
+
+    def kept(self, n):  # the unfused path measures the kept features (the Gram ef.eps_rank forms)
+        inp = real_input(self, n)
+        grams.append(inp.sp.matrix)
+        return inp
+
+    monkeypatch.setattr(GramAccumulator, "layer_input", kept)
     with ef.RankMonitor(model, layers="all_hidden", probe=probe, weights=w, **kw) as mon:
         mon.step()
         labels = [layer.label for layer in mon.layers]
     monkeypatch.setattr(GramAccumulator, "matrix", real)
+    monkeypatch.setattr(GramAccumulator, "layer_input", real_input)
     return dict(zip(labels, grams, strict=True)), mon.history
 
 

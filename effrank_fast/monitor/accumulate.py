@@ -11,6 +11,14 @@ ranks (an all-reduce of (G, s, m) gives the global batch), and give
 
 The downdate cancels when the mean is large against the spread, so ``center=True`` accumulates in
 float64 unless ``acc_dtype`` says otherwise.
+
+Kept features: while a step's rows fit in ``keep_elements`` (N·d), the accumulator keeps a copy of
+the captured features instead of summing them, so that the measurement can go through the code of
+``ef.eps_rank`` itself (:mod:`.core`): the N×N kernel when N < d (the same non-zero spectrum at a
+fraction of the cost), and the float64 Gram of the same values when a float32 count is not proven.
+The copy (not a reference) guards against an in-place activation changing the values later. Past
+the limit, or when sums are needed (EMA, an all-reduce, a tracker, the fused kernel), the kept
+features are folded into (G, s, m).
 """
 
 from __future__ import annotations
@@ -19,15 +27,17 @@ from collections.abc import Callable
 
 import torch
 
+from effrank_fast.monitor import core
 from effrank_fast.monitor.layers import Fused
 from effrank_fast.ops import backends
-from effrank_fast.ops.gram import default_acc_dtype
 from effrank_fast.ops.linear_act_gram import linear_act_gram
 from effrank_fast.rank import gram
 
 # The Gram backend (after EFFRANK_FAST_BACKEND) → linear_act_gram's backend. It has no "native":
 # that maps to "auto" (the fused Triton kernel on CUDA, PyTorch elsewhere).
 FUSED_BACKENDS = {"auto": "auto", "torch": "torch", "triton": "triton", "native": "auto"}
+# Features kept per layer and step (N·d elements: 128 MiB of float32) before they are folded into sums.
+KEEP_ELEMENTS = 2**25
 
 
 def load_fused_kernel() -> Callable[..., object]:
@@ -48,10 +58,13 @@ def _linear_operands(x: torch.Tensor, lin: torch.nn.Linear) -> tuple[torch.Tenso
 class GramAccumulator:
     """The sums (G, s, m) of one layer since the last reset; nothing here reads device data."""
 
-    def __init__(self, *, center: bool, acc_dtype: torch.dtype | None, backend: str) -> None:
+    def __init__(
+        self, *, center: bool, acc_dtype: torch.dtype | None, backend: str, keep_elements: int | None = None
+    ) -> None:
         self.center = center
         self.acc_dtype = acc_dtype
         self.backend = backend
+        self.keep_elements = KEEP_ELEMENTS if keep_elements is None else keep_elements
         self.reset()
 
     def reset(self) -> None:
@@ -59,6 +72,9 @@ class GramAccumulator:
         self.s: torch.Tensor | None = None
         self.m: torch.Tensor | None = None
         self.rows = 0  # host-side count of captured rows (from shapes, no sync)
+        self.kept: list[tuple[torch.Tensor, torch.Tensor | None]] = []  # (φ [n, d], w [n] or None)
+        self.input_dtype: torch.dtype | None = None
+        self.weighted = False  # some rows came with weights (the probe's)
         self.readout_norm: torch.Tensor | None = None  # ‖c‖ of the readout Linear, taken with the features
 
     def note_readout(self, readout: torch.nn.Linear | None) -> None:
@@ -71,12 +87,14 @@ class GramAccumulator:
 
     @property
     def empty(self) -> bool:
-        return self.G is None
+        return self.G is None and not self.kept
 
-    def _dtype(self, phi_dtype: torch.dtype) -> torch.dtype:
-        if self.acc_dtype is not None:
-            return self.acc_dtype
-        return torch.float64 if self.center else default_acc_dtype(phi_dtype)
+    def _dtype(self, phi: torch.Tensor, n: int) -> torch.dtype:
+        """The accumulation dtype for ``n`` rows in all (:func:`.core.acc_dtype_for`); the step's
+        first sum fixes it."""
+        if self.G is not None:
+            return self.G.dtype
+        return core.acc_dtype_for(self.acc_dtype, self.center, phi.dtype, n, phi.shape[1])
 
     def _add_moments(self, phi: torch.Tensor, w: torch.Tensor | None, dtype: torch.dtype) -> None:
         if w is None:
@@ -90,11 +108,28 @@ class GramAccumulator:
 
     def add(self, phi: torch.Tensor, w: torch.Tensor | None) -> None:
         """Accumulate the rows of ``phi`` [N, d] with weights ``w`` [N] (None: unit weights)."""
-        dtype = self._dtype(phi.dtype)
+        self.input_dtype = phi.dtype
+        self.weighted = self.weighted or w is not None
+        same_kind = not self.kept or (self.kept[0][1] is None) == (w is None)
+        fits = (self.rows + phi.shape[0]) * phi.shape[1] <= self.keep_elements
+        if self.G is None and same_kind and fits:
+            self.kept.append((phi.detach().clone(), None if w is None else w.detach()))
+            self.rows += phi.shape[0]
+            return
+        self.fold(extra=phi.shape[0])
+        self._add_sums(phi, w, self._dtype(phi, self.rows + phi.shape[0]))
+        self.rows += phi.shape[0]
+
+    def fold(self, extra: int = 0) -> None:
+        """Turn the kept features into sums (G, s, m); ``extra`` rows are about to follow."""
+        kept, self.kept = self.kept, []
+        for phi, w in kept:
+            self._add_sums(phi, w, self._dtype(phi, self.rows + extra))
+
+    def _add_sums(self, phi: torch.Tensor, w: torch.Tensor | None, dtype: torch.dtype) -> None:
         g = gram(phi, w, mode="sum", backend=self.backend, acc_dtype=dtype, check=False)
         self.G = g if self.G is None else self.G + g
         self._add_moments(phi, w, dtype)
-        self.rows += phi.shape[0]
 
     def add_fused(self, x: torch.Tensor, fused: Fused, w: torch.Tensor | None, kernel: Callable[..., object]) -> None:
         """Accumulate h = act(x Wᵀ + b) from the Linear's input ``x`` [N, k] without forming h here.
@@ -104,6 +139,9 @@ class GramAccumulator:
         """
         if self.center:
             raise ValueError("fused=True does not support center=True (the fused kernel returns no Σw·h)")
+        self.fold()
+        self.input_dtype = x.dtype
+        self.weighted = self.weighted or w is not None
         lin = fused.linear
         d = lin.out_features
         # The kernel accumulates into an fp32 [d, d] buffer; a wider accumulator adds it afterwards.
@@ -127,6 +165,7 @@ class GramAccumulator:
 
     def tensors(self) -> list[torch.Tensor]:
         """The sums to all-reduce across data-parallel ranks, in a fixed order."""
+        self.fold()
         assert self.G is not None and self.m is not None
         return [self.G, self.m] + ([self.s] if self.s is not None else [])
 
@@ -146,6 +185,7 @@ class GramAccumulator:
 
     def matrix(self, normalise: bool) -> torch.Tensor:
         """M from the sums: centred if requested, divided by m when ``normalise`` (mode="mean", no weights)."""
+        self.fold()
         assert self.G is not None and self.m is not None
         M = self.G
         if self.center:
@@ -154,3 +194,38 @@ class GramAccumulator:
         if normalise:
             M = M / self.m
         return M
+
+    def _mode(self, weighted: bool, normalise: bool) -> str:
+        """The ``ef.gram`` mode of these sums: given weights as they are, else 1/N or 1."""
+        return "integral" if weighted else ("mean" if normalise else "sum")
+
+    def layer_input(self, normalise: bool) -> core.LayerInput:
+        """The kept features as ``ef.eps_rank`` sees them (:func:`.core.from_features`); call only
+        while ``kept`` is not empty."""
+        phis = [p for p, _ in self.kept]
+        phi = phis[0] if len(phis) == 1 else torch.cat(phis)
+        ws = [w for _, w in self.kept]
+        w = None if ws[0] is None else (ws[0] if len(ws) == 1 else torch.cat([x for x in ws if x is not None]))
+        mode = self._mode(w is not None, normalise)
+        return core.from_features(phi, w, mode, self.center, self.backend, self._dtype(phi, phi.shape[0]))
+
+    def gram_input(self, M: torch.Tensor, finite: torch.Tensor, normalise: bool) -> core.LayerInput:
+        """The matrix ``M`` made from these sums (after an EMA or all-reduce), with its δ_G."""
+        assert self.m is not None
+        mean_sq = None
+        if self.center and self.s is not None:
+            # W‖μ̂‖² in M's scale: μ̂ = s/m, W = m (or 1 once divided by m)
+            mu_sq = (self.s.double() / self.m.double()).square().sum()
+            mean_sq = mu_sq if normalise else mu_sq * self.m.double()
+        return core.from_gram(
+            M,
+            finite,
+            rows=self.rows,
+            input_dtype=self.input_dtype or M.dtype,
+            backend=self.backend,
+            weighted=self.weighted,
+            center=self.center,
+            post_scale=(1.0 / max(self.rows, 1)) if normalise else None,
+            mean_sq_norm=mean_sq,
+            mode=self._mode(self.weighted, normalise),
+        )

@@ -127,6 +127,10 @@ class Engine:
             d ≤ 1024, else eigvalsh), "jacobi" or "eigvalsh".
         tracker_options: keyword arguments of :class:`~effrank_fast.SpectrumTracker` for
             ``kind="warm"``; checked against its signature here. :meth:`warm` builds this.
+        full_every: the exact engine solves the spectrum (entropy rank, stable rank, λ_max,
+            top-k) every this many measured steps; its certified counts, trace and participation
+            ratio come every measured step. "auto": every step for a solved matrix of size
+            min(N, d) ≤ 256, else every 10th (:mod:`effrank_fast.monitor.core`).
     """
 
     kind: str | Callable[..., Any] = "exact"
@@ -134,6 +138,7 @@ class Engine:
     spectrum_every: int = 100
     solver: str = "auto"
     tracker_options: Mapping[str, Any] = field(default_factory=dict)
+    full_every: int | str = "auto"
 
     def __post_init__(self) -> None:
         if not (self.kind in ("exact", "warm") or (callable(self.kind) and not isinstance(self.kind, str))):
@@ -142,6 +147,8 @@ class Engine:
             )
         positive_int("topk", self.topk, 0)
         positive_int("spectrum_every", self.spectrum_every, 0)
+        if self.full_every != "auto":
+            positive_int("full_every", self.full_every, 1)
         if self.solver not in ("auto", "jacobi", "eigvalsh"):
             raise ValueError(f"solver must be 'auto', 'jacobi' or 'eigvalsh', got {self.solver!r}")
         if self.tracker_options and self.kind != "warm":

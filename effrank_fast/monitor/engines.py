@@ -1,12 +1,17 @@
 """Spectral engines (``RankMonitor(tracker=...)``): Gram matrix M [d, d] → one packed row of measures.
 
-- ``"exact"`` (default): every eigenvalue of M in float64 at every measured step, through
-  :func:`effrank_fast.rank.measures_from_eigenvalues`; the full spectrum is available. The
-  solver (``tracker_options={"solver": ...}``): ``"auto"`` (default) is the native Jacobi kernel
+- ``"exact"`` (default): the measurement core of :mod:`.core`, the code of ``ef.eps_rank`` and
+  ``ef.measures``: certified ε-counts (with ``eps_rank_certified@ε`` and proven bounds) every
+  measured step, by inertia where the kernel exists (no eigensolver); the spectrum's measures
+  (entropy rank, stable rank, λ_max, top-k, ``spectrum.jsonl``) from one float64 eigensolve every
+  measured step for a solved matrix of size ≤ ``core.EVERY_STEP_MAX_DIM``, else every
+  ``full_every``-th (``tracker_options={"full_every": k}``, default "auto"); trace and participation
+  ratio from the entries every step. The solver of the spectrum
+  (``tracker_options={"solver": ...}``): ``"auto"`` (default) is the native Jacobi kernel
   (:func:`effrank_fast.ops.jacobi_eigh.jacobi_eigh`, convergence decided on the device: no host
   sync) on CUDA for d ≤ ``JACOBI_MAX_D`` when the kernel is built, else ``torch.linalg.eigvalsh``;
   ``"jacobi"`` or ``"eigvalsh"`` force one. On CUDA ``eigvalsh`` reads cuSOLVER's error flag back to
-  the host: one sync per layer and measured step (for a sync-free monitor at larger d use
+  the host: one sync per layer and solved step (for a sync-free monitor at larger d use
   ``tracker="warm"`` with ``tracker_options={"refresh_every": None}``). Jacobi is warm-started: each
   layer keeps the eigenbasis V of its last Gram and solves VᵀMV (same eigenvalues, nearly diagonal
   when M moved little: a few sweeps instead of the 10–30 of a cold start), V re-orthogonalised by
@@ -45,9 +50,10 @@ from typing import Any
 
 import torch
 
+from effrank_fast.monitor import core
 from effrank_fast.ops import native
 from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh
-from effrank_fast.rank import formulas, measures_from_eigenvalues
+from effrank_fast.rank import measures_from_eigenvalues
 from effrank_fast.tracker import SpectrumTracker
 
 SCALARS = ("entropy_rank", "stable_rank", "participation_ratio", "lambda_max", "trace")
@@ -74,24 +80,41 @@ def _topk(lam: torch.Tensor, k: int) -> torch.Tensor:
 
 
 class ExactEngine:
-    """Every eigenvalue of every measured Gram matrix, in float64 (``solver``: see the module doc)."""
+    """The certified counts of ``ef.eps_rank`` every measured step, the spectrum's measures on the
+    engine's cadence (:mod:`.core`; ``solver``: see the module doc)."""
 
     name = "exact"
 
     def __init__(
-        self, eps: torch.Tensor, relative: str | None, topk: int, *, mode: str, center: bool, solver: str = "auto"
+        self,
+        eps: torch.Tensor,
+        relative: str | None,
+        topk: int,
+        *,
+        mode: str,
+        center: bool,
+        solver: str = "auto",
+        full_every: int | str = "auto",
     ) -> None:
         if solver not in EXACT_SOLVERS:
             raise ValueError(f"tracker_options['solver'] must be one of {EXACT_SOLVERS}, got {solver!r}")
+        positive = isinstance(full_every, int) and not isinstance(full_every, bool) and full_every >= 1
+        if not (full_every == "auto" or positive):
+            raise ValueError(f"tracker_options['full_every'] must be 'auto' or an int >= 1, got {full_every!r}")
         self.eps, self.relative, self.topk = eps, relative, topk
-        self.mode, self.center, self.solver = mode, center, solver
+        self.mode, self.center, self.solver, self.full_every = mode, center, solver, full_every
         self._eps_dev: dict[torch.device, torch.Tensor] = {}
-        self._basis: dict[int, torch.Tensor] = {}  # layer → eigenbasis of its last Gram (Jacobi)
+        self._basis: dict[int, torch.Tensor] = {}  # layer → eigenvalue basis of its last matrix (Jacobi)
 
     def columns(self) -> list[str]:
+        labels = [eps_label(e) for e in self.eps.tolist()]
         return (
-            [f"eps_rank@{eps_label(e)}" for e in self.eps.tolist()]
+            [f"eps_rank@{e}" for e in labels]
+            + [f"eps_rank_certified@{e}" for e in labels]
+            + [f"eps_rank_lower@{e}" for e in labels]
+            + [f"eps_rank_upper@{e}" for e in labels]
             + list(SCALARS)
+            + ["entropy_rank_err", "spectrum_solved"]
             + [f"lambda_{i + 1}" for i in range(self.topk)]
         )
 
@@ -103,8 +126,17 @@ class ExactEngine:
         has_native = M.device.type == "cuda" and native.kernel_missing_reason("jacobi_eigh", M.device) is None
         return "jacobi" if small and has_native else "eigvalsh"
 
+    def full_due(self, measured: int, dim: int) -> bool:
+        """Whether the spectrum is solved at the ``measured``-th measured step (0-based) for a
+        solved matrix of size ``dim``."""
+        every = self.full_every
+        if every == "auto":
+            every = 1 if dim <= core.EVERY_STEP_MAX_DIM else core.FULL_EVERY_DEFAULT
+        assert isinstance(every, int)
+        return measured % every == 0
+
     def eigenvalues(self, layer: int, M: torch.Tensor) -> torch.Tensor:
-        """[d] descending float64 eigenvalues of the symmetric M [d, d]; NaN if Jacobi did not converge."""
+        """[n] descending float64 eigenvalues of the symmetric M [n, n]; NaN if Jacobi did not converge."""
         m64 = M.double()
         if self.solver_for(M) == "eigvalsh":
             return torch.linalg.eigvalsh(m64).flip(0)
@@ -124,27 +156,46 @@ class ExactEngine:
         lam = torch.where(converged, res.eigenvalues, torch.full_like(res.eigenvalues, float("nan")))
         return lam.flip(0)
 
-    def record(self, layer: int, M: torch.Tensor, finite: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(packed values [width] float64, full spectrum [d] descending float64)."""
-        safe = torch.where(finite, M, torch.zeros((), dtype=M.dtype, device=M.device))
-        lam = self.eigenvalues(layer, safe)
-        eps = self._eps_dev.get(lam.device)
+    def _eps_on(self, device: torch.device) -> torch.Tensor:
+        eps = self._eps_dev.get(device)
         if eps is None:
-            eps = self._eps_dev[lam.device] = self.eps.to(lam.device)
-        # The accumulated Gram's rounding must not pass for spectrum in the σ-based measures
-        # (formulas.noise_floor's estimate √d·u·λ_max of the formation error: the engine sees M only).
-        floor = formulas.noise_floor(lam[0], M.shape[0], M.dtype)
-        m = measures_from_eigenvalues(
-            lam, eps, self.relative, mode=self.mode, center=self.center, n=None, backend="monitor", floor=floor
-        )
-        scal = torch.stack([m.entropy_rank, m.stable_rank, m.participation_ratio, m.lambda_max, m.trace])
-        return torch.cat([m.eps_rank.double(), scal.double(), _topk(lam, self.topk)]), lam
+            eps = self._eps_dev[device] = self.eps.to(device)
+        return eps
+
+    def record(self, layer: int, inp: core.LayerInput, full: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(packed values [width] float64, full spectrum [d] descending float64, or [0] when the
+        spectrum was not solved this step); nothing is read back on the host."""
+        dev = inp.sp.matrix.device
+        eps = self._eps_on(dev)
+        nan = torch.full((), float("nan"), dtype=torch.float64, device=dev)
+        if full:
+            s = core.solve(inp, _padded(self.eigenvalues(layer, inp.sp.matrix), inp.sp.dim))
+            lam = s.lam
+            m = measures_from_eigenvalues(
+                lam, eps, self.relative, mode=self.mode, center=self.center, n=None, backend="monitor", floor=s.floor
+            )
+            scal = [m.entropy_rank, m.stable_rank, m.participation_ratio, m.lambda_max, m.trace, s.entropy_err]
+        else:
+            lam = torch.full((0,), float("nan"), dtype=torch.float64, device=dev)
+            trace, pr = core.entry_measures(inp)
+            scal = [nan, nan, pr, nan, trace, nan]
+        res = core.counts(inp, eps, self.relative, sync_free=self.solver_for(inp.sp.matrix) == "jacobi")
+        counts = [res.counts, res.certified, res.lower, res.upper]
+        flag = nan.new_full((), float(full))
+        row = torch.cat([c.double().reshape(-1) for c in counts] + [torch.stack([*scal, flag]).double()])
+        return torch.cat([row, _topk(lam, self.topk)]), lam
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _padded(lam: torch.Tensor, dim: int) -> torch.Tensor:
+    """λ of the N×N kernel with the d − N zeros of the d×d Gram appended."""
+    pad = dim - lam.shape[0]
+    return torch.cat([lam, lam.new_zeros(pad)]) if pad > 0 else lam
 
 
 class TrackerEngine:
@@ -244,9 +295,11 @@ def make_engine(
 ) -> ExactEngine | TrackerEngine:
     """The engine for ``tracker=``; errors name the argument."""
     if tracker == "exact":
-        other = sorted(set(options or {}) - {"solver"})
+        other = sorted(set(options or {}) - {"solver", "full_every"})
         if other:
-            raise ValueError(f"tracker_options {other} apply to tracker='warm'; 'exact' takes only 'solver'")
+            raise ValueError(
+                f"tracker_options {other} apply to tracker='warm'; 'exact' takes only 'solver' and 'full_every'"
+            )
         return ExactEngine(eps, relative, topk, mode=mode, center=center, **(options or {}))
     if tracker == "warm":
         return TrackerEngine(_warm_factory(options or {}), "warm", eps, relative, topk)

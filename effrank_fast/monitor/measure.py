@@ -15,6 +15,7 @@ import torch
 
 from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor.accumulate import GramAccumulator
+from effrank_fast.monitor.engines import ExactEngine
 from effrank_fast.monitor.layers import Layer
 
 
@@ -49,6 +50,7 @@ class LayerMeasurer:
         self.ema: dict[str, torch.Tensor] = {}
         self.reducer = dd.LayerReducer()
         self.width = len(engine.columns()) + 2  # + readout norm + finiteness flag
+        self.measured = 0  # measured steps so far (the exact engine's spectrum cadence)
 
     def measure(
         self,
@@ -66,6 +68,8 @@ class LayerMeasurer:
         """
         errors: dict[int, str] = {li: msg for li, msg in capture_errors.items() if li < len(accs)}
         if self.distributed:  # every rank joins, with zeros for what it did not capture (dd.LayerReducer)
+            for acc in accs:
+                acc.fold()  # the reducer all-reduces sums, not kept features
             loss, errors = self.reducer.reduce(accs, errors, loss)
         for li, acc in enumerate(accs):
             if li not in errors and acc.empty:
@@ -79,23 +83,43 @@ class LayerMeasurer:
                 rows.append(None)
                 continue
             try:
-                M = acc.matrix(self.normalise)
-                finite = torch.isfinite(M).all()
-                M = self._ema_update(layer.label, M, finite)
-                vec, lam = self.engine.record(li, M, finite)
+                vec, lam, finite = self._record(li, layer, acc, take_spectrum)
                 ro = acc.readout_norm  # taken at capture time: the same parameters as the features
                 norm = ro if ro is not None else vec.new_full((1,), float("nan"))
                 rows.append(torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)]))
-                if take_spectrum:
+                if take_spectrum and lam.numel():
                     spectra.append((li, lam))
             except Exception as exc:
                 errors[li] = f"{type(exc).__name__}: {exc}"
                 rows.append(None)
         for li, msg in errors.items():
             warn(f"layer:{li}:{msg[:40]}", f"RankMonitor: layer {layers[li].label!r} at step {step}: {msg}")
+        self.measured += 1
         device = next((r.device for r in rows if r is not None), torch.device("cpu"))
         nan = torch.full((self.width,), float("nan"), dtype=torch.float64, device=device)
         return torch.stack([nan if r is None else r for r in rows]), errors, spectra, loss
+
+    def _record(
+        self, li: int, layer: Layer, acc: GramAccumulator, take_spectrum: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, λ, finite) of one layer. The exact engine measures the kept features as
+        ``ef.eps_rank`` does (the N×N kernel when N < d), or the summed Gram with its δ_G."""
+        engine = self.engine
+        if isinstance(engine, ExactEngine):
+            if acc.kept and self.ema_decay is None:
+                inp = acc.layer_input(self.normalise)
+            else:
+                M = acc.matrix(self.normalise)
+                finite = torch.isfinite(M).all()
+                inp = acc.gram_input(self._ema_update(layer.label, M, finite), finite, self.normalise)
+            full = take_spectrum or engine.full_due(self.measured, inp.sp.matrix.shape[0])
+            vec, lam = engine.record(li, inp, full)
+            return vec, lam, inp.finite
+        M = acc.matrix(self.normalise)
+        finite = torch.isfinite(M).all()
+        M = self._ema_update(layer.label, M, finite)
+        vec, lam = engine.record(li, M, finite)
+        return vec, lam, finite
 
     def _ema_update(self, label: str, M: torch.Tensor, finite: torch.Tensor) -> torch.Tensor:
         if self.ema_decay is None:

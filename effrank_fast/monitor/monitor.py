@@ -129,7 +129,8 @@ class RankMonitor:
         self.mode = check_probe_weights(probe_cfg, feat)
         self.center, self.fused = feat.center, feat.fused
         self.gram_backend, self.acc_dtype = feat.backend, feat.acc_dtype
-        options = dict(eng.tracker_options) if eng.kind == "warm" else {"solver": eng.solver}
+        exact = {"solver": eng.solver, "full_every": eng.full_every}
+        options = dict(eng.tracker_options) if eng.kind == "warm" else exact
         self.engine = make_engine(
             eng.kind, self.eps, self.relative, self.topk, mode=self.mode, center=self.center, options=options
         )

@@ -1,0 +1,146 @@
+"""A monitor row gives the guarantees of ``ef.eps_rank`` / ``ef.measures`` on the same features:
+every certified count equals the float64 reference's, every count lies in its proven bounds, the
+entropy rank is within 1e-3 of the reference, and the N×N and d×d paths give the same row."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from effrank_fast import RankMonitor
+from effrank_fast.monitor import Engine, accumulate
+from effrank_fast.quadrature import trapezoid
+from effrank_fast.rank import reference
+
+SMALL_EPS = [1e-4, 1e-6, 1e-7, 1e-8, 1e-9]
+
+
+def _tanh_mlp(width: int = 64, depth: int = 3, dtype: torch.dtype = torch.float32) -> nn.Sequential:
+    torch.manual_seed(0)
+    mods: list[nn.Module] = [nn.Linear(1, width), nn.Tanh()]
+    for _ in range(depth - 1):
+        mods += [nn.Linear(width, width), nn.Tanh()]
+    return nn.Sequential(*mods, nn.Linear(width, 1)).to(dtype)
+
+
+def _hidden(model: nn.Sequential, x: torch.Tensor) -> list[torch.Tensor]:
+    """The inputs of the Linear layers after the first: what layers="all_hidden" measures."""
+    out, h = [], x
+    with torch.no_grad():
+        for m in model[:-1]:
+            h = m(h)
+            if isinstance(m, nn.Tanh):
+                out.append(h)
+    return out
+
+
+def _rows(mon: RankMonitor, steps: int = 1) -> list[dict]:
+    for _ in range(steps):
+        mon.step()
+    mon.close()
+    return mon.history
+
+
+def _check_counts(row: dict, ref: torch.Tensor, eps: list[float]) -> int:
+    """Certified counts equal the reference, every count within its bounds; returns #uncertified."""
+    unproven = 0
+    for e, r in zip(eps, ref.tolist(), strict=True):
+        c, lo, hi = row[f"eps_rank@{e:g}"], row[f"eps_rank_lower@{e:g}"], row[f"eps_rank_upper@{e:g}"]
+        assert lo <= r <= hi, (e, lo, r, hi)
+        if row[f"eps_rank_certified@{e:g}"]:
+            assert c == r == lo == hi, (e, c, r)
+        else:
+            unproven += 1
+    return unproven
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_small_eps_counts_and_entropy_rank_match_the_float64_reference(dtype):
+    """The issue's case: tanh 1-64-64-64-1, 2000-point trapezoid probe, ε down to 1e-9."""
+    model = _tanh_mlp(dtype=dtype)
+    xq, wq = trapezoid(-1, 1, 2000)
+    xq = xq.to(dtype)
+    mon = RankMonitor(model, "all_hidden", SMALL_EPS, probe=xq, weights=wq)
+    rows = _rows(mon)
+    feats = _hidden(model, xq)
+    assert len(rows) == len(feats) == 3
+    for row, phi in zip(rows, feats, strict=True):
+        ref = reference.eps_rank(phi, SMALL_EPS, weights=wq, mode="integral")
+        # this layer is cheap to form in float64: every count certified
+        assert _check_counts(row, ref, SMALL_EPS) == 0
+        er = reference.entropy_rank(phi, weights=wq, mode="integral")
+        assert row["entropy_rank"] == pytest.approx(float(er), rel=1e-3)
+        assert row["spectrum_solved"] == 1
+
+
+def test_float32_gram_flags_what_it_cannot_prove():
+    """acc_dtype=float32 (the issue's 19/32/36 at ε ≤ 1e-7): those counts are now marked, and each
+    certified count still equals the reference."""
+    model = _tanh_mlp()
+    xq, wq = trapezoid(-1, 1, 2000)
+    rows = _rows(RankMonitor(model, "all_hidden", SMALL_EPS, probe=xq, weights=wq, acc_dtype=torch.float32))
+    unproven = 0
+    for row, phi in zip(rows, _hidden(model, xq), strict=True):
+        unproven += _check_counts(row, reference.eps_rank(phi, SMALL_EPS, weights=wq, mode="integral"), SMALL_EPS)
+    assert unproven > 0
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_kernel_path_and_gram_path_give_the_same_row(monkeypatch, center):
+    """N = 40 probe points < d = 64: the N×N kernel of the kept features, or (keep limit 0) the
+    summed d×d Gram: the same counts, certificates and measures, both equal to the reference."""
+    model = _tanh_mlp()
+    xq, wq = trapezoid(-1, 1, 40)
+    eps = [1e-2, 1e-4, 1e-6]
+
+    def run() -> list[dict]:
+        return _rows(RankMonitor(model, "all_hidden", eps, probe=xq, weights=wq, center=center, topk=4))
+
+    kernel = run()
+    monkeypatch.setattr(accumulate, "KEEP_ELEMENTS", 0)
+    gram = run()
+    for a, b, phi in zip(kernel, gram, _hidden(model, xq), strict=True):
+        ref = reference.eps_rank(phi, eps, weights=wq, mode="integral", center=center)
+        assert _check_counts(a, ref, eps) == 0 and _check_counts(b, ref, eps) == 0
+        for col in ("stable_rank", "participation_ratio", "trace", "lambda_1", "lambda_4"):
+            assert a[col] == pytest.approx(b[col], rel=1e-9, abs=1e-12), col
+        # the noise floors of an [N, N] and a [d, d] matrix differ: both within the contract
+        er = float(reference.entropy_rank(phi, weights=wq, mode="integral", center=center))
+        assert a["entropy_rank"] == pytest.approx(er, rel=1e-3) and b["entropy_rank"] == pytest.approx(er, rel=1e-3)
+
+
+def test_spectrum_cadence_and_every_step_columns():
+    """full_every=3: the spectrum's measures at measured steps 0, 3 (NaN between); counts, trace
+    and participation ratio every step, each against the reference of that step's features."""
+    model = _tanh_mlp(width=16, depth=2)
+    xq, wq = trapezoid(-1, 1, 200)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    mon = RankMonitor(model, "all_hidden", [1e-3, 1e-5], probe=xq, weights=wq, engine=Engine(full_every=3))
+    feats = []
+    for _ in range(4):
+        feats.append(_hidden(model, xq))
+        loss = (model(xq) - xq.sin()).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        mon.step(loss=loss)
+    mon.close()
+    rows = mon.history
+    assert len(rows) == 8
+    for row in rows:
+        phi = feats[row["step"]][int(row["layer"][-1]) - 1]
+        assert _check_counts(row, reference.eps_rank(phi, [1e-3, 1e-5], weights=wq, mode="integral"), [1e-3, 1e-5]) == 0
+        lam = reference.eigenvalues(phi, weights=wq, mode="integral")
+        assert row["trace"] == pytest.approx(float(lam.sum()), rel=1e-9)
+        assert row["participation_ratio"] == pytest.approx(float(lam.sum() ** 2 / lam.square().sum()), rel=1e-6)
+        solved = row["step"] % 3 == 0
+        assert row["spectrum_solved"] == int(solved)
+        if solved:
+            er = reference.entropy_rank(phi, weights=wq, mode="integral")
+            assert row["entropy_rank"] == pytest.approx(float(er), rel=1e-3)
+            assert row["lambda_max"] == pytest.approx(float(lam[0]), rel=1e-9)
+        else:
+            assert math.isnan(row["entropy_rank"]) and math.isnan(row["lambda_1"])
