@@ -13,7 +13,7 @@ import torch
 import effrank_fast as ef
 from effrank_fast.rank import eps_rank_result, measures
 from effrank_fast.rank.certified import certified_count
-from effrank_fast.rank.prepare import Spectral
+from effrank_fast.rank.prepare import BoundedGram
 
 EPS = 1e-3
 
@@ -115,7 +115,7 @@ def test_a_count_with_an_infinite_bound_is_never_certified():
     m = base.T @ base / base.shape[0]
     lam = np.linalg.eigvalsh(m.numpy())
     for method in ("eigh", "inertia"):
-        sp = Spectral(m, 16, "torch", 200, torch.tensor(math.inf, dtype=torch.float64), torch.float64)
+        sp = BoundedGram(m, 16, "torch", 200, torch.tensor(math.inf, dtype=torch.float64), torch.float64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = certified_count(sp, torch.tensor([EPS], dtype=torch.float64), "max", method, check=True)

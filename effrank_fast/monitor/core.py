@@ -36,7 +36,7 @@ from effrank_fast.ops.inertia import InertiaFallbackWarning
 from effrank_fast.ops.inertia.cost import inertia_why_not
 from effrank_fast.rank import formulas, spectrum
 from effrank_fast.rank.certified import EpsRankResult, certified_count
-from effrank_fast.rank.prepare import Spectral, features_to_matrix
+from effrank_fast.rank.prepare import BoundedGram, features_to_matrix
 
 # A solved matrix this small has its whole spectrum solved every measured step (a few ms at most).
 EVERY_STEP_MAX_DIM = 256
@@ -51,13 +51,13 @@ class LayerInput:
     """A layer's matrix at a measured step and what it came from.
 
     Attributes:
-        sp: the Spectral of :mod:`effrank_fast.rank.prepare` ([n, n] kernel or [d, d] Gram).
+        sp: the BoundedGram of :mod:`effrank_fast.rank.prepare` ([n, n] kernel or [d, d] Gram).
         phi, weights: the kept features [N, d] and weights [N] (None for the sums path).
         mode, center: the Gram's conventions (those ``sp`` was formed with).
         finite: 0-d bool, every entry of ``sp.matrix`` finite (a non-finite one was zeroed).
     """
 
-    sp: Spectral
+    sp: BoundedGram
     phi: torch.Tensor | None
     weights: torch.Tensor | None
     mode: str
@@ -107,7 +107,7 @@ def from_gram(
         post_scale=post_scale,
         mean_sq_norm=mean_sq_norm,
     )
-    sp = Spectral(safe, M.shape[0], name, rows, delta, M.dtype, None)
+    sp = BoundedGram(safe, M.shape[0], name, rows, delta, M.dtype, None)
     return LayerInput(sp, None, None, mode, center, finite)
 
 

@@ -1,4 +1,4 @@
-"""Spectral engines (``RankMonitor(tracker=...)``): Gram matrix M [d, d] → one packed row of measures.
+"""BoundedGram engines (``RankMonitor(tracker=...)``): Gram matrix M [d, d] → one packed row of measures.
 
 - ``"exact"`` (default): the measurement core of :mod:`.core`, the code of ``ef.eps_rank`` and
   ``ef.measures``: certified ε-counts (with ``eps_rank_certified@ε`` and proven bounds) every

@@ -16,7 +16,7 @@ whose every eigenvalue lies within a finite δ_G of 0 after that (constant centr
 is numerically zero: its relative counts are 0. A count whose bound is not finite is never
 certified.
 
-Scale: a :class:`Spectral` formed at ``scale`` ≠ 1 (features or a ``gram=`` near the ends of the
+Scale: a :class:`BoundedGram` formed at ``scale`` ≠ 1 (features or a ``gram=`` near the ends of the
 dtype's range) is counted at τ·scale; ``thresholds`` and ``gram_error`` are reported in the given
 units.
 
@@ -36,7 +36,7 @@ from effrank_fast.ops.inertia import InertiaFallbackWarning, inertia_count, iner
 from effrank_fast.ops.inertia.cost import select_count_method
 from effrank_fast.ops.numerics import U64, unit_roundoff
 from effrank_fast.rank import formulas
-from effrank_fast.rank.prepare import Spectral, eigenvalues_desc
+from effrank_fast.rank.prepare import BoundedGram, eigenvalues_desc
 
 
 @dataclass
@@ -73,14 +73,14 @@ class EpsRankResult:
     certificate: str | None = None
 
 
-def _gram_error(sp: Spectral) -> torch.Tensor:
+def _gram_error(sp: BoundedGram) -> torch.Tensor:
     """δ_G of a formed Gram; a given one is the exact matrix rounded to its dtype: u·‖M‖_F."""
     if sp.gram_error is not None:
         return sp.gram_error
     return unit_roundoff(sp.matrix.dtype) * torch.linalg.matrix_norm(sp.matrix.detach().double())
 
 
-def _eigh_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
+def _eigh_pass(sp: BoundedGram, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
     lam = eigenvalues_desc(sp)
     g = _gram_error(sp)
     delta = g + 4 * sp.matrix.shape[0] * U64 * lam.abs().max()
@@ -101,7 +101,7 @@ def _eigh_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRank
     return EpsRankResult(counts, certified, lower, upper, tau, g, sp.acc_dtype, "eigh", zero=zero)
 
 
-def _inertia_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
+def _inertia_pass(sp: BoundedGram, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
     m = sp.matrix
     g = _gram_error(sp)
     diag = m.diagonal().double()
@@ -122,25 +122,25 @@ def _inertia_pass(sp: Spectral, eps: torch.Tensor, relative: str | None) -> EpsR
     return EpsRankResult(res.counts, res.reliable, lower, upper, res.thresholds, g, sp.acc_dtype, "inertia", zero=zero)
 
 
-def _given_units(res: EpsRankResult, sp: Spectral) -> EpsRankResult:
+def _given_units(res: EpsRankResult, sp: BoundedGram) -> EpsRankResult:
     if sp.scale != 1.0:
         res.thresholds = res.thresholds / sp.scale
         res.gram_error = None if res.gram_error is None else res.gram_error / sp.scale
     return res
 
 
-def _scaled_eps(sp: Spectral, eps: torch.Tensor, relative: str | None) -> torch.Tensor:
+def _scaled_eps(sp: BoundedGram, eps: torch.Tensor, relative: str | None) -> torch.Tensor:
     return eps * sp.scale if relative is None and sp.scale != 1.0 else eps
 
 
-def count_pass(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
+def count_pass(sp: BoundedGram, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
     """One certified count of ``sp`` (no host sync on the inertia path); τ and δ_G in the given units."""
     res = _given_units(_count_scaled(sp, _scaled_eps(sp, eps, relative), relative, method), sp)
     res.certificate = sp.certificate
     return res
 
 
-def _count_scaled(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
+def _count_scaled(sp: BoundedGram, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
     chosen = select_count_method(
         method,
         sp.matrix.device,
@@ -155,7 +155,9 @@ def _count_scaled(sp: Spectral, eps: torch.Tensor, relative: str | None, method:
     return _inertia_pass(sp, eps, relative)
 
 
-def certified_count(sp: Spectral, eps: torch.Tensor, relative: str | None, method: str, check: bool) -> EpsRankResult:
+def certified_count(
+    sp: BoundedGram, eps: torch.Tensor, relative: str | None, method: str, check: bool
+) -> EpsRankResult:
     """The count with promotion and fallback (module docstring); host syncs only with ``check``."""
     res = count_pass(sp, eps, relative, method)
     if not check:

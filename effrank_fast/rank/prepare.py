@@ -105,8 +105,9 @@ def feature_matrix(x: torch.Tensor, axis: int | str | None = None, mask: torch.T
 
 
 @dataclass
-class Spectral:
-    """S: a symmetric matrix whose non-zero eigenvalues are those of M; ``dim`` = d.
+class BoundedGram:
+    """The matrix S whose spectrum is measured, with its formation-error bound: a symmetric [dim, dim]
+    matrix whose non-zero eigenvalues are those of M (d × d, or the N × N kernel when N < d).
 
     ``gram_error``: δ_G ≥ ‖Ŝ − S‖₂, the error made forming S from the given values (0-d float64
     on S's device, ``effrank_fast.ops.gram.error``), or None when S was given (``gram=``).
@@ -128,7 +129,7 @@ class Spectral:
     n: int | None
     gram_error: torch.Tensor | None = None
     acc_dtype: torch.dtype | None = None
-    recompute: Callable[[torch.dtype], Spectral] | None = field(default=None, repr=False)
+    recompute: Callable[[torch.dtype], BoundedGram] | None = field(default=None, repr=False)
     scale: float = 1.0
     certificate: str | None = None
 
@@ -189,7 +190,7 @@ def features_to_matrix(
     promote_overflow: bool = True,
     unscale: bool = False,
     certificate: str = "tight",
-) -> Spectral:
+) -> BoundedGram:
     """Validate, then form M [d, d] (or the N×N kernel when N < d) with its error bound δ_G.
 
     ``check=True`` validates the values without a separate pass over Φ: a NaN or Inf anywhere in
@@ -200,7 +201,7 @@ def features_to_matrix(
 
     Scale: with ``check=True`` the same look at the diagonal finds a Gram that under- or overflowed
     (or sits outside :data:`SAFE_DIAG`); it is formed again from Φ·2^k (exact) and carried with
-    ``scale`` = 4^k (:class:`Spectral`). ``unscale=True`` (:func:`effrank_fast.rank.gram`) returns
+    ``scale`` = 4^k (:class:`BoundedGram`). ``unscale=True`` (:func:`effrank_fast.rank.gram`) returns
     the matrix in the given units instead: a ValueError naming ``phi`` when it is not representable
     in ``acc_dtype`` there. ``check=False`` does neither (no host sync).
     """
@@ -270,12 +271,12 @@ def features_to_matrix(
         lambda_max=lam_top,
     )
 
-    def recompute(acc: torch.dtype) -> Spectral:
+    def recompute(acc: torch.dtype) -> BoundedGram:
         return features_to_matrix(
             phi, weights, mode, center, backend, acc, check, allow_kernel, promote_overflow, certificate=certificate
         )
 
-    return Spectral(m, d, used, n, delta, acc_dtype, recompute, scale=4.0**k, certificate=certificate)
+    return BoundedGram(m, d, used, n, delta, acc_dtype, recompute, scale=4.0**k, certificate=certificate)
 
 
 def _unscaled(m: torch.Tensor, k: int, top: float, acc_dtype: torch.dtype, phi: torch.Tensor) -> torch.Tensor:
@@ -322,7 +323,7 @@ def prepare(
     acc_dtype: torch.dtype | None,
     check: bool,
     certificate: str = "tight",
-) -> Spectral:
+) -> BoundedGram:
     """The matrix of ``phi`` (with δ_G of kind ``certificate``, ops/gram/error.py) or the given ``gram_``."""
     if certificate not in KINDS:
         raise ValueError(f"certificate must be one of {KINDS}, got {certificate!r}")
@@ -343,10 +344,10 @@ def prepare(
         amax = float(gram_.detach().abs().max())
         k = safe_scale(amax, SAFE_GIVEN, lambda: amax)
     matrix = scaled_features(gram_, k) if k else gram_
-    return Spectral(matrix, gram_.shape[0], "given", None, acc_dtype=gram_.dtype, scale=2.0**k)
+    return BoundedGram(matrix, gram_.shape[0], "given", None, acc_dtype=gram_.dtype, scale=2.0**k)
 
 
-def eigenvalues_desc(sp: Spectral, solve_dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def eigenvalues_desc(sp: BoundedGram, solve_dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """All d eigenvalues of M, descending, float64 (zeros appended for the N×N kernel).
 
     ``solve_dtype``: float64 (default: backward error ~d·u₆₄·λ_max, negligible) or float32 for a

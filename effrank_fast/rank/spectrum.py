@@ -28,7 +28,7 @@ from effrank_fast.ops import validation
 from effrank_fast.ops.gram import weighted_mean
 from effrank_fast.ops.gram.reference import CHUNK_ROWS
 from effrank_fast.rank import formulas
-from effrank_fast.rank.prepare import Spectral, eigenvalues_desc, prepare
+from effrank_fast.rank.prepare import BoundedGram, eigenvalues_desc, prepare
 from effrank_fast.rank.presets import preset
 
 __all__ = ["Measures", "entropy_rank", "measures", "measures_from_eigenvalues", "participation_ratio", "stable_rank"]
@@ -102,7 +102,7 @@ def _centring_floor(
     measures μ̂ − μ a posteriori (a worst-case bound, n·u·‖μ‖, would call real small-variance data
     zero; constant data rounds systematically, so √n·u is not a bound either). μ̂ is the mean the
     PyTorch and Triton Gram paths use. One pass over Φ, taken as Φ·``feature_scale`` (the scale the
-    Gram was formed at, :class:`~effrank_fast.rank.prepare.Spectral`)."""
+    Gram was formed at, :class:`~effrank_fast.rank.prepare.BoundedGram`)."""
     n = phi.shape[0]
     w = validation.resolve_weights(weights, mode, n, phi.device)
     x = phi.detach().double() * feature_scale if feature_scale != 1.0 else phi.detach()
@@ -118,7 +118,7 @@ def _centring_floor(
 
 
 def _floor(
-    sp: Spectral,
+    sp: BoundedGram,
     lam_max: torch.Tensor,
     phi: torch.Tensor | None,
     weights,
@@ -131,7 +131,7 @@ def _floor(
 
 
 def _floor_and_error(
-    sp: Spectral,
+    sp: BoundedGram,
     lam_max: torch.Tensor,
     phi: torch.Tensor | None,
     weights,
@@ -169,7 +169,7 @@ def _floor_and_error(
 
 @dataclass
 class _Spectrum:
-    sp: Spectral
+    sp: BoundedGram
     lam: torch.Tensor  # [d] descending float64
     floor: torch.Tensor  # 0-d
     promoted: bool
