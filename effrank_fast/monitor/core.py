@@ -35,7 +35,7 @@ from effrank_fast.ops.gram.error import gram_error_bound
 from effrank_fast.ops.inertia import InertiaFallbackWarning
 from effrank_fast.ops.inertia.cost import inertia_why_not
 from effrank_fast.rank import formulas, spectrum
-from effrank_fast.rank.certified import EpsRankResult, certified_count
+from effrank_fast.rank.certified import EpsRankResult, certified_count, count_from_eigenvalues
 from effrank_fast.rank.prepare import BoundedGram, features_to_matrix
 
 # A solved matrix this small has its whole spectrum solved every measured step (a few ms at most).
@@ -73,8 +73,10 @@ def from_features(
     backend: str,
     acc_dtype: torch.dtype,
 ) -> LayerInput:
-    """The matrix ``ef.eps_rank`` forms from ``phi`` [N, d] (the N×N kernel when N < d); no host sync."""
-    sp = features_to_matrix(phi, weights, mode, center, backend, acc_dtype, check=False)
+    """The matrix ``ef.eps_rank`` forms from ``phi`` [N, d] (the N×N kernel when N < d); no host sync.
+    A float64 matrix takes tr M for λ_max in its δ_G (no Lanczos steps): ~1e-13·tr M either way."""
+    lanczos = acc_dtype != torch.float64
+    sp = features_to_matrix(phi, weights, mode, center, backend, acc_dtype, check=False, lanczos=lanczos)
     finite = torch.isfinite(sp.matrix).all()
     sp.matrix = torch.where(finite, sp.matrix, torch.zeros((), dtype=sp.matrix.dtype, device=sp.matrix.device))
     return LayerInput(sp, phi, weights, mode, center, finite)
@@ -121,9 +123,15 @@ def count_method(m: torch.Tensor, sync_free: bool) -> str:
     return "auto" if small and not sync_free else "inertia"
 
 
-def counts(inp: LayerInput, eps: torch.Tensor, relative: str | None, sync_free: bool) -> EpsRankResult:
+def counts(
+    inp: LayerInput, eps: torch.Tensor, relative: str | None, sync_free: bool, lam: torch.Tensor | None = None
+) -> EpsRankResult:
     """The certified ε-counts of ``inp``: ``certified_count`` without its host-side promotion (the
-    monitor promotes by shape instead, :func:`acc_dtype_for`); the row carries the certificate."""
+    monitor promotes by shape instead, :func:`acc_dtype_for`); the row carries the certificate.
+    ``lam``: the float64 LAPACK spectrum of ``inp.sp.matrix`` [sp.dim] descending, solved already
+    this step: the certified eigh count is then a comparison (no second eigensolve)."""
+    if lam is not None:
+        return count_from_eigenvalues(inp.sp, eps, relative, lam)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InertiaFallbackWarning)
         return certified_count(inp.sp, eps, relative, count_method(inp.sp.matrix, sync_free), check=False)

@@ -179,7 +179,11 @@ class ExactEngine:
             lam = torch.full((0,), float("nan"), dtype=torch.float64, device=dev)
             trace, pr = core.entry_measures(inp)
             scal = [nan, nan, pr, nan, trace, nan]
-        res = core.counts(inp, eps, self.relative, sync_free=self.solver_for(inp.sp.matrix) == "jacobi")
+        solver = self.solver_for(inp.sp.matrix)
+        # a LAPACK spectrum solved this step is the certified eigh count's input too (a Jacobi one
+        # may be NaN: the counts then keep their own pass)
+        reuse = lam if full and solver == "eigvalsh" else None
+        res = core.counts(inp, eps, self.relative, sync_free=solver == "jacobi", lam=reuse)
         counts = [res.counts, res.certified, res.lower, res.upper]
         flag = nan.new_full((), float(full))
         row = torch.cat([c.double().reshape(-1) for c in counts] + [torch.stack([*scal, flag]).double()])

@@ -80,8 +80,10 @@ def _gram_error(sp: BoundedGram) -> torch.Tensor:
     return unit_roundoff(sp.matrix.dtype) * torch.linalg.matrix_norm(sp.matrix.detach().double())
 
 
-def _eigh_pass(sp: BoundedGram, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
-    lam = eigenvalues_desc(sp)
+def _eigh_pass(
+    sp: BoundedGram, eps: torch.Tensor, relative: str | None, lam: torch.Tensor | None = None
+) -> EpsRankResult:
+    lam = eigenvalues_desc(sp) if lam is None else lam
     g = _gram_error(sp)
     delta = g + 4 * sp.matrix.shape[0] * U64 * lam.abs().max()
     lam_max, trace = lam[0], sp.matrix.diagonal().double().sum()
@@ -136,6 +138,16 @@ def _scaled_eps(sp: BoundedGram, eps: torch.Tensor, relative: str | None) -> tor
 def count_pass(sp: BoundedGram, eps: torch.Tensor, relative: str | None, method: str) -> EpsRankResult:
     """One certified count of ``sp`` (no host sync on the inertia path); τ and δ_G in the given units."""
     res = _given_units(_count_scaled(sp, _scaled_eps(sp, eps, relative), relative, method), sp)
+    res.certificate = sp.certificate
+    return res
+
+
+def count_from_eigenvalues(
+    sp: BoundedGram, eps: torch.Tensor, relative: str | None, lam: torch.Tensor
+) -> EpsRankResult:
+    """The ``eigh`` pass of ``count_pass`` on ``lam`` [sp.dim] descending float64, the eigenvalues
+    of ``sp.matrix`` (as :func:`eigenvalues_desc` returns them) that a caller solved already."""
+    res = _given_units(_eigh_pass(sp, _scaled_eps(sp, eps, relative), relative, lam), sp)
     res.certificate = sp.certificate
     return res
 

@@ -165,15 +165,48 @@ def entropy_rank_sensitivity(
     ``convention``: the keywords of :func:`entropy_rank_from_eigenvalues`.
     """
     f = _as_floor(floor, lam)
-    x = lam.detach().clone().requires_grad_(True)
-    with torch.enable_grad():
-        value = entropy_rank_from_eigenvalues(x, f, **convention)
-        (grad,) = torch.autograd.grad(value, x, allow_unused=True)
-    first = torch.zeros((), dtype=lam.dtype, device=lam.device) if grad is None else grad.norm()
-    first = first * torch.as_tensor(error_fro, dtype=lam.dtype, device=lam.device)
+    value, grad = entropy_rank_gradient(lam.detach(), f, **convention)
+    first = grad.norm() * torch.as_tensor(error_fro, dtype=lam.dtype, device=lam.device)
     raised = torch.where(lam.detach() > f, lam.detach(), f.expand_as(lam))
     full = entropy_rank_from_eigenvalues(raised, 0.0, **convention)
-    return first + (full - value.detach()).abs()
+    return first + (full - value).abs()
+
+
+def entropy_rank_gradient(
+    lam: torch.Tensor,
+    floor: torch.Tensor | float = 0.0,
+    *,
+    basis: str = "sigma",
+    fudge: float = 0.0,
+    components: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(erank 0-d, ∂erank/∂λ [d]) of :func:`entropy_rank_from_eigenvalues` in closed form (what
+    autograd gives, without building a graph: the monitor takes it every step).
+
+    With x_i the live components (√λ_i or λ_i above the floor), S = Σx, q = x/S, p = q + fudge and
+    H = −Σ p log p: ∂H/∂x_j = (a_j − Σ_i a_i q_i)/S, a_i = −(log p_i + 1) (0 where p_i = 0, the
+    0·log 0 convention), and ∂erank/∂λ_j = erank·∂H/∂x_j·dx_j/dλ_j; 0 for floored or cut-off λ_j.
+    """
+    d = lam.shape[0]
+    top = lam[:components] if components is not None and components < d else lam
+    live = top > _as_floor(floor, top)
+    safe = torch.where(live, top, torch.ones_like(top))
+    root = safe.sqrt()
+    x = torch.where(live, root if basis == "sigma" else safe, torch.zeros_like(top))
+    total = x.sum()
+    positive = total > 0
+    s = torch.where(positive, total, torch.ones_like(total))
+    q = x / s
+    p = q + fudge if fudge else q
+    log_p = torch.where(p > 0, p, torch.ones_like(p)).log()
+    h = -(p * log_p).sum()
+    value = _nan_if(top.isnan().any(), torch.where(positive, h.exp(), torch.zeros_like(h)))
+    a = torch.where(p > 0, -(log_p + 1), torch.zeros_like(p))
+    dx = torch.where(live, 0.5 / root if basis == "sigma" else torch.ones_like(top), torch.zeros_like(top))
+    grad = torch.where(positive, h.exp(), torch.zeros_like(h)) * (a - (a * q).sum()) / s * dx
+    if grad.shape[0] < d:
+        grad = torch.cat([grad, grad.new_zeros(d - grad.shape[0])])
+    return value, grad
 
 
 def stable_rank_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:

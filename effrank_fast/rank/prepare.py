@@ -190,6 +190,7 @@ def features_to_matrix(
     promote_overflow: bool = True,
     unscale: bool = False,
     certificate: str = "tight",
+    lanczos: bool = True,
 ) -> BoundedGram:
     """Validate, then form M [d, d] (or the N×N kernel when N < d) with its error bound δ_G.
 
@@ -204,6 +205,9 @@ def features_to_matrix(
     ``scale`` = 4^k (:class:`BoundedGram`). ``unscale=True`` (:func:`effrank_fast.rank.gram`) returns
     the matrix in the given units instead: a ValueError naming ``phi`` when it is not representable
     in ``acc_dtype`` there. ``check=False`` does neither (no host sync).
+
+    ``lanczos=False`` takes tr M ≥ λ_max in the tight δ_G instead of a few Lanczos steps: looser,
+    still valid, and negligible for a float64 Gram (the monitor's small layers).
     """
     validation.check_features(phi, check_finite=False)
     n, d = phi.shape
@@ -255,7 +259,7 @@ def features_to_matrix(
     # the tight estimate scales with λ_max: a few Lanczos steps on M̂ (O(k·d²), no host sync); under
     # torch.compile (a generator in the graph) it takes tr M ≥ λ_max instead: looser, still valid
     lam_top = None
-    if certificate == "tight" and not torch.compiler.is_compiling():
+    if lanczos and certificate == "tight" and not torch.compiler.is_compiling():
         lam_top = lambda_max_bounds(m.detach(), steps=TIGHT_LANCZOS_STEPS).upper
     delta = gram_error(
         certificate,
