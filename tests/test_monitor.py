@@ -214,14 +214,20 @@ def test_nonfinite_activations_are_flagged_not_raised():
 def test_a_failing_measurement_is_recorded_and_training_goes_on(tmp_path):
     model = _mlp()
     mon = RankMonitor(model, "all_hidden", EPS, probe=torch.randn(30, 1), flush_every=2, log_dir=tmp_path)
-    real = mon.engine.record
+    real, real_many = mon.engine.record, mon.engine.record_many
 
     def boom(layer, M, finite):
         if mon._step == 3:
             raise RuntimeError("solver exploded")
         return real(layer, M, finite)
 
+    def boom_many(layers, inps, full):  # the small layers' batched path
+        if mon._step == 3:
+            raise RuntimeError("solver exploded")
+        return real_many(layers, inps, full)
+
     mon.engine.record = boom
+    mon.engine.record_many = boom_many
     with pytest.warns(RuntimeWarning, match="solver exploded"):
         for _ in range(6):
             _train(model, 1)

@@ -155,6 +155,24 @@ def solve(inp: LayerInput, lam: torch.Tensor) -> Solved:
     return Solved(lam, floor, formulas.entropy_rank_sensitivity(lam, floor, fro))
 
 
+def solve_many(inps: list[LayerInput], stacked: torch.Tensor, lam: torch.Tensor) -> Solved:
+    """:func:`solve` for several layers at once: ``stacked`` [L, n, n] their matrices, ``lam``
+    [L, dim] their float64 spectra; the Solved fields gain the leading L. The floor is
+    ``spectrum._floor_and_error``'s rule (for matrices formed from uncentred features: its
+    estimates from max M_ii and tr M only, taken here for all L at once)."""
+    if all(i.sp.n is not None and not (i.center and i.phi is not None) for i in inps):
+        diag = stacked.detach().diagonal(dim1=-2, dim2=-1)
+        acc = stacked.dtype if stacked.dtype in (torch.float32, torch.float64) else torch.float32
+        floor = formulas.noise_floor(lam[:, 0], stacked.shape[-1], acc, gram_error=None, diag_max=diag.amax(-1))
+        fro = formulas.gram_error_frobenius_estimate(diag.double().sum(-1), acc)
+    else:
+        pairs = [
+            spectrum._floor_and_error(i.sp, lam[k, 0], i.phi, i.weights, i.mode, i.center) for k, i in enumerate(inps)
+        ]
+        floor, fro = torch.stack([f for f, _ in pairs]), torch.stack([e for _, e in pairs])
+    return Solved(lam, floor, formulas.entropy_rank_sensitivity(lam, floor, fro))
+
+
 def entry_measures(inp: LayerInput) -> tuple[torch.Tensor, torch.Tensor]:
     """(trace, participation ratio) from the matrix's entries (no eigensolver); tr and ‖·‖_F of the
     N×N kernel equal those of the Gram. Floored as :func:`effrank_fast.participation_ratio`."""

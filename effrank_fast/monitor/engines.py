@@ -53,7 +53,7 @@ import torch
 from effrank_fast.monitor import core
 from effrank_fast.ops import native
 from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh
-from effrank_fast.rank import measures_from_eigenvalues
+from effrank_fast.rank import formulas, measures_from_eigenvalues
 from effrank_fast.tracker import SpectrumTracker
 
 SCALARS = ("entropy_rank", "stable_rank", "participation_ratio", "lambda_max", "trace")
@@ -189,6 +189,34 @@ class ExactEngine:
         row = torch.cat([c.double().reshape(-1) for c in counts] + [torch.stack([*scal, flag]).double()])
         return torch.cat([row, _topk(lam, self.topk)]), lam
 
+    def record_many(
+        self, layers: list[int], inps: list[core.LayerInput], full: bool
+    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`record` for several layers at one measured step. Where every matrix is solved by
+        LAPACK this step and all have one shape, dtype and device (the small layers of an MLP), their
+        spectra come from one batched ``eigvalsh`` and the spectrum's measures from one batched
+        pass: the same rule and numbers, a third of the small-op overhead for three layers."""
+        mats = [i.sp.matrix for i in inps]
+        same = len({(m.shape, m.dtype, m.device, i.sp.dim) for m, i in zip(mats, inps, strict=True)}) == 1
+        if not (full and len(inps) > 1 and same and all(self.solver_for(m) == "eigvalsh" for m in mats)):
+            return [self.record(li, inp, full) for li, inp in zip(layers, inps, strict=True)]
+        stacked = torch.stack(mats)
+        lam = _padded(torch.linalg.eigvalsh(stacked.double()).flip(-1), inps[0].sp.dim)
+        s = core.solve_many(inps, stacked, lam)
+        entropy = formulas.entropy_rank_from_eigenvalues(lam, s.floor)
+        stable = formulas.stable_rank_from_eigenvalues(lam, s.floor)
+        pr = formulas.participation_ratio_from_eigenvalues(lam, s.floor)
+        flag = torch.ones_like(stable)
+        scal = torch.stack([entropy, stable, pr, lam[:, 0], lam.sum(-1), s.entropy_err, flag], -1)
+        eps = self._eps_on(stacked.device)
+        out = []
+        for k, inp in enumerate(inps):
+            res = core.counts(inp, eps, self.relative, sync_free=False, lam=lam[k])
+            counts = [res.counts, res.certified, res.lower, res.upper]
+            row = torch.cat([c.double().reshape(-1) for c in counts] + [scal[k], _topk(lam[k], self.topk)])
+            out.append((row, lam[k]))
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
@@ -197,9 +225,9 @@ class ExactEngine:
 
 
 def _padded(lam: torch.Tensor, dim: int) -> torch.Tensor:
-    """λ of the N×N kernel with the d − N zeros of the d×d Gram appended."""
-    pad = dim - lam.shape[0]
-    return torch.cat([lam, lam.new_zeros(pad)]) if pad > 0 else lam
+    """λ [..., N] of the N×N kernel with the d − N zeros of the d×d Gram appended."""
+    pad = dim - lam.shape[-1]
+    return torch.cat([lam, lam.new_zeros((*lam.shape[:-1], pad))], -1) if pad > 0 else lam
 
 
 class TrackerEngine:

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from effrank_fast.monitor import core
 from effrank_fast.monitor import distributed as dd
 from effrank_fast.monitor.accumulate import GramAccumulator
 from effrank_fast.monitor.engines import ExactEngine
@@ -76,22 +77,14 @@ class LayerMeasurer:
                 how = "the probe forward" if self.probe else "a forward pass with grad enabled"
                 errors[li] = f"no activations captured since the last step (expected {how})"
         take_spectrum = self.spectrum_every > 0 and step % self.spectrum_every == 0
-        rows: list[torch.Tensor | None] = []
+        rows: list[torch.Tensor | None] = [None] * len(accs)
         spectra = []
-        for li, (layer, acc) in enumerate(zip(layers, accs, strict=True)):
-            if li in errors:
-                rows.append(None)
-                continue
-            try:
-                vec, lam, finite = self._record(li, layer, acc, take_spectrum)
-                ro = acc.readout_norm  # taken at capture time: the same parameters as the features
-                norm = ro if ro is not None else vec.new_full((1,), float("nan"))
-                rows.append(torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)]))
-                if take_spectrum and lam.numel():
-                    spectra.append((li, lam))
-            except Exception as exc:
-                errors[li] = f"{type(exc).__name__}: {exc}"
-                rows.append(None)
+        for li, vec, lam, finite in self._records(layers, accs, errors, take_spectrum):
+            ro = accs[li].readout_norm  # taken at capture time: the same parameters as the features
+            norm = ro if ro is not None else vec.new_full((1,), float("nan"))
+            rows[li] = torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)])
+            if take_spectrum and lam.numel():
+                spectra.append((li, lam))
         for li, msg in errors.items():
             warn(f"layer:{li}:{msg[:40]}", f"RankMonitor: layer {layers[li].label!r} at step {step}: {msg}")
         self.measured += 1
@@ -99,22 +92,63 @@ class LayerMeasurer:
         nan = torch.full((self.width,), float("nan"), dtype=torch.float64, device=device)
         return torch.stack([nan if r is None else r for r in rows]), errors, spectra, loss
 
-    def _record(
-        self, li: int, layer: Layer, acc: GramAccumulator, take_spectrum: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(row, λ, finite) of one layer. The exact engine measures the kept features as
-        ``ef.eps_rank`` does (the N×N kernel when N < d), or the summed Gram with its δ_G."""
+    def _records(
+        self,
+        layers: Sequence[Layer],
+        accs: Sequence[GramAccumulator],
+        errors: dict[int, str],
+        take_spectrum: bool,
+    ) -> list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """[(layer, row, λ, finite)] of the layers without an error; a failing layer's message goes
+        to ``errors``. The exact engine gets the layers solved this step together
+        (:meth:`ExactEngine.record_many`: one batched eigensolve for the small layers)."""
+        out = []
         engine = self.engine
-        if isinstance(engine, ExactEngine):
-            if acc.kept and self.ema_decay is None:
-                inp = acc.layer_input(self.normalise)
-            else:
-                M = acc.matrix(self.normalise)
-                finite = torch.isfinite(M).all()
-                inp = acc.gram_input(self._ema_update(layer.label, M, finite), finite, self.normalise)
-            full = take_spectrum or engine.full_due(self.measured, inp.sp.matrix.shape[0])
-            vec, lam = engine.record(li, inp, full)
-            return vec, lam, inp.finite
+        if not isinstance(engine, ExactEngine):
+            for li, (layer, acc) in enumerate(zip(layers, accs, strict=True)):
+                if li not in errors:
+                    try:
+                        out.append((li, *self._record(li, layer, acc)))
+                    except Exception as exc:
+                        errors[li] = f"{type(exc).__name__}: {exc}"
+            return out
+        groups: dict[bool, list[tuple[int, core.LayerInput]]] = {True: [], False: []}
+        for li, (layer, acc) in enumerate(zip(layers, accs, strict=True)):
+            if li in errors:
+                continue
+            try:
+                inp = self._input(layer, acc)
+                groups[take_spectrum or engine.full_due(self.measured, inp.sp.matrix.shape[0])].append((li, inp))
+            except Exception as exc:
+                errors[li] = f"{type(exc).__name__}: {exc}"
+        for full, group in groups.items():
+            try:
+                results = engine.record_many([li for li, _ in group], [inp for _, inp in group], full)
+            except Exception:  # one layer's failure must not take the others' rows: one by one
+                results = []
+                for li, inp in group:
+                    try:
+                        results.append(engine.record(li, inp, full))
+                    except Exception as exc:
+                        errors[li] = f"{type(exc).__name__}: {exc}"
+                        results.append(None)
+            for (li, inp), res in zip(group, results, strict=True):
+                if res is not None:
+                    out.append((li, res[0], res[1], inp.finite))
+        return out
+
+    def _input(self, layer: Layer, acc: GramAccumulator) -> core.LayerInput:
+        """The exact engine's input: the kept features as ``ef.eps_rank`` sees them (the N×N kernel
+        when N < d), or the summed Gram with its δ_G."""
+        if acc.kept and self.ema_decay is None:
+            return acc.layer_input(self.normalise)
+        M = acc.matrix(self.normalise)
+        finite = torch.isfinite(M).all()
+        return acc.gram_input(self._ema_update(layer.label, M, finite), finite, self.normalise)
+
+    def _record(self, li: int, layer: Layer, acc: GramAccumulator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(row, λ, finite) of one layer for a tracker engine (the Gram from the sums)."""
+        engine = self.engine
         M = acc.matrix(self.normalise)
         finite = torch.isfinite(M).all()
         M = self._ema_update(layer.label, M, finite)

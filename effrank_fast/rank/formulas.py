@@ -123,20 +123,21 @@ def entropy_rank_from_eigenvalues(
     ``components`` largest eigenvalues (None: all). λ_i ≤ ``floor`` counts as x_i = 0, and a
     spectrum with no x_i > 0 has entropy rank 0 (with or without a fudge). ``lam`` [d] descending
     when ``components`` is given; returns 0-d in ``lam``'s dtype. Differentiable in λ above the floor.
+    Batched: ``lam`` [..., d] and ``floor`` of shape [...] (or a scalar) give [...].
     """
-    if components is not None and components < lam.shape[0]:
-        lam = lam[:components]
-    live = lam > _as_floor(floor, lam)
+    if components is not None and components < lam.shape[-1]:
+        lam = lam[..., :components]
+    live = lam > _as_floor(floor, lam)[..., None]
     safe = torch.where(live, lam, torch.ones_like(lam))  # keeps √ and its gradient finite at 0
     x = torch.where(live, safe.sqrt() if basis == "sigma" else safe, torch.zeros_like(lam))
-    total = x.sum()
+    total = x.sum(-1, keepdim=True)
     positive = total > 0
     p = x / torch.where(positive, total, torch.ones_like(total))
     if fudge:
         p = p + fudge
     # p·log p with 0·log 0 = 0, written so that its gradient at p = 0 is 0 (xlogy's is NaN there).
-    h = -(p * torch.where(p > 0, p, torch.ones_like(p)).log()).sum()
-    return _nan_if(lam.isnan().any(), torch.where(positive, h.exp(), torch.zeros_like(h)))
+    h = -(p * torch.where(p > 0, p, torch.ones_like(p)).log()).sum(-1)
+    return _nan_if(lam.isnan().any(-1), torch.where(positive.squeeze(-1), h.exp(), torch.zeros_like(h)))
 
 
 def gram_error_frobenius_estimate(trace: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
@@ -162,12 +163,13 @@ def entropy_rank_sensitivity(
     |erank(λ with every floored λ_i raised to δ) − erank(λ)|.
     Unlike shifting every eigenvalue by δ at once (the rule this replaced), this does not promote
     benign spectra whose tail sits far above δ: their rounding is ~100× below δ·Σ|g|.
-    ``convention``: the keywords of :func:`entropy_rank_from_eigenvalues`.
+    ``convention``: the keywords of :func:`entropy_rank_from_eigenvalues`. Batched as there.
     """
     f = _as_floor(floor, lam)
     value, grad = entropy_rank_gradient(lam.detach(), f, **convention)
-    first = grad.norm() * torch.as_tensor(error_fro, dtype=lam.dtype, device=lam.device)
-    raised = torch.where(lam.detach() > f, lam.detach(), f.expand_as(lam))
+    first = grad.norm(dim=-1) * torch.as_tensor(error_fro, dtype=lam.dtype, device=lam.device)
+    f_col = f[..., None].expand_as(lam)
+    raised = torch.where(lam.detach() > f_col, lam.detach(), f_col)
     full = entropy_rank_from_eigenvalues(raised, 0.0, **convention)
     return first + (full - value).abs()
 
@@ -186,41 +188,43 @@ def entropy_rank_gradient(
     With x_i the live components (√λ_i or λ_i above the floor), S = Σx, q = x/S, p = q + fudge and
     H = −Σ p log p: ∂H/∂x_j = (a_j − Σ_i a_i q_i)/S, a_i = −(log p_i + 1) (0 where p_i = 0, the
     0·log 0 convention), and ∂erank/∂λ_j = erank·∂H/∂x_j·dx_j/dλ_j; 0 for floored or cut-off λ_j.
+    Batched: ``lam`` [..., d], ``floor`` [...] give ([...], [..., d]).
     """
-    d = lam.shape[0]
-    top = lam[:components] if components is not None and components < d else lam
-    live = top > _as_floor(floor, top)
+    d = lam.shape[-1]
+    top = lam[..., :components] if components is not None and components < d else lam
+    live = top > _as_floor(floor, top)[..., None]
     safe = torch.where(live, top, torch.ones_like(top))
     root = safe.sqrt()
     x = torch.where(live, root if basis == "sigma" else safe, torch.zeros_like(top))
-    total = x.sum()
+    total = x.sum(-1, keepdim=True)
     positive = total > 0
     s = torch.where(positive, total, torch.ones_like(total))
     q = x / s
     p = q + fudge if fudge else q
     log_p = torch.where(p > 0, p, torch.ones_like(p)).log()
-    h = -(p * log_p).sum()
-    value = _nan_if(top.isnan().any(), torch.where(positive, h.exp(), torch.zeros_like(h)))
+    h = -(p * log_p).sum(-1, keepdim=True)
+    erank = torch.where(positive, h.exp(), torch.zeros_like(h))
+    value = _nan_if(top.isnan().any(-1), erank.squeeze(-1))
     a = torch.where(p > 0, -(log_p + 1), torch.zeros_like(p))
     dx = torch.where(live, 0.5 / root if basis == "sigma" else torch.ones_like(top), torch.zeros_like(top))
-    grad = torch.where(positive, h.exp(), torch.zeros_like(h)) * (a - (a * q).sum()) / s * dx
-    if grad.shape[0] < d:
-        grad = torch.cat([grad, grad.new_zeros(d - grad.shape[0])])
+    grad = erank * (a - (a * q).sum(-1, keepdim=True)) / s * dx
+    if grad.shape[-1] < d:
+        grad = torch.cat([grad, grad.new_zeros((*grad.shape[:-1], d - grad.shape[-1]))], -1)
     return value, grad
 
 
 def stable_rank_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """tr M / λ_max from the spectrum; 0 when λ_max ≤ ``floor`` (numerically zero)."""
-    lam_max = lam.max()
+    """tr M / λ_max from the spectrum; 0 when λ_max ≤ ``floor`` (numerically zero). Batched over [..., d]."""
+    lam_max = lam.amax(-1)
     live = lam_max > _as_floor(floor, lam_max)
-    tr = lam.sum()
+    tr = lam.sum(-1)
     value = torch.where(live, tr / torch.where(live, lam_max, torch.ones_like(lam_max)), torch.zeros_like(tr))
     return _nan_if(tr.isnan(), value)
 
 
 def participation_ratio_from_eigenvalues(lam: torch.Tensor, floor: torch.Tensor | float = 0.0) -> torch.Tensor:
-    """(Σλ)² / Σλ²; 0 when λ_max ≤ ``floor``."""
-    return participation_ratio_from_moments(lam.sum(), lam.square().sum(), lam.max(), floor)
+    """(Σλ)² / Σλ²; 0 when λ_max ≤ ``floor``. Batched over [..., d]."""
+    return participation_ratio_from_moments(lam.sum(-1), lam.square().sum(-1), lam.amax(-1), floor)
 
 
 def participation_ratio_from_moments(
