@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor
-from effrank_fast.monitor import Engine, accumulate
+from effrank_fast.monitor import Engine, accumulate, engines
 from effrank_fast.quadrature import trapezoid
-from effrank_fast.rank import reference
+from effrank_fast.rank import formulas, reference
 
 SMALL_EPS = [1e-4, 1e-6, 1e-7, 1e-8, 1e-9]
 
@@ -144,3 +144,42 @@ def test_spectrum_cadence_and_every_step_columns():
             assert row["lambda_max"] == pytest.approx(float(lam[0]), rel=1e-9)
         else:
             assert math.isnan(row["entropy_rank"]) and math.isnan(row["lambda_1"])
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_batched_layers_give_the_layer_by_layer_rows(monkeypatch, center):
+    """The small layers' batched eigensolve and measures (ExactEngine.record_many) give each
+    layer's row as its own record() does, entropy_rank_err included."""
+    model = _tanh_mlp(width=24)
+    xq, wq = trapezoid(-1, 1, 300)
+
+    def run() -> list[dict]:
+        return _rows(RankMonitor(model, "all_hidden", [1e-3, 1e-6], probe=xq, weights=wq, center=center, topk=3))
+
+    batched = run()
+    monkeypatch.setattr(
+        engines.ExactEngine,
+        "record_many",
+        lambda self, layers, inps, full: [self.record(li, i, full) for li, i in zip(layers, inps, strict=True)],
+    )
+    single = run()
+    assert len(batched) == len(single) == 3
+    for a, b in zip(batched, single, strict=True):
+        for col, v in b.items():
+            if isinstance(v, float) and not math.isnan(v) and col != "wall_time":
+                assert a[col] == pytest.approx(v, rel=1e-12, abs=1e-300), col
+
+
+def test_entropy_rank_gradient_is_autograds():
+    """The closed-form ∂erank/∂λ behind entropy_rank_err equals autograd's, every convention."""
+    torch.manual_seed(1)
+    lam = torch.rand(12, dtype=torch.float64).pow(6).sort(descending=True).values
+    lam[9:] = 0
+    for floor in (1e-12, float(lam[4])):
+        for kw in ({}, {"basis": "lambda"}, {"fudge": 1e-3}, {"components": 5}):
+            x = lam.clone().requires_grad_(True)
+            value = formulas.entropy_rank_from_eigenvalues(x, floor, **kw)
+            (grad,) = torch.autograd.grad(value, x)
+            v, g = formulas.entropy_rank_gradient(lam, floor, **kw)
+            assert float(v) == pytest.approx(float(value), rel=1e-14)
+            assert torch.allclose(g, grad, rtol=1e-9, atol=1e-12 * float(grad.abs().max())), kw

@@ -122,8 +122,9 @@ class LayerMeasurer:
             except Exception as exc:
                 errors[li] = f"{type(exc).__name__}: {exc}"
         for full, group in groups.items():
+            results: list[tuple[torch.Tensor, torch.Tensor] | None]
             try:
-                results = engine.record_many([li for li, _ in group], [inp for _, inp in group], full)
+                results = list(engine.record_many([li for li, _ in group], [inp for _, inp in group], full))
             except Exception:  # one layer's failure must not take the others' rows: one by one
                 results = []
                 for li, inp in group:
