@@ -122,6 +122,8 @@ class LayerMeasurer:
             except Exception as exc:
                 errors[li] = f"{type(exc).__name__}: {exc}"
         for full, group in groups.items():
+            if not group:
+                continue
             results: list[tuple[torch.Tensor, torch.Tensor] | None]
             try:
                 results = list(engine.record_many([li for li, _ in group], [inp for _, inp in group], full))
