@@ -206,6 +206,10 @@ class GramAccumulator:
         phi = phis[0] if len(phis) == 1 else torch.cat(phis)
         ws = [w for _, w in self.kept]
         w = None if ws[0] is None else (ws[0] if len(ws) == 1 else torch.cat([x for x in ws if x is not None]))
+        if normalise and w is not None:
+            # 0/1 mask weights under mode="mean": the mean over the real rows, as the sums path
+            # divides by m; a device-side division, no sync.
+            w = w / w.sum()
         mode = self._mode(w is not None, normalise)
         return core.from_features(phi, w, mode, self.center, self.backend, self._dtype(phi, phi.shape[0]))
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from effrank_fast._version import __version__
 from effrank_fast.monitor.history import read_jsonl, steps_below
 from effrank_fast.monitor.sinks import (
     HISTORY_CSV,
@@ -177,7 +178,6 @@ class RunFiles:
 
 def monitor_meta(mon: RankMonitor, closed: bool = False) -> dict[str, Any]:
     """meta.json: the monitor's conventions, layers, step count and the user's run metadata."""
-    from effrank_fast._version import __version__
 
     n_probe = None if mon.probe is None else mon.probe.n
     return {

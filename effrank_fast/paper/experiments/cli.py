@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from effrank_fast.paper.experiments import compare, e5, runner
+
 NAMES = {
     "e1": "1-D multi-frequency regression Σ sin(kπx) on [−1, 1] (Adam/SGD/L-BFGS; tanh/ReLU/sin; widths)",
     "e2": "2-D Poisson PINN on [−1, 1]² with an autograd Laplacian; monitor on a trapezoid grid",
@@ -97,8 +99,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from effrank_fast.paper.experiments import compare, runner
-
     name = args.experiment_name
     try:
         if name == "compare":
@@ -110,8 +110,6 @@ def main(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{name}-%Y%m%d-%H%M%S")
         base = _overrides(args)
         if name == "e5":
-            from effrank_fast.paper.experiments import e5
-
             e5.run(tasks=args.task, seeds=args.seeds, out=out, overrides=base, plots=not args.no_plots)
             return 0
         lists = {k: getattr(args, k) for k in LIST_OPTIONS if getattr(args, k) is not None}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -36,6 +37,7 @@ import torch
 from torch import nn
 
 from effrank_fast.monitor import Engine, Features, Probe, RankMonitor, RunLog
+from effrank_fast.paper.demo import ACTIVATIONS, build_model
 from effrank_fast.paper.lower_bound import loss_lower_bound, readout_coefficients, weighted_l2_error
 from effrank_fast.paper.sfli import sfli_
 
@@ -128,7 +130,6 @@ class Problem:
 
 def mlp(dim_in: int, width: int, depth: int, activation: str, dim_out: int = 1) -> nn.Sequential:
     """dim_in → [Linear(width) → act] × depth → Linear(dim_out): the demo's network with its ends resized."""
-    from effrank_fast.paper.demo import ACTIVATIONS, build_model
 
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
@@ -361,3 +362,10 @@ def read_extras(run_dir: str | Path) -> list[dict[str, Any]]:
     if not p.exists():
         return []
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+
+
+EXPERIMENT_JSON = "experiment.json"  # a run folder's experiment record (runner writes, compare reads)
+
+
+def group_label(label: str) -> str:
+    return re.sub(r"-s\d+$", "", label)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from effrank_fast.paper.experiments import figures
+from effrank_fast.paper.experiments.common import EXPERIMENT_JSON, group_label
 
 COMPARISON_JSON = "comparison.json"
 MIN_SEEDS = 10
@@ -43,10 +45,6 @@ KEYS = (
     ("p_circular", "p circular (expl.)"),
     ("raw_increment_correlation", "raw increment ρ"),
 )
-
-
-def group_label(label: str) -> str:
-    return re.sub(r"-s\d+$", "", label)
 
 
 def _primary(result: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +201,6 @@ def compare(
     by_eps = {e: aggregate(results, e) for e in results[0]["stats"]} if results else {}
     out = {"runs": [r["run_dir"] for r in results], "by_eps": by_eps}
     if plots and results:
-        from effrank_fast.paper.experiments import figures
-
         out["figures"] = [p.name for p in figures.seeds_plot([Path(r["run_dir"]) for r in results], root / "seeds")]
     (root / COMPARISON_JSON).write_text(json.dumps(out, indent=2) + "\n")
     if results:
@@ -216,7 +212,6 @@ def compare(
 
 def load_results(dirs: Iterable[str | Path]) -> list[dict[str, Any]]:
     """experiment.json of every run folder in ``dirs`` (a run folder, or a folder of run folders)."""
-    from effrank_fast.paper.experiments.runner import EXPERIMENT_JSON
 
     found: list[Path] = []
     for d in map(Path, dirs):

@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from effrank_fast.paper.experiments import figures, runner
+
 NAME = "e5"
 TITLE = "SFLI vs default initialisation on E1 and E2"
 TASKS = ("e1", "e2")
@@ -26,8 +28,6 @@ def run(
     plots: bool = True,
     log: Any = print,
 ) -> dict[str, list[dict[str, Any]]]:
-    from effrank_fast.paper.experiments import figures, runner
-
     results: dict[str, list[dict[str, Any]]] = {}
     for task in tasks:
         if task not in TASKS:

@@ -17,6 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from effrank_fast import report
+from effrank_fast.monitor.engines import eps_label
+from effrank_fast.paper.experiments.common import group_label, read_extras
 from effrank_fast.plotting import EPS_COLORS, LOSS_COLOR, eps_text, save
 
 PNG = ("png",)  # SVGs of these figures are not needed and double the cost of drawing them
@@ -30,7 +33,6 @@ def _figure(w: float, h: float) -> Any:
 
 
 def _col(e: float) -> str:
-    from effrank_fast.monitor.engines import eps_label
 
     return f"eps_rank@{eps_label(e)}"
 
@@ -104,8 +106,6 @@ def run_figures(run: Any, extras: list[dict[str, Any]]) -> list[Path]:
 
 
 def _groups(run_dirs: Sequence[Path]) -> dict[str, list[Any]]:
-    from effrank_fast import report
-    from effrank_fast.paper.experiments.compare import group_label
 
     groups: dict[str, list[Any]] = {}
     for d in run_dirs:
@@ -173,7 +173,6 @@ def sfli_plot(
     default_dirs: Sequence[Path], sfli_dirs: Sequence[Path], stem: str | Path, *, title: str = ""
 ) -> list[Path]:
     """2×3 panels: loss and rank vs step and vs wall time (median and range over seeds), initial ranks per layer."""
-    from effrank_fast import report
 
     groups = {
         "default init": [report.load_run(d) for d in default_dirs],
@@ -230,7 +229,6 @@ def sfli_plot(
 def _evals(run: Any) -> np.ndarray:
     """Gradient evaluations at each of the last layer's rows: from extras.jsonl where it has the step
     (every L-BFGS iteration), else the step itself (Adam, SGD: one evaluation per step)."""
-    from effrank_fast.paper.experiments.common import read_extras
 
     steps = run.series(run.layers[-1])["step"]
     known = {int(r["step"]): float(r["func_evals"]) for r in read_extras(run.dir) if "func_evals" in r}

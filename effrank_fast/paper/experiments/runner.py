@@ -9,7 +9,6 @@ each run (:func:`analyse`: the monitor's summary and figures, the coupling stati
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from collections.abc import Sequence
@@ -21,22 +20,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from effrank_fast.paper.experiments import coupling, quantisation
-from effrank_fast.paper.experiments.common import RunConfig, read_extras, train
+from effrank_fast import report
+from effrank_fast.paper.experiments import compare, coupling, e1, e2, e3, e4, figures, quantisation, stats
+from effrank_fast.paper.experiments.common import EXPERIMENT_JSON, RunConfig, read_extras, train
 
-EXPERIMENTS = {
-    "e1": "effrank_fast.paper.experiments.e1",
-    "e2": "effrank_fast.paper.experiments.e2",
-    "e3": "effrank_fast.paper.experiments.e3",
-    "e4": "effrank_fast.paper.experiments.e4",
-}
-EXPERIMENT_JSON = "experiment.json"
+EXPERIMENTS: dict[str, ModuleType] = {"e1": e1, "e2": e2, "e3": e3, "e4": e4}
 
 
 def module(name: str) -> ModuleType:
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment must be one of {tuple(EXPERIMENTS)}, got {name!r}")
-    return importlib.import_module(EXPERIMENTS[name])
+    return EXPERIMENTS[name]
 
 
 def make_config(name: str, **overrides: Any) -> RunConfig:
@@ -106,8 +100,6 @@ def _bound_summary(extras: list[dict[str, Any]], eps: list[float]) -> dict[str, 
 
 def analyse(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
     """Summary (``report``), coupling statistics at every ε, bound summary, figures; writes experiment.json."""
-    from effrank_fast import report
-    from effrank_fast.paper.experiments import stats
 
     d = Path(run_dir)
     summary = report.report(d, plots=plots)
@@ -140,8 +132,6 @@ def analyse(run_dir: str | Path, *, plots: bool = True) -> dict[str, Any]:
         last = extras[-1]
         result["final_extras"] = {k: v for k, v in last.items() if not k.startswith(("bound@", "dist@", "rank_aug@"))}
     if plots:
-        from effrank_fast.paper.experiments import figures
-
         result["figures"] = [p.name for p in figures.run_figures(run, extras)]
     (d / EXPERIMENT_JSON).write_text(json.dumps(_jsonable(result), indent=2) + "\n")
     return result
@@ -231,7 +221,6 @@ def run_grid(
     log: Any = print,
 ) -> list[dict[str, Any]]:
     """Every variant × seed of one experiment into ``out/<label>/``, then the seed comparison in ``out``."""
-    from effrank_fast.paper.experiments import compare
 
     root = Path(out)
     results = []

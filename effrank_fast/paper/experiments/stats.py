@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from effrank_fast.monitor.engines import eps_label
 from effrank_fast.paper import staircase
 from effrank_fast.paper.experiments.coupling import local_jump_test
 
@@ -150,7 +151,6 @@ def run_statistics(series: dict[str, dict[str, np.ndarray]], layers: list[str], 
         layers: the hidden layers, shallow to deep; the last one is analysed.
         eps: the threshold whose ε-rank is used.
     """
-    from effrank_fast.monitor.engines import eps_label
 
     col = f"eps_rank@{eps_label(eps)}"
     s = series[layers[-1]]
