@@ -11,13 +11,17 @@ What a row holds and what it guarantees (the README's table):
   promotes an unproven float32 count to a float64 Gram after reading a flag on the host; the
   monitor reads nothing back in ``step()``, so it decides by shape instead (:func:`acc_dtype_for`:
   float64 wherever that matrix is cheap, which certifies every count short of an exact tie) and
-  flags the rest. A certified count equals ``ef.eps_rank``'s and the float64 reference's.
+  flags the rest. A certified count equals ``ef.eps_rank``'s and the float64 reference's. On a
+  step whose spectrum is solved by LAPACK, the count is ``certified_count``'s eigh pass on that
+  spectrum (:func:`effrank_fast.rank.certified.count_from_eigenvalues`: no second eigensolve); a
+  float64 matrix formed here takes tr M ≥ λ_max in its tight δ_G instead of Lanczos steps.
 - the spectrum's measures (entropy rank, stable rank, λ_max, top-k, ``spectrum.jsonl``): one float64
-  eigensolve with the noise-floor rule of :mod:`effrank_fast.rank.spectrum`, plus
-  ``entropy_rank_err``, the rule's sensitivity estimate (where ``ef.entropy_rank`` would re-form
-  the Gram in float64, this is above ``PROMOTE_AT`` relative). They are solved on the measured
-  steps with ``spectrum_solved = 1`` (every one for a solved matrix of size ≤
-  ``EVERY_STEP_MAX_DIM``, else every ``full_every``-th) and NaN in between.
+  eigensolve with the noise-floor rule of :mod:`effrank_fast.rank.spectrum` (the layers solved at
+  one step together: :func:`solve_many`), plus ``entropy_rank_err``, the rule's sensitivity
+  estimate (closed-form gradient, :func:`effrank_fast.rank.formulas.entropy_rank_gradient`; where
+  ``ef.entropy_rank`` would re-form the Gram in float64, this is above ``PROMOTE_AT`` relative).
+  They are solved on the measured steps with ``spectrum_solved = 1`` (every one for a solved
+  matrix of size ≤ ``EVERY_STEP_MAX_DIM``, else every ``full_every``-th) and NaN in between.
 - ``trace`` and ``participation_ratio`` come from the matrix's entries every measured step
   (exact: no eigensolver; the participation ratio floored as ``ef.participation_ratio`` floors it).
 """

@@ -6,7 +6,9 @@
   (entropy rank, stable rank, λ_max, top-k, ``spectrum.jsonl``) from one float64 eigensolve every
   measured step for a solved matrix of size ≤ ``core.EVERY_STEP_MAX_DIM``, else every
   ``full_every``-th (``tracker_options={"full_every": k}``, default "auto"); trace and participation
-  ratio from the entries every step. The solver of the spectrum
+  ratio from the entries every step. The layers solved by ``eigvalsh`` at one step with matrices of
+  one shape share one batched eigensolve and one batched pass of the measures
+  (:meth:`ExactEngine.record_many`), whose spectrum is the counts' input too. The solver of the spectrum
   (``tracker_options={"solver": ...}``): ``"auto"`` (default) is the native Jacobi kernel
   (:func:`effrank_fast.ops.jacobi_eigh.jacobi_eigh`, convergence decided on the device: no host
   sync) on CUDA for d ≤ ``JACOBI_MAX_D`` when the kernel is built, else ``torch.linalg.eigvalsh``;

@@ -39,6 +39,7 @@ from effrank_fast.ops.numerics import unit_roundoff
 
 __all__ = [
     "entropy_rank_from_eigenvalues",
+    "entropy_rank_gradient",
     "entropy_rank_sensitivity",
     "gram_error_frobenius_estimate",
     "eps_counts",
