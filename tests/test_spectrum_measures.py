@@ -195,7 +195,9 @@ def test_sensitivity_bounds_random_perturbations(kind):
         got = torch.linalg.eigvalsh(m + pert).flip(0)
         moved.append(abs(float(formulas.entropy_rank_from_eigenvalues(got)) - base))
     assert max(moved) <= sens * (1 + 1e-3) + 1e-12
-    assert sens > 0 and max(moved) > 0
+    # a flat spectrum is the entropy rank's maximum: its first-order part is exactly 0 (the
+    # closed-form gradient; autograd returned rounding noise there), the move second order
+    assert (sens > 0 or kind == "flat") and max(moved) > 0
     # (2): a tail below δ
     floor = float(lam[d // 2])
     tail = lam <= floor
