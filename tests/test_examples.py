@@ -19,6 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
 def _run(args: list[str], tmp_path: Path, timeout: int = 600) -> str:
     env = {
         **os.environ,
@@ -27,6 +30,10 @@ def _run(args: list[str], tmp_path: Path, timeout: int = 600) -> str:
         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
     }
     res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0 and TEARDOWN_ABORT in res.stderr:
+        # a gloo worker thread outliving interpreter teardown aborts a process that had finished
+        # its work (seen once in ~10 loaded runs under torch 2.13): run the whole command once more
+        res = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"{args} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     return res.stdout
 

@@ -1,20 +1,20 @@
-"""BoundedGram engines (``RankMonitor(tracker=...)``): Gram matrix M [d, d] → one packed row of measures.
+"""Spectral engines (``RankMonitor(engine=...)``): Gram matrix M [d, d] → one packed row of measures.
 
 - ``"exact"`` (default): the measurement core of :mod:`.core`, the code of ``ef.eps_rank`` and
   ``ef.measures``: certified ε-counts (with ``eps_rank_certified@ε`` and proven bounds) every
   measured step, by inertia where the kernel exists (no eigensolver); the spectrum's measures
   (entropy rank, stable rank, λ_max, top-k, ``spectrum.jsonl``) from one float64 eigensolve every
   measured step for a solved matrix of size ≤ ``core.EVERY_STEP_MAX_DIM``, else every
-  ``full_every``-th (``tracker_options={"full_every": k}``, default "auto"); trace and participation
-  ratio from the entries every step. The layers solved by ``eigvalsh`` at one step with matrices of
-  one shape share one batched eigensolve and one batched pass of the measures
-  (:meth:`ExactEngine.record_many`), whose spectrum is the counts' input too. The solver of the spectrum
-  (``tracker_options={"solver": ...}``): ``"auto"`` (default) is the native Jacobi kernel
+  ``full_every``-th (``Engine(full_every=k)``, default "auto"); trace and participation
+  ratio from the entries every step. The layers solved by ``eigvalsh`` at one step with matrices
+  of one shape share one batched eigensolve and one batched pass of the measures
+  (:meth:`ExactEngine.record_many`), whose spectrum is the counts' input too. The solver of the
+  spectrum (``Engine(solver=...)``): ``"auto"`` (default) is the native Jacobi kernel
   (:func:`effrank_fast.ops.jacobi_eigh.jacobi_eigh`, convergence decided on the device: no host
   sync) on CUDA for d ≤ ``JACOBI_MAX_D`` when the kernel is built, else ``torch.linalg.eigvalsh``;
   ``"jacobi"`` or ``"eigvalsh"`` force one. On CUDA ``eigvalsh`` reads cuSOLVER's error flag back to
   the host: one sync per layer and solved step (for a sync-free monitor at larger d use
-  ``tracker="warm"`` with ``tracker_options={"refresh_every": None}``). Jacobi is warm-started: each
+  ``Engine.warm(refresh_every=None)``). Jacobi is warm-started: each
   layer keeps the eigenbasis V of its last Gram and solves VᵀMV (same eigenvalues, nearly diagonal
   when M moved little: a few sweeps instead of the 10–30 of a cold start), V re-orthogonalised by
   one Newton–Schulz step per solve. A solve that has not converged within its sweeps
@@ -22,7 +22,7 @@
 - ``"warm"``: :class:`effrank_fast.SpectrumTracker` per layer (warm-started top-k subspace; the
   counts come with a certified interval [eps_rank_lower, eps_rank_upper] and the
   :class:`~effrank_fast.TrackPath` code that produced them, column ``eps_rank_path@ε``). Imported
-  lazily. Defaults, each overridden by ``tracker_options``: ``k=64``, ``sync="deferred"`` (the
+  Defaults, each overridden by ``Engine.warm(...)``: ``k=64``, ``sync="deferred"`` (the
   monitor's step() must not read the device; the tracker's own default, "step", reads one flag
   per update) and ``refresh_every=100`` (an exact float64 eigh every 100 measured steps keeps the
   tracker honest; on CUDA that step synchronises once, like the default flush every 100 steps;
@@ -233,7 +233,7 @@ def _padded(lam: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class TrackerEngine:
-    """One stateful tracker per layer (``tracker="warm"`` or a user factory)."""
+    """One stateful tracker per layer (``Engine.warm()`` or a user factory)."""
 
     def __init__(
         self, factory: Callable[..., Any], name: str, eps: torch.Tensor, relative: str | None, topk: int
