@@ -8,6 +8,7 @@ rows and its own loss, and dumps ``mon.history`` to OUT_DIR/rank<RANK>.json.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -44,8 +45,14 @@ def main() -> None:
     mon.close()
     (out / f"rank{rank}.json").write_text(json.dumps(mon.history))
     (out / f"rank{rank}.collectives.json").write_text(json.dumps(calls))
+    dist.barrier()  # both ranks done before the group goes
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    # The results are written. Skip interpreter teardown: under load a gloo thread still joinable
+    # at static destruction aborts a finished process ("terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -96,8 +97,14 @@ def main() -> None:
         mon.close()
         result["history"] = mon.history
     (out / f"rank{rank}.json").write_text(json.dumps(result))
+    dist.barrier()  # both ranks done before the group goes
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     main()
+    # The results are written. Skip interpreter teardown: under load a gloo thread still joinable
+    # at static destruction aborts a finished process ("terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
