@@ -293,13 +293,17 @@ def main() -> None:
     args = parser.parse_args()
     print(machine_line(), flush=True)
     if args.targets:
+        grid: list[dict] = []
         for d in args.dims.split(","):
             for alpha in args.alphas.split(","):
                 for r in target_rows([float(alpha)], [int(d)], [float(e) for e in args.epss.split(",")], args.rounds):
+                    grid.append(r)
                     print(
                         "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items()),
                         flush=True,
                     )
+        if args.json:
+            Path(args.json).write_text(json.dumps({"machine": machine_line(), "rows": grid}, indent=1))
         return
     rows: list[dict] = []
     cols = ["shape", "provider", "ok", "ms", "vs_one_liner", "vs_gemm", "vs_cholesky", "vs_unpromoted", "rounds"]

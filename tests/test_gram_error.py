@@ -107,3 +107,22 @@ def test_certificate_kind_is_checked_and_recorded():
         eps_rank_result(phi, 1e-3, certificate="loose")
     for kind in KINDS:
         assert eps_rank_result(phi, 1e-3, certificate=kind).certificate == kind
+
+
+@pytest.mark.parametrize("seed,eps", [(0, 0.034145488738336005), (1, 0.1)])
+def test_factorisation_growth_mid_spectrum_does_not_cost_the_certificate(seed, eps):
+    """τ mid-spectrum of a dense power law (the nearest eigenvalue ≥ 100·δ_G away): the LDLᵀ of
+    M − τ ± a grows past the 256·γ_{3d}·(tr M + d|τ|) allotted to it, yet stays far below the
+    float32 Gram's δ_G. The count is proven without a float64 Gram, and it is the float64 count."""
+    n, d = 3000, 256
+    g = torch.Generator().manual_seed(seed)
+    lam = torch.arange(1, d + 1, dtype=torch.float64) ** -0.8
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
+    phi = (torch.randn(n, d, dtype=torch.float64, generator=g) @ (q * lam.sqrt()).T).float()
+    x = phi.double().numpy()
+    ref = np.linalg.eigvalsh(x.T @ x / n)
+    for check in (False, True):
+        res = eps_rank_result(phi, eps, method="inertia", check=check)
+        assert np.abs(ref - eps).min() > 100 * float(res.gram_error)
+        assert int(res.counts) == int((ref > eps).sum())
+        assert bool(res.certified) and not res.promoted, (check, res)

@@ -10,12 +10,15 @@ whenever δ_± ≤ m (Weyl twice: M̂ + E_± is within δ_G + δ_± of M; δ_± 
 two factorisations. The interval [τ_lo, τ_hi] carries an uncertain threshold: τ_lo = τ_hi = τ for
 an absolute ε, the proven bracket of ε·λ_max(M) for ``relative="max"``.
 
-m = (256·γ_{3d} + u)·(Σ|M_ii| + d·|τ|), and the check is δ_p,± ≤ m with δ_p the probabilistic form
-of the kernel's bound (``probabilistic_bound``: Higham–Mary, the same model as the tolerance
-verdict and δ_G). For a PSD M the kernel's δ = γ_{3d}·Σ|D_k|(1 + Σ L²) + u‖A‖_F is about
-γ_{3d}·tr M; the indefinite M − τI has larger |L| (measured δ ≈ 70·γ_{3d}·(tr M + d|τ|) at d = 256,
-max|L| ≈ 940, so δ_p ≈ 30·…): 256× leaves room, and growth beyond it fails the check and leaves the
-count uncertified (never wrong). Everything stays on the device: no host sync.
+m = max((256·γ_{3d} + u)·(Σ|M_ii| + d·|τ|), δ_G/4), and the check is δ_p,± ≤ m with δ_p the
+probabilistic form of the kernel's bound (``probabilistic_bound``: Higham–Mary, the same model as
+the tolerance verdict and δ_G). For a PSD M the kernel's δ = γ_{3d}·Σ|D_k|(1 + Σ L²) + u‖A‖_F is
+about γ_{3d}·tr M; the indefinite M − τI has larger |L|, growing with d (measured δ_p ≈ 30·γ_{3d}·
+(tr M + d|τ|) at d = 256 with max|L| ≈ 940, ≈ 290·… at d = 2048 with max|L| ≈ 2000–13000, τ
+mid-spectrum). The growth term alone would fail at d = 2048; a float32 Gram's δ_G is far larger
+(≈ 40× that term there), and allotting a quarter of it widens the reach a by at most 25% while
+covering any factorisation error up to δ_G/4. Growth beyond m fails the check and leaves the count
+uncertified (never wrong). Everything stays on the device: no host sync.
 """
 
 from __future__ import annotations
@@ -28,14 +31,20 @@ import torch
 from effrank_fast.ops.numerics import U64, gamma
 
 MARGIN_GROWTH = 256.0
+# the share of δ_G allotted to the factorisation at least (module docstring)
+GRAM_ERROR_SHARE = 0.25
 
 
-def ldl_margin(m: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """m [E]: the backward error allotted to each end's factorisation (module docstring)."""
+def ldl_margin(m: torch.Tensor, tau: torch.Tensor, gram_error: torch.Tensor | None = None) -> torch.Tensor:
+    """m [E]: the backward error allotted to each end's factorisation (module docstring); at least
+    ``gram_error``/4 (a 0-d δ_G) when given."""
     d = m.shape[0]
     g3d = gamma(3 * d)
     trace_abs = m.diagonal().double().abs().sum()
-    return (MARGIN_GROWTH * g3d + U64) * (trace_abs + d * tau.abs())
+    growth = (MARGIN_GROWTH * g3d + U64) * (trace_abs + d * tau.abs())
+    if gram_error is None:
+        return growth
+    return torch.maximum(growth, GRAM_ERROR_SHARE * gram_error.to(torch.float64))
 
 
 @dataclass
@@ -65,7 +74,7 @@ def certify_interval(
     e = tau_lo.shape[0]
     g = gram_error.to(torch.float64).reshape(())
     mid = 0.5 * (tau_lo + tau_hi)
-    margin = ldl_margin(m, mid.abs() + 0.5 * (tau_hi - tau_lo).abs())
+    margin = ldl_margin(m, mid.abs() + 0.5 * (tau_hi - tau_lo).abs(), g)
     a = g + margin
     finite = torch.isfinite(a) & torch.isfinite(tau_lo) & torch.isfinite(tau_hi)
     a_safe = torch.where(finite, a, torch.zeros_like(a))
