@@ -6,7 +6,8 @@
 Scenarios (each variant trains its own copy of the same model, same seed):
 
 - ``demo``: the staircase demo (tanh MLP 1-64-64-64-1, Adam 1e-3, 1000 full-batch points), the
-  monitor on every hidden layer with the 2000-point probe, every step, run files.
+  monitor on every hidden layer with the 2000-point probe, every step, run files (no TensorBoard,
+  as the demo writes them).
 - ``gpt2``: ``transformers.GPT2Config(n_layer=2, n_embd=512, n_head=8, vocab_size=8192,
   n_positions=128)`` built from the config, AdamW, batch 8 × seq 128 (N = 1024 tokens), random ids.
 - ``mlp-{d}x{N}``: Linear(64, d)-GELU-Linear(d, d)-GELU-Linear(d, 10), AdamW, batch N.
@@ -102,7 +103,8 @@ def _demo(points: int, probe: int) -> Scenario:
         return model, loss, torch.optim.Adam(model.parameters(), lr=1e-3)
 
     xq, wq = trapezoid(-1, 1, probe)
-    kw = {"probe": xq, "weights": wq, "spectrum_every": 10, "flush_every": 250}
+    # the demo's own monitor settings (effrank_fast.paper.demo): run files, no TensorBoard
+    kw = {"probe": xq, "weights": wq, "spectrum_every": 10, "flush_every": 250, "tensorboard": False}
     return Scenario("demo", build, "5", kw)
 
 
