@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor
-from effrank_fast.monitor import Engine, accumulate, engines
+from effrank_fast.monitor import Engine, Features, Probe, accumulate, engines
 from effrank_fast.quadrature import trapezoid
 from effrank_fast.rank import formulas, reference
 
@@ -146,15 +146,23 @@ def test_spectrum_cadence_and_every_step_columns():
             assert math.isnan(row["entropy_rank"]) and math.isnan(row["lambda_1"])
 
 
-@pytest.mark.parametrize("center", [False, True])
-def test_batched_layers_give_the_layer_by_layer_rows(monkeypatch, center):
-    """The small layers' batched eigensolve and measures (ExactEngine.record_many) give each
-    layer's row as its own record() does, entropy_rank_err included."""
+@pytest.mark.parametrize(
+    "center,relative,acc",
+    [(False, None, None), (True, None, None), (False, "max", None), (True, "trace", None), (False, None, "float32")],
+)
+def test_batched_layers_give_the_layer_by_layer_rows(monkeypatch, center, relative, acc):
+    """The small layers' batched eigensolve, measures and certified counts (ExactEngine.record_many)
+    give each layer's row as its own record() does, entropy_rank_err and the bounds included (a
+    float32 Gram leaves the 1e-6 counts unproven: lower < upper)."""
     model = _tanh_mlp(width=24)
     xq, wq = trapezoid(-1, 1, 300)
+    features = Features(mode="integral", center=center, acc_dtype=getattr(torch, acc) if acc else None)
 
     def run() -> list[dict]:
-        return _rows(RankMonitor(model, "all_hidden", [1e-3, 1e-6], probe=xq, weights=wq, center=center, topk=3))
+        mon = RankMonitor(
+            model, "all_hidden", [1e-3, 1e-6], relative=relative, probe=Probe(xq, weights=wq), features=features
+        )
+        return _rows(mon)
 
     batched = run()
     monkeypatch.setattr(
@@ -164,9 +172,16 @@ def test_batched_layers_give_the_layer_by_layer_rows(monkeypatch, center):
     )
     single = run()
     assert len(batched) == len(single) == 3
+    if acc == "float32":
+        assert any(r["eps_rank_lower@1e-06"] < r["eps_rank_upper@1e-06"] for r in single)
     for a, b in zip(batched, single, strict=True):
+        assert {c for c, v in b.items() if isinstance(v, int) and c.startswith("eps_rank")} >= {
+            f"eps_rank{kind}@{e}" for kind in ("", "_certified", "_lower", "_upper") for e in ("0.001", "1e-06")
+        }
         for col, v in b.items():
-            if isinstance(v, float) and not math.isnan(v) and col != "wall_time":
+            if isinstance(v, int):
+                assert a[col] == v, col
+            elif isinstance(v, float) and not math.isnan(v) and col != "wall_time":
                 assert a[col] == pytest.approx(v, rel=1e-12, abs=1e-300), col
 
 

@@ -39,7 +39,12 @@ from effrank_fast.ops.gram.error import gram_error_bound
 from effrank_fast.ops.inertia import InertiaFallbackWarning
 from effrank_fast.ops.inertia.cost import inertia_why_not
 from effrank_fast.rank import formulas, spectrum
-from effrank_fast.rank.certified import EpsRankResult, certified_count, count_from_eigenvalues
+from effrank_fast.rank.certified import (
+    EpsRankResult,
+    certified_count,
+    count_from_eigenvalues,
+    count_from_eigenvalues_many,
+)
 from effrank_fast.rank.prepare import BoundedGram, features_to_matrix
 
 # A solved matrix this small has its whole spectrum solved every measured step (a few ms at most).
@@ -139,6 +144,15 @@ def counts(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InertiaFallbackWarning)
         return certified_count(inp.sp, eps, relative, count_method(inp.sp.matrix, sync_free), check=False)
+
+
+def counts_many(
+    inps: list[LayerInput], eps: torch.Tensor, relative: str | None, lam: torch.Tensor, stacked: torch.Tensor
+) -> EpsRankResult | None:
+    """:func:`counts` of several layers whose matrices ``stacked`` [L, n, n] were solved together
+    this step (``lam`` [L, dim]): one certified eigh pass for all; fields [L, E]. None when they
+    cannot share one (different scales or conventions: count them one by one)."""
+    return count_from_eigenvalues_many([i.sp for i in inps], eps, relative, lam, stacked)
 
 
 @dataclass

@@ -75,9 +75,10 @@ def eps_label(e: float) -> str:
 
 
 def _topk(lam: torch.Tensor, k: int) -> torch.Tensor:
-    top = lam[:k].double()
-    if top.shape[0] < k:
-        top = torch.cat([top, top.new_full((k - top.shape[0],), float("nan"))])
+    """The k largest of λ [..., n] (descending), NaN-padded to [..., k]."""
+    top = lam[..., :k].double()
+    if top.shape[-1] < k:
+        top = torch.cat([top, top.new_full((*top.shape[:-1], k - top.shape[-1]), float("nan"))], -1)
     return top
 
 
@@ -211,13 +212,18 @@ class ExactEngine:
         flag = torch.ones_like(stable)
         scal = torch.stack([entropy, stable, pr, lam[:, 0], lam.sum(-1), s.entropy_err, flag], -1)
         eps = self._eps_on(stacked.device)
-        out = []
-        for k, inp in enumerate(inps):
-            res = core.counts(inp, eps, self.relative, sync_free=False, lam=lam[k])
-            counts = [res.counts, res.certified, res.lower, res.upper]
-            row = torch.cat([c.double().reshape(-1) for c in counts] + [scal[k], _topk(lam[k], self.topk)])
-            out.append((row, lam[k]))
-        return out
+        res = core.counts_many(inps, eps, self.relative, lam, stacked)
+        if res is None:
+            out = []
+            for k, inp in enumerate(inps):
+                one = core.counts(inp, eps, self.relative, sync_free=False, lam=lam[k])
+                counts = [one.counts, one.certified, one.lower, one.upper]
+                row = torch.cat([c.double().reshape(-1) for c in counts] + [scal[k], _topk(lam[k], self.topk)])
+                out.append((row, lam[k]))
+            return out
+        parts = [res.counts, res.certified, res.lower, res.upper]
+        rows = torch.cat([c.double() for c in parts] + [scal, _topk(lam, self.topk)], -1)
+        return list(zip(rows.unbind(0), lam.unbind(0), strict=True))
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -84,14 +84,29 @@ def _eigh_pass(
     sp: BoundedGram, eps: torch.Tensor, relative: str | None, lam: torch.Tensor | None = None
 ) -> EpsRankResult:
     lam = eigenvalues_desc(sp) if lam is None else lam
-    g = _gram_error(sp)
-    delta = g + 4 * sp.matrix.shape[0] * U64 * lam.abs().max()
-    lam_max, trace = lam[0], sp.matrix.diagonal().double().sum()
-    tau = formulas.thresholds_for(eps, relative, lam_max, trace)
+    trace = sp.matrix.diagonal().double().sum()
+    return _eigh_result(lam, _gram_error(sp), trace, sp.matrix.shape[0], sp.dim, eps, relative, sp.acc_dtype)
+
+
+def _eigh_result(
+    lam: torch.Tensor,
+    g: torch.Tensor,
+    trace: torch.Tensor,
+    n: int,
+    dim: int,
+    eps: torch.Tensor,
+    relative: str | None,
+    acc_dtype: torch.dtype | None,
+) -> EpsRankResult:
+    """The eigh pass on λ [..., dim] (descending float64) of [n, n] matrices with δ_G ``g`` [...] and
+    trace [...]; ε [E]. Batched: the result's fields gain the leading dims."""
+    delta = (g + 4 * n * U64 * lam.abs().amax(-1)).unsqueeze(-1)  # [..., 1]
+    lam_max, g_col = lam[..., :1], g.unsqueeze(-1)
+    tau = formulas.thresholds_for(eps, relative, lam_max, trace.unsqueeze(-1))
     if relative == "max":  # the exact λ_max lies within δ of λ̂_max
         lo, hi = eps * (lam_max - delta), eps * (lam_max + delta)
     elif relative == "trace":  # |tr ΔM| ≤ d·‖ΔM‖₂
-        spread = eps * sp.dim * g
+        spread = eps * dim * g_col
         lo, hi = tau - spread, tau + spread
     else:
         lo, hi = tau, tau
@@ -99,8 +114,9 @@ def _eigh_pass(
     upper = formulas.eps_counts(lam, lo - delta)
     lower = formulas.eps_counts(lam, hi + delta)
     certified = torch.isfinite(delta) & (upper == lower)
-    zero = torch.isfinite(g) & (lam.abs().max() <= g)
-    return EpsRankResult(counts, certified, lower, upper, tau, g, sp.acc_dtype, "eigh", zero=zero)
+    zero = torch.isfinite(g) & (lam.abs().amax(-1) <= g)
+    tau = torch.broadcast_to(tau, counts.shape)
+    return EpsRankResult(counts, certified, lower, upper, tau, g, acc_dtype, "eigh", zero=zero)
 
 
 def _inertia_pass(sp: BoundedGram, eps: torch.Tensor, relative: str | None) -> EpsRankResult:
@@ -149,6 +165,22 @@ def count_from_eigenvalues(
     of ``sp.matrix`` (as :func:`eigenvalues_desc` returns them) that a caller solved already."""
     res = _given_units(_eigh_pass(sp, _scaled_eps(sp, eps, relative), relative, lam), sp)
     res.certificate = sp.certificate
+    return res
+
+
+def count_from_eigenvalues_many(
+    sps: list[BoundedGram], eps: torch.Tensor, relative: str | None, lam: torch.Tensor, matrices: torch.Tensor
+) -> EpsRankResult | None:
+    """:func:`count_from_eigenvalues` for L matrices of one size at once: ``matrices`` [L, n, n] the
+    stacked ``sp.matrix``, ``lam`` [L, dim] their spectra; the fields gain the leading L (δ_G [L]).
+    None when they differ in scale, accumulation dtype or certificate kind (count one by one)."""
+    first = sps[0]
+    if any(sp.scale != 1.0 or sp.acc_dtype != first.acc_dtype or sp.certificate != first.certificate for sp in sps):
+        return None
+    g = torch.stack([_gram_error(sp) for sp in sps])
+    trace = matrices.diagonal(dim1=-2, dim2=-1).double().sum(-1)
+    res = _eigh_result(lam, g, trace, matrices.shape[-1], first.dim, eps, relative, first.acc_dtype)
+    res.certificate = first.certificate
     return res
 
 

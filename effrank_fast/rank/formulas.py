@@ -63,8 +63,9 @@ def thresholds_for(eps: torch.Tensor, relative: str | None, lam_max: torch.Tenso
 
 
 def eps_counts(lam: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """#{λ > τ_e} for each τ_e: int64 [E]."""
-    return (lam.unsqueeze(0) > thresholds.to(lam).unsqueeze(1)).sum(1)
+    """#{λ > τ_e} for each τ_e: int64 [E] for λ [n], τ [E]; batched, [..., E] for λ [..., n] and
+    τ [..., E] (or [E])."""
+    return (lam.unsqueeze(-2) > thresholds.to(lam).unsqueeze(-1)).sum(-1)
 
 
 def noise_floor(
