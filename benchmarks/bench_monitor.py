@@ -2,6 +2,10 @@
 
     PYTHONPATH=$PWD python benchmarks/bench_monitor.py [--scenarios demo,gpt2,mlp-2048x512] [--rounds 6]
     PYTHONPATH=$PWD python benchmarks/bench_monitor.py --smoke    # tiny sizes, one round (the test)
+    PYTHONPATH=$PWD python benchmarks/bench_monitor.py --device cuda --scenarios gpt2   # on a GPU
+
+On CUDA every timed window ends with ``torch.cuda.synchronize()`` (the monitor itself adds no host
+sync to a step; its rows are copied at the flush).
 
 Scenarios (each variant trains its own copy of the same model, same seed):
 
@@ -47,6 +51,9 @@ from effrank_fast.rank import reference
 EPS = [1e-2, 1e-3, 1e-4]
 
 
+DEVICE = torch.device("cpu")  # --device
+
+
 @dataclass
 class Scenario:
     name: str
@@ -62,8 +69,8 @@ def _gpt2(n_embd: int, n_layer: int, vocab: int, seq: int, batch: int) -> Scenar
     def build():
         torch.manual_seed(0)
         cfg = GPT2Config(n_layer=n_layer, n_embd=n_embd, n_head=8, vocab_size=vocab, n_positions=seq)
-        model = GPT2LMHeadModel(cfg)
-        ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1))
+        model = GPT2LMHeadModel(cfg).to(DEVICE)
+        ids = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(1)).to(DEVICE)
 
         def loss(m: nn.Module) -> torch.Tensor:
             return m(input_ids=ids, labels=ids).loss
@@ -78,9 +85,9 @@ def _gpt2(n_embd: int, n_layer: int, vocab: int, seq: int, batch: int) -> Scenar
 def _mlp(d: int, n: int) -> Scenario:
     def build():
         torch.manual_seed(0)
-        model = nn.Sequential(nn.Linear(64, d), nn.GELU(), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 10))
-        x = torch.randn(n, 64, generator=torch.Generator().manual_seed(1))
-        y = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(2))
+        model = nn.Sequential(nn.Linear(64, d), nn.GELU(), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 10)).to(DEVICE)
+        x = torch.randn(n, 64, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+        y = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(2)).to(DEVICE)
 
         def loss(m: nn.Module) -> torch.Tensor:
             return nn.functional.cross_entropy(m(x), y)
@@ -93,8 +100,8 @@ def _mlp(d: int, n: int) -> Scenario:
 def _demo(points: int, probe: int) -> Scenario:
     def build():
         torch.manual_seed(0)
-        model = build_model(64, 3, "tanh")
-        x = torch.linspace(-1, 1, points).unsqueeze(1)
+        model = build_model(64, 3, "tanh").to(DEVICE)
+        x = torch.linspace(-1, 1, points, device=DEVICE).unsqueeze(1)
         y = target(x, 8)
 
         def loss(m: nn.Module) -> torch.Tensor:
@@ -103,6 +110,7 @@ def _demo(points: int, probe: int) -> Scenario:
         return model, loss, torch.optim.Adam(model.parameters(), lr=1e-3)
 
     xq, wq = trapezoid(-1, 1, probe)
+    xq, wq = xq.to(DEVICE), wq.to(DEVICE)
     # the demo's own monitor settings (effrank_fast.paper.demo): run files, no TensorBoard
     kw = {"probe": xq, "weights": wq, "spectrum_every": 10, "flush_every": 250, "tensorboard": False}
     return Scenario("demo", build, "5", kw)
@@ -170,9 +178,11 @@ class Run:
             self.mon.step(loss=loss.detach())
 
     def timed(self, steps: int) -> float:
+        _sync()
         t0 = time.perf_counter()
         for _ in range(steps):
             self.step()
+        _sync()
         return (time.perf_counter() - t0) / steps * 1e3
 
     def check(self) -> dict[str, int]:
@@ -209,6 +219,11 @@ class Run:
                 res["certified_mismatch"] += cert and row[f"eps_rank@{e:g}"] != r
                 res["outside_bounds"] += not row[f"eps_rank_lower@{e:g}"] <= r <= row[f"eps_rank_upper@{e:g}"]
         return res
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def bench(sc: Scenario, rounds: int, warmup: int, steps: int, variants: tuple[str, ...]) -> dict[str, Any]:
@@ -248,15 +263,18 @@ def parts(sc: Scenario, steps: int) -> dict[str, list[float]]:
     }
     out: dict[str, list[float]] = {"training step": [], **{k: [] for k in mons}}
     for _ in range(steps):
+        _sync()
         t0 = time.perf_counter()
         loss = loss_fn(model)
         opt.zero_grad()
         loss.backward()
         opt.step()
+        _sync()
         out["training step"].append((time.perf_counter() - t0) * 1e3)
         for name, mon in mons.items():
             t0 = time.perf_counter()
             mon.step(loss=loss.detach())
+            _sync()
             out[name].append((time.perf_counter() - t0) * 1e3)
     for mon in mons.values():
         mon.close()
@@ -275,7 +293,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--list", action="store_true")
     p.add_argument("--parts", type=int, default=0, help="instead: time N steps' parts directly")
     p.add_argument("--json", default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     table = scenarios(args.smoke)
     if args.list:
@@ -285,7 +306,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rounds, warmup = (1, 0) if args.smoke else (args.rounds, args.warmup)
     out: dict[str, Any] = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip()
-        + f", {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        + f", {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+        + (f", {torch.cuda.get_device_name(DEVICE)}" if DEVICE.type == "cuda" else ""),
         "date": datetime.datetime.now().isoformat(timespec="minutes"),
         "load": os.getloadavg(),
         "results": {},

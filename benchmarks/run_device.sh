@@ -11,7 +11,7 @@
 #   5. headline benchmarks in priority order: Gram vs cuBLAS at (65536, 4096) + the bias at two N;
 #      inertia vs eigvalsh fp32/fp64 and Cholesky at d = 4096, 8192; tracker update at 4096/k=256;
 #      bench_e2e at d = 4096;
-#   6. extras while time remains.
+#   6. extras while time remains (the last: bench_monitor's GPT-2-like model on CUDA).
 # Logs and JSON go to a work folder; after every step it is packed into $OUT/results.tgz and the
 # step lines into $OUT/summary.txt (the only two files written to $OUT), printed last.
 # Exit code: 0 when every step passed, 1 otherwise (the build's failure is reported first).
@@ -162,6 +162,12 @@ step bench_jacobi_eigh 40 25 GPU $PY benchmarks/bench_jacobi_eigh.py --json "$WO
 step bench_e2e_widths 90 40 GPU $PY -W ignore benchmarks/bench_e2e.py --widths 1024,8192 --variants none,exact,warm,warm_fused \
   --variant-budget-s 3 --warmup 3 --steps-slow 10 --time-budget-s 60 --json "$WORK/bench_e2e_widths.json"
 step bench_linear_act_gram 40 25 GPU $PY benchmarks/bench_linear_act_gram.py --json "$WORK/bench_linear_act_gram.json"
+# issue 19's GPT-2-like model (d = 2048 activation, default last hidden) beside the svdvals and Gram + eigvalsh hooks
+MON_ARGS="--device cuda --scenarios gpt2 --rounds 4 --warmup 2 --steps 5"
+[ $DRY = 1 ] && MON_ARGS="--smoke"
+if $PY -c "import transformers" 2> /dev/null; then
+  step bench_monitor_gpt2 60 30 CPU $PY -W ignore benchmarks/bench_monitor.py $MON_ARGS --json "$WORK/bench_monitor_gpt2.json"
+else note "bench_monitor_gpt2: skipped (transformers is not installed here; pip install transformers)"; fi
 
 if [ "$BUILD_RC" != 0 ]; then note "!!!!!!!! BUILD FAILED (rc=$BUILD_RC): see build.log in results.tgz"; fi
 note "== total $(elapsed) s; $([ $FAILED = 0 ] && echo 'every step passed' || echo 'SOME STEPS FAILED')"
