@@ -146,3 +146,35 @@ def test_probe_sees_theta_t_under_a_fused_optimizer():
         mon.step()
     mon.close()
     assert [r["lambda_1"] for r in mon.history] == pytest.approx(ref, rel=1e-6)
+
+
+def test_resume_from_checkpoint_keeps_one_timeline_of_rows(tmp_path):
+    """A run resumed with ``trainer.train(resume_from_checkpoint=...)`` measures the steps after the
+    checkpoint again: the run folder then holds every step once, in order (the rows the first run
+    wrote after the checkpoint are replaced, with a warning), and the resumed steps' rows are the
+    uninterrupted run's."""
+    from effrank_fast.monitor.history import read_jsonl
+
+    probe = torch.randint(0, 64, (4, T), generator=torch.Generator().manual_seed(2))
+    kw = {"max_steps": 6, "gradient_accumulation_steps": 1, "save_strategy": "steps", "save_steps": 3}
+    first = _trainer(tmp_path, _gpt2(), **kw)
+    RankMonitorTrainerCallback(first, layers={"h0": "transformer.h.0"}, eps=[1e-1, 1e-3], probe=probe)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        first.train()
+    before = read_jsonl(tmp_path / "rank" / "history.jsonl")
+    assert [r["step"] for r in before] == list(range(6))
+
+    again = _trainer(tmp_path, _gpt2(), **kw)
+    RankMonitorTrainerCallback(again, layers={"h0": "transformer.h.0"}, eps=[1e-1, 1e-3], probe=probe)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        with pytest.warns(RuntimeWarning, match="were replaced"):
+            again.train(resume_from_checkpoint=str(tmp_path / "checkpoint-3"))
+    after = read_jsonl(tmp_path / "rank" / "history.jsonl")
+    assert [r["step"] for r in after] == list(range(6))
+    for old, new in zip(before, after, strict=True):
+        for col in ("eps_rank@0.1", "eps_rank@0.001", "eps_rank_certified@0.001"):
+            assert new[col] == old[col], (new["step"], col)
+        assert new["lambda_1"] == pytest.approx(old["lambda_1"], rel=1e-5)
+        assert new["loss"] == pytest.approx(old["loss"], rel=1e-5)
