@@ -171,3 +171,36 @@ def test_collapse_alert_stops_the_trainer(tmp_path):
 def test_bad_cadence_names_the_argument():
     with pytest.raises(ValueError, match="log_every_n_steps must be"):
         lmod.RankMonitorCallback(log_every_n_steps=0)
+
+
+def test_fit_from_a_checkpoint_keeps_one_timeline_of_rows(tmp_path):
+    """``trainer.fit(..., ckpt_path=...)`` from a step-3 checkpoint of a 6-step run (the monitor's
+    state travels in the checkpoint): the run folder ends with every step once, in order; the rows
+    before the checkpoint are the first run's, and each resumed row's λ₁ is that of the parameters
+    its step started from (float64 check)."""
+    from effrank_fast.monitor.history import read_jsonl
+
+    probe = torch.randn(50, 2)
+    run = tmp_path / "rank"
+
+    def fit(ckpt_path=None):
+        module = Module()
+        cb = lmod.RankMonitorCallback(layers={"h": "net.1"}, eps=[1e-3], probe=probe, log=str(run))
+        saves = pl.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=3, save_top_k=-1)
+        trainer = _trainer(tmp_path, [cb, saves], max_steps=6, enable_checkpointing=True)
+        trainer.fit(module, _data(), ckpt_path=ckpt_path)
+        return module
+
+    fit()
+    before = read_jsonl(run / "history.jsonl")
+    assert [r["step"] for r in before] == list(range(6))
+    (ckpt,) = (tmp_path / "ckpt").glob("*step=3.ckpt")
+    module = fit(str(ckpt))  # the callback's state in the checkpoint cuts the files back to step 3
+    after = read_jsonl(run / "history.jsonl")
+    assert [r["step"] for r in after] == list(range(6))
+    assert after[:3] == before[:3]
+    assert len(module.thetas) == 3  # the resumed fit ran steps 3, 4, 5
+    for row, (w1, b1, _, _) in zip(after[3:], module.thetas, strict=True):
+        lam = _lam(probe, w1, b1)
+        assert row["lambda_1"] == pytest.approx(float(lam[-1]), rel=1e-6)
+        assert row["eps_rank@0.001"] == (lam > 1e-3).sum()
