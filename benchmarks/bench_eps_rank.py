@@ -52,7 +52,12 @@ from effrank_fast.rank import (
     eps_rank_result,  # noqa: E402
     reference,
 )
-from effrank_fast.testing import features_with_spectrum, gapped_spectrum, random_orthogonal  # noqa: E402
+from effrank_fast.testing import (  # noqa: E402
+    features_with_spectrum,
+    gapped_spectrum,
+    random_orthogonal,
+    rotated_features,
+)
 
 EPS = 1e-3
 EPS_PROMO = 1e-6  # every eigenvalue of the d = 256/1024 power law (≥ 3e-5) lies above it
@@ -241,12 +246,8 @@ def target_rows(alphas: list[float], dims: list[int], epss: list[float], rounds:
     rows = []
     for d in dims:
         for alpha in alphas:
-            g = torch.Generator().manual_seed(0)
             lam = torch.arange(1, d + 1, dtype=torch.float64) ** -alpha
-            q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
-            x = torch.randn(n, d, dtype=torch.float64, generator=g) @ (q * lam.sqrt()).T
-            phi = x.float().contiguous()
-            del x
+            phi = rotated_features(lam, n, torch.Generator().manual_seed(0)).float().contiguous()
             lam_ref = torch.linalg.eigvalsh(ef.gram(phi, acc_dtype=torch.float64))
             for eps in epss:
                 want = int((lam_ref > eps).sum())

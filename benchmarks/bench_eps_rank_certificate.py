@@ -33,29 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import effrank_fast as ef  # noqa: E402
 from effrank_fast.rank import eps_rank_result  # noqa: E402
+from effrank_fast.testing import FAMILIES, family_features  # noqa: E402
 
-FAMILIES = ("power0.8", "power1.2", "power2", "clustered", "lowrank_noise", "decades12")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def features(family: str, n: int, d: int, seed: int) -> torch.Tensor:
-    """[n, d] float64 with the family's population spectrum under a random rotation, max |x| = 4."""
-    g = torch.Generator().manual_seed(seed)
-    i = torch.arange(1, d + 1, dtype=torch.float64)
-    if family.startswith("power"):
-        lam = i ** -float(family[5:])
-    elif family == "clustered":
-        lam = torch.tensor([1.0, 1e-2, 1e-4, 1e-6], dtype=torch.float64).repeat_interleave(d // 4)
-        lam = lam * (1 + 1e-3 * torch.rand(d, dtype=torch.float64, generator=g))
-    elif family == "lowrank_noise":
-        lam = torch.where(i <= 12, 1.0, 1e-6).to(torch.float64)
-    elif family == "decades12":
-        lam = torch.logspace(0, -12, d, dtype=torch.float64)
-    else:
-        raise ValueError(f"unknown family {family!r}")
-    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
-    x = torch.randn(n, d, dtype=torch.float64, generator=g) @ (q * lam.sqrt()).T
-    return x / x.abs().max() * 4
 
 
 def thresholds(lam_ref: torch.Tensor) -> list[float]:
@@ -67,7 +47,7 @@ def thresholds(lam_ref: torch.Tensor) -> list[float]:
 
 
 def case(family: str, dtype: str, n: int, d: int, seed: int) -> dict:
-    phi = features(family, n, d, seed).to(DTYPES[dtype])
+    phi = family_features(family, n, d, seed).to(DTYPES[dtype])
     m64 = ef.gram(phi.double(), acc_dtype=torch.float64)
     lam_ref = torch.linalg.eigvalsh(m64).flip(0)
     eps = thresholds(lam_ref)

@@ -13,13 +13,19 @@ import torch
 from effrank_fast.ops.numerics import gamma, unit_roundoff
 
 __all__ = [
+    "FAMILIES",
     "entropy_perturbation_bound",
+    "family_features",
     "features_with_spectrum",
     "gapped_spectrum",
     "gram_error_bound",
     "random_orthogonal",
+    "rotated_features",
     "unit_roundoff",
 ]
+
+# Population spectra of the certificate's tests and sweep (:func:`family_features`).
+FAMILIES = ("power0.8", "power1.2", "power2", "clustered", "lowrank_noise", "decades12")
 
 
 def random_orthogonal(n: int, k: int | None = None, *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -28,6 +34,36 @@ def random_orthogonal(n: int, k: int | None = None, *, generator: torch.Generato
     a = torch.randn(n, k, dtype=torch.float64, generator=generator)
     q, r = torch.linalg.qr(a)
     return q * torch.sign(torch.diagonal(r)).unsqueeze(0)
+
+
+def rotated_features(lam: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """[n, d] float64 Gaussian rows whose population covariance is Q diag(λ) Qᵀ, Q a random rotation
+    (drawn first from ``generator``, then the rows)."""
+    d = lam.shape[0]
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=generator))
+    return torch.randn(n, d, dtype=torch.float64, generator=generator) @ (q * lam.sqrt()).T
+
+
+def family_features(family: str, n: int, d: int, seed: int) -> torch.Tensor:
+    """[n, d] float64 features of a :data:`FAMILIES` population spectrum under a random rotation,
+    scaled to max |x| = 4 (inside fp16's range): ``power<α>`` (λ_i = i^-α), ``clustered`` (four
+    clusters 2 decades apart, relative width 1e-3), ``lowrank_noise`` (12 directions at 1, the rest
+    at 1e-6), ``decades12`` (log-uniform over 12 decades)."""
+    g = torch.Generator().manual_seed(seed)
+    i = torch.arange(1, d + 1, dtype=torch.float64)
+    if family.startswith("power"):
+        lam = i ** -float(family[5:])
+    elif family == "clustered":
+        lam = torch.tensor([1.0, 1e-2, 1e-4, 1e-6], dtype=torch.float64).repeat_interleave(d // 4)
+        lam = lam * (1 + 1e-3 * torch.rand(d, dtype=torch.float64, generator=g))
+    elif family == "lowrank_noise":
+        lam = torch.where(i <= 12, 1.0, 1e-6).to(torch.float64)
+    elif family == "decades12":
+        lam = torch.logspace(0, -12, d, dtype=torch.float64)
+    else:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    x = rotated_features(lam, n, g)
+    return x / x.abs().max() * 4
 
 
 def features_with_spectrum(

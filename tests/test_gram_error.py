@@ -12,27 +12,9 @@ import torch
 from effrank_fast.ops.gram.error import KINDS
 from effrank_fast.rank import eps_rank_result
 from effrank_fast.rank.prepare import features_to_matrix
+from effrank_fast.testing import FAMILIES, family_features, rotated_features
 
-FAMILIES = ("power0.8", "power1.2", "power2", "clustered", "lowrank_noise", "decades12")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
-def _features(family: str, n: int, d: int, seed: int) -> torch.Tensor:
-    """Features [n, d] float64 with a prescribed population spectrum under a random rotation."""
-    g = torch.Generator().manual_seed(seed)
-    i = torch.arange(1, d + 1, dtype=torch.float64)
-    if family.startswith("power"):
-        lam = i ** -float(family[5:])
-    elif family == "clustered":
-        lam = torch.tensor([1.0, 1e-2, 1e-4, 1e-6], dtype=torch.float64).repeat_interleave(d // 4)
-        lam = lam * (1 + 1e-3 * torch.rand(d, dtype=torch.float64, generator=g))
-    elif family == "lowrank_noise":
-        lam = torch.where(i <= 12, 1.0, 1e-6).to(torch.float64)
-    else:
-        lam = torch.logspace(0, -12, d, dtype=torch.float64)
-    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
-    x = torch.randn(n, d, dtype=torch.float64, generator=g) @ (q * lam.sqrt()).T
-    return x / x.abs().max() * 4  # inside fp16's range
 
 
 def _true_error(phi: torch.Tensor, m_hat: torch.Tensor) -> float:
@@ -45,7 +27,7 @@ def _true_error(phi: torch.Tensor, m_hat: torch.Tensor) -> float:
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_kind_bounds_the_true_error(family, dtype):
     for seed in (0, 1):
-        phi = _features(family, 2000, 128, seed).to(dtype)
+        phi = family_features(family, 2000, 128, seed).to(dtype)
         for kind in KINDS:
             sp = features_to_matrix(phi, None, "mean", False, "auto", None, True, certificate=kind)
             true = _true_error(phi, sp.matrix)
@@ -55,7 +37,7 @@ def test_every_kind_bounds_the_true_error(family, dtype):
 
 def test_tight_estimate_bounds_centred_and_weighted_grams():
     g = torch.Generator().manual_seed(3)
-    phi = (_features("power1.2", 1500, 96, 3) + 2.0).float()  # a large mean: centring matters
+    phi = (family_features("power1.2", 1500, 96, 3) + 2.0).float()  # a large mean: centring matters
     w = torch.rand(1500, dtype=torch.float64, generator=g)
     for weights, center in ((None, True), (w, False), (w, True)):
         sp = features_to_matrix(phi, weights, "sum" if weights is not None else "mean", center, "auto", None, True)
@@ -70,7 +52,7 @@ def test_tight_estimate_bounds_centred_and_weighted_grams():
 
 @pytest.mark.parametrize("alpha", [0.8, 1.2, 2.0])
 def test_tight_estimate_is_within_10x_of_the_true_error_on_power_laws(alpha):
-    phi = _features(f"power{alpha}", 8000, 256, 5).float()
+    phi = family_features(f"power{alpha}", 8000, 256, 5).float()
     sp = features_to_matrix(phi, None, "mean", False, "auto", None, True)
     true = _true_error(phi, sp.matrix)
     assert true <= float(sp.gram_error) <= 10 * true
@@ -81,7 +63,7 @@ def test_a_wrong_count_is_never_certified():
     wrong = []
     for family in FAMILIES:
         for dtype in DTYPES:
-            phi = _features(family, 600, 48, 11).to(dtype)
+            phi = family_features(family, 600, 48, 11).to(dtype)
             x = phi.double().numpy()
             lam = np.linalg.eigvalsh(x.T @ x / x.shape[0])
             at = lam[[-2, -5, -12, 24]]  # τ right at an eigenvalue, and a hair off it
@@ -102,7 +84,7 @@ def test_a_wrong_count_is_never_certified():
 
 
 def test_certificate_kind_is_checked_and_recorded():
-    phi = _features("power1.2", 300, 16, 0).float()
+    phi = family_features("power1.2", 300, 16, 0).float()
     with pytest.raises(ValueError, match="certificate"):
         eps_rank_result(phi, 1e-3, certificate="loose")
     for kind in KINDS:
@@ -115,10 +97,8 @@ def test_factorisation_growth_mid_spectrum_does_not_cost_the_certificate(seed, e
     M − τ ± a grows past the 256·γ_{3d}·(tr M + d|τ|) allotted to it, yet stays far below the
     float32 Gram's δ_G. The count is proven without a float64 Gram, and it is the float64 count."""
     n, d = 3000, 256
-    g = torch.Generator().manual_seed(seed)
     lam = torch.arange(1, d + 1, dtype=torch.float64) ** -0.8
-    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=g))
-    phi = (torch.randn(n, d, dtype=torch.float64, generator=g) @ (q * lam.sqrt()).T).float()
+    phi = rotated_features(lam, n, torch.Generator().manual_seed(seed)).float()
     x = phi.double().numpy()
     ref = np.linalg.eigvalsh(x.T @ x / n)
     for check in (False, True):

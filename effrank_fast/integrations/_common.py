@@ -19,7 +19,7 @@ class MonitorArgs:
     """:class:`~effrank_fast.RankMonitor`'s own parameters, held by a callback until it sees the model."""
 
     layers: object = "last_hidden"
-    eps: float | tuple[float, ...] | torch.Tensor = (1e-2, 1e-3, 1e-4)
+    eps: float | tuple[float, ...] | list[float] | torch.Tensor = (1e-2, 1e-3, 1e-4)
     relative: str | None = None
     every: int = 1
     probe: object = None
@@ -29,6 +29,10 @@ class MonitorArgs:
     accumulate: object = "step"
     distributed: bool | None = None
     alerts: object = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eps, list):  # a list from the callback's signature: held as a tuple (hashable state)
+            object.__setattr__(self, "eps", tuple(self.eps))
 
     def build(self, model: nn.Module, default_dir: str | Path | None, *, own_tensorboard: bool) -> RankMonitor:
         """The monitor on ``model``; ``log=None`` writes to ``<default_dir>/rank`` (no files without one).

@@ -72,7 +72,7 @@ class RankMonitorTrainerCallback(TrainerCallback):
         if not isinstance(trainer, Trainer):
             raise TypeError(f"trainer must be a transformers.Trainer, got {type(trainer).__name__}")
         self.args = MonitorArgs(
-            layers, tuple(eps) if isinstance(eps, list) else eps, relative, every, probe, features, engine, log,
+            layers, eps, relative, every, probe, features, engine, log,
             accumulate, distributed, alerts,
         )  # fmt: skip
         self.log_every = check_cadence("log_every", log_every)

@@ -127,7 +127,7 @@ class RankMonitorCallback(Callback if HAS_LIGHTNING else object):  # type: ignor
             raise ImportError("RankMonitorCallback needs Lightning: pip install lightning (or pytorch_lightning)")
         super().__init__()
         args = MonitorArgs(
-            layers, tuple(eps) if isinstance(eps, list) else eps, relative, every, probe, features, engine, log,
+            layers, eps, relative, every, probe, features, engine, log,
             accumulate, distributed, alerts,
         )  # fmt: skip
         self.log_every_n_steps = check_cadence("log_every_n_steps", log_every_n_steps)

@@ -100,7 +100,8 @@ def _eigh_result(
 ) -> EpsRankResult:
     """The eigh pass on λ [..., dim] (descending float64) of [n, n] matrices with δ_G ``g`` [...] and
     trace [...]; ε [E]. Batched: the result's fields gain the leading dims."""
-    delta = (g + 4 * n * U64 * lam.abs().amax(-1)).unsqueeze(-1)  # [..., 1]
+    top = lam.abs().amax(-1)
+    delta = (g + 4 * n * U64 * top).unsqueeze(-1)  # [..., 1]
     lam_max, g_col = lam[..., :1], g.unsqueeze(-1)
     tau = formulas.thresholds_for(eps, relative, lam_max, trace.unsqueeze(-1))
     if relative == "max":  # the exact λ_max lies within δ of λ̂_max
@@ -114,7 +115,7 @@ def _eigh_result(
     upper = formulas.eps_counts(lam, lo - delta)
     lower = formulas.eps_counts(lam, hi + delta)
     certified = torch.isfinite(delta) & (upper == lower)
-    zero = torch.isfinite(g) & (lam.abs().amax(-1) <= g)
+    zero = torch.isfinite(g) & (top <= g)
     tau = torch.broadcast_to(tau, counts.shape)
     return EpsRankResult(counts, certified, lower, upper, tau, g, acc_dtype, "eigh", zero=zero)
 
