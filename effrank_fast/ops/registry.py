@@ -24,6 +24,9 @@ Native ops (schema here at import; kernels in ``effrank_fast._C`` when it is bui
         Largest eigenpair of a symmetric tridiagonal matrix (the Lanczos step of the inertia path).
     jacobi_eigh(a[..., n, n], max_sweeps, tol) -> (w[..., n], V[..., n, n], off[...] f64, sweeps[...] int64)
         Blocked parallel-order Jacobi eigendecomposition of small symmetric matrices   CPU, CUDA
+    spectrum_scalars(lam[..., d] f64, floor[...], error_fro[...]) -> out[..., 6] f64            CPU
+        Entropy, stable and participation rank, λ_max, trace and the entropy rank's sensitivity
+        of each spectrum under the noise floor (ops/spectrum_scalars/README.md).
 
 Triton ops (registered when ``ops/gram/triton.py`` / ``ops/linear_act_gram/triton.py`` import):
     gram_triton(phi[N, d], weights[N]?, center, acc_dtype) -> M[d, d]
@@ -46,9 +49,10 @@ from effrank_fast.ops.gram import schema as _gram_schema  # noqa: F401  (defines
 from effrank_fast.ops.inertia import schema as _inertia_schema  # noqa: F401  (inertia, tridiag_top)
 from effrank_fast.ops.jacobi_eigh import schema as _jacobi_schema  # noqa: F401  (jacobi_eigh)
 from effrank_fast.ops.library import LIB
+from effrank_fast.ops.spectrum_scalars import schema as _spectrum_scalars_schema  # noqa: F401  (spectrum_scalars)
 
 # Every op of the library. The Triton ops register when their module is imported (only with Triton).
-NATIVE_OPS = ("gram_native", "gram_check", "inertia", "tridiag_top", "jacobi_eigh")
+NATIVE_OPS = ("gram_native", "gram_check", "inertia", "tridiag_top", "jacobi_eigh", "spectrum_scalars")
 TRITON_OPS = ("gram_triton", "gram_triton_accumulate", "kernel_triton", "linear_act_gram", "linear_act_gram_accumulate")
 OPS = NATIVE_OPS + TRITON_OPS
 

@@ -36,6 +36,8 @@ import math
 import torch
 
 from effrank_fast.ops.numerics import unit_roundoff
+from effrank_fast.ops.spectrum_scalars import COLUMNS
+from effrank_fast.ops.spectrum_scalars import spectrum_scalars as _spectrum_scalars
 
 __all__ = [
     "entropy_rank_from_eigenvalues",
@@ -46,6 +48,7 @@ __all__ = [
     "noise_floor",
     "participation_ratio_from_eigenvalues",
     "participation_ratio_from_moments",
+    "spectrum_scalars",
     "stable_rank_from_eigenvalues",
     "thresholds_for",
 ]
@@ -242,6 +245,23 @@ def participation_ratio_from_moments(
         live = live & (lam_max_upper > _as_floor(floor, lam_max_upper))
     safe = torch.where(live, frob_sq, torch.ones_like(frob_sq))
     return _nan_if(trace.isnan() | frob_sq.isnan(), torch.where(live, trace.square() / safe, torch.zeros_like(trace)))
+
+
+# The columns of :func:`spectrum_scalars`, in order.
+SPECTRUM_SCALARS = COLUMNS
+
+
+def spectrum_scalars(lam: torch.Tensor, floor: torch.Tensor, error_fro: torch.Tensor) -> torch.Tensor:
+    """Every scalar measure of the spectra ``lam`` [..., d] (float64, descending) in one pass:
+    [..., 6] laid out as :data:`SPECTRUM_SCALARS`.
+
+    The values of :func:`entropy_rank_from_eigenvalues`, :func:`stable_rank_from_eigenvalues`,
+    :func:`participation_ratio_from_eigenvalues` (each with ``floor`` [...]), λ_1, Σλ and
+    :func:`entropy_rank_sensitivity` (``error_fro`` [...]), with what they share formed once
+    (:mod:`effrank_fast.ops.spectrum_scalars`: one native pass on the CPU). NaN in a spectrum
+    gives a row of NaN.
+    """
+    return _spectrum_scalars(lam, floor, error_fro)
 
 
 def _nan_if(bad: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
