@@ -106,3 +106,20 @@ def test_factorisation_growth_mid_spectrum_does_not_cost_the_certificate(seed, e
         assert np.abs(ref - eps).min() > 100 * float(res.gram_error)
         assert int(res.counts) == int((ref > eps).sum())
         assert bool(res.certified) and not res.promoted, (check, res)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_batched_diagonals_give_each_matrix_its_bound(kind):
+    """δ_G of L diagonals [L, d] at once is each diagonal's own δ_G (the monitor forms its layers
+    of one width together); a non-finite diagonal gives inf for its matrix only."""
+    from effrank_fast.ops.gram.error import gram_error
+
+    gen = torch.Generator().manual_seed(0)
+    diags = torch.rand(4, 32, dtype=torch.float64, generator=gen) * torch.tensor([[1.0], [1e-3], [1e3], [1.0]])
+    diags[3, 5] = float("inf")
+    kw = {"input_dtype": torch.float32, "backend": "native", "weighted": True}
+    batched = gram_error(kind, diags, 500, torch.float64, **kw)
+    one_by_one = torch.stack([gram_error(kind, d, 500, torch.float64, **kw) for d in diags])
+    assert batched.shape == (4,)
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-14, atol=0)
+    assert torch.isinf(batched[3]) and torch.isfinite(batched[:3]).all()

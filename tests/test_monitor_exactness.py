@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor
-from effrank_fast.monitor import Engine, Features, Probe, accumulate, engines
+from effrank_fast.monitor import Engine, Features, Probe, accumulate, core, engines
 from effrank_fast.quadrature import trapezoid
 from effrank_fast.rank import formulas, reference
 
@@ -151,9 +151,10 @@ def test_spectrum_cadence_and_every_step_columns():
     [(False, None, None), (True, None, None), (False, "max", None), (True, "trace", None), (False, None, "float32")],
 )
 def test_batched_layers_give_the_layer_by_layer_rows(monkeypatch, center, relative, acc):
-    """The small layers' batched eigensolve, measures and certified counts (ExactEngine.record_many)
-    give each layer's row as its own record() does, entropy_rank_err and the bounds included (a
-    float32 Gram leaves the 1e-6 counts unproven: lower < upper)."""
+    """The small layers' matrices formed together (core.from_features_many), their batched
+    eigensolve, measures and certified counts (ExactEngine.record_many) give each layer's row as
+    its own from_features() and record() do, entropy_rank_err and the bounds included (a float32
+    Gram leaves the 1e-6 counts unproven: lower < upper)."""
     model = _tanh_mlp(width=24)
     xq, wq = trapezoid(-1, 1, 300)
     features = Features(mode="integral", center=center, acc_dtype=getattr(torch, acc) if acc else None)
@@ -170,6 +171,11 @@ def test_batched_layers_give_the_layer_by_layer_rows(monkeypatch, center, relati
         "record_many",
         lambda self, layers, inps, full: [self.record(li, i, full) for li, i in zip(layers, inps, strict=True)],
     )
+    monkeypatch.setattr(
+        core,
+        "from_features_many",
+        lambda phis, w, mode, backend: [core.from_features(p, w, mode, False, backend, torch.float64) for p in phis],
+    )
     single = run()
     assert len(batched) == len(single) == 3
     if acc == "float32":
@@ -183,6 +189,44 @@ def test_batched_layers_give_the_layer_by_layer_rows(monkeypatch, center, relati
                 assert a[col] == v, col
             elif isinstance(v, float) and not math.isnan(v) and col != "wall_time":
                 assert a[col] == pytest.approx(v, rel=1e-12, abs=1e-300), col
+
+
+class _Poison(nn.Module):
+    """NaN into one feature while ``on``: the non-finite activation of one layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = False
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.index_fill(1, torch.tensor([0]), float("nan")) if self.on else h
+
+
+def test_a_non_finite_layer_among_layers_formed_together_is_flagged_alone():
+    """Three layers of one width formed into one stack: NaN features in the last one flag its row
+    (nonfinite, NaN measures); the other two rows are those of the clean run, each equal to the
+    float64 reference of its features."""
+    eps = [1e-3, 1e-6]
+    xq, wq = trapezoid(-1, 1, 400)
+
+    def run(poisoned: bool) -> list[dict]:
+        model = _tanh_mlp(width=32)
+        poison = _Poison()
+        poison.on = poisoned
+        model = nn.Sequential(*model[:-1], poison, model[-1])
+        mon = RankMonitor(model, ["1", "3", "6"], eps, probe=Probe(xq, weights=wq), features=Features(mode="integral"))
+        return _rows(mon)
+
+    clean, bad = run(False), run(True)
+    assert [r["nonfinite"] for r in bad] == [False, False, True]
+    assert all(math.isnan(bad[2][c]) for c in ("eps_rank@0.001", "entropy_rank", "lambda_1", "trace"))
+    feats = _hidden(_tanh_mlp(width=32), xq)
+    for k in range(2):
+        for col, v in clean[k].items():
+            if col != "wall_time" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                assert bad[k][col] == v or (math.isnan(v) and math.isnan(bad[k][col])), col
+        ref = reference.eps_rank(feats[k], eps, weights=wq, mode="integral")
+        assert _check_counts(bad[k], ref, eps) == 0
 
 
 def test_entropy_rank_gradient_is_autograds():

@@ -26,6 +26,7 @@ pytest.importorskip("triton")
 
 import effrank_fast as ef  # noqa: E402
 from effrank_fast.monitor.accumulate import GramAccumulator  # noqa: E402
+from effrank_fast.monitor.measure import LayerMeasurer  # noqa: E402
 from effrank_fast.ops.gram import triton as gt  # noqa: E402
 from effrank_fast.ops.linear_act_gram import linear_act_gram  # noqa: E402
 from effrank_fast.ops.linear_act_gram import triton as lt  # noqa: E402
@@ -58,20 +59,18 @@ def _activations(model, x):
 def _monitor_grams(model, probe, w, monkeypatch, **kw):
     """(the monitor's Gram per layer, its history) after one measured step."""
     grams = []
-    real, real_input = GramAccumulator.matrix, GramAccumulator.layer_input
-    monkeypatch.setattr(GramAccumulator, "matrix", lambda self, n: grams.append(real(self, n)) or grams[-1])
+    real_inputs = LayerMeasurer._inputs
 
-    def kept(self, n):  # the unfused path measures the kept features (the Gram ef.eps_rank forms)
-        inp = real_input(self, n)
-        grams.append(inp.sp.matrix)
-        return inp
+    def inputs(self, layers, accs, errors):  # the matrix each layer's row is measured on
+        out = real_inputs(self, layers, accs, errors)
+        grams.extend(inp.sp.matrix for _, inp in out)
+        return out
 
-    monkeypatch.setattr(GramAccumulator, "layer_input", kept)
+    monkeypatch.setattr(LayerMeasurer, "_inputs", inputs)
     with ef.RankMonitor(model, layers="all_hidden", probe=probe, weights=w, **kw) as mon:
         mon.step()
         labels = [layer.label for layer in mon.layers]
-    monkeypatch.setattr(GramAccumulator, "matrix", real)
-    monkeypatch.setattr(GramAccumulator, "layer_input", real_input)
+    monkeypatch.setattr(LayerMeasurer, "_inputs", real_inputs)
     return dict(zip(labels, grams, strict=True)), mon.history
 
 

@@ -83,7 +83,7 @@ class GramAccumulator:
             weight = readout.weight
             if hasattr(weight, "to_local"):  # a sharded FSDP2 DTensor outside its forward: its norm needs a collective
                 return
-            self.readout_norm = weight.detach().double().norm().reshape(1)
+            self.readout_norm = torch.linalg.vector_norm(weight.detach(), dtype=torch.float64).reshape(1)
 
     @property
     def empty(self) -> bool:
@@ -199,9 +199,9 @@ class GramAccumulator:
         """The ``ef.gram`` mode of these sums: given weights as they are, else 1/N or 1."""
         return "integral" if weighted else ("mean" if normalise else "sum")
 
-    def layer_input(self, normalise: bool) -> core.LayerInput:
-        """The kept features as ``ef.eps_rank`` sees them (:func:`.core.from_features`); call only
-        while ``kept`` is not empty."""
+    def features(self, normalise: bool) -> tuple[torch.Tensor, torch.Tensor | None, str, torch.dtype]:
+        """(Φ [N, d], weights [N] or None, mode, accumulation dtype): the kept features as
+        ``ef.eps_rank`` sees them; call only while ``kept`` is not empty."""
         phis = [p for p, _ in self.kept]
         phi = phis[0] if len(phis) == 1 else torch.cat(phis)
         ws = [w for _, w in self.kept]
@@ -210,8 +210,12 @@ class GramAccumulator:
             # 0/1 mask weights under mode="mean": the mean over the real rows, as the sums path
             # divides by m; a device-side division, no sync.
             w = w / w.sum()
-        mode = self._mode(w is not None, normalise)
-        return core.from_features(phi, w, mode, self.center, self.backend, self._dtype(phi, phi.shape[0]))
+        return phi, w, self._mode(w is not None, normalise), self._dtype(phi, phi.shape[0])
+
+    def layer_input(self, normalise: bool) -> core.LayerInput:
+        """The kept features' matrix (:func:`.core.from_features`); call only while ``kept`` is not empty."""
+        phi, w, mode, acc_dtype = self.features(normalise)
+        return core.from_features(phi, w, mode, self.center, self.backend, acc_dtype)
 
     def gram_input(self, M: torch.Tensor, finite: torch.Tensor, normalise: bool) -> core.LayerInput:
         """The matrix ``M`` made from these sums (after an EMA or all-reduce), with its δ_G."""

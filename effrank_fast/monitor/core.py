@@ -45,7 +45,7 @@ from effrank_fast.rank.certified import (
     count_from_eigenvalues,
     count_from_eigenvalues_many,
 )
-from effrank_fast.rank.prepare import BoundedGram, features_to_matrix
+from effrank_fast.rank.prepare import BoundedGram, features_to_matrices, features_to_matrix
 
 # A solved matrix this small has its whole spectrum solved every measured step (a few ms at most).
 EVERY_STEP_MAX_DIM = 256
@@ -64,6 +64,7 @@ class LayerInput:
         phi, weights: the kept features [N, d] and weights [N] (None for the sums path).
         mode, center: the Gram's conventions (those ``sp`` was formed with).
         finite: 0-d bool, every entry of ``sp.matrix`` finite (a non-finite one was zeroed).
+        stack: where the matrix was formed together with other layers' (:func:`from_features_many`).
     """
 
     sp: BoundedGram
@@ -72,6 +73,7 @@ class LayerInput:
     mode: str
     center: bool
     finite: torch.Tensor
+    stack: tuple[torch.Tensor, int] | None = None  # (the [L, n, n] sp.matrix is a slice of, its index)
 
 
 def from_features(
@@ -89,6 +91,24 @@ def from_features(
     finite = torch.isfinite(sp.matrix).all()
     sp.matrix = torch.where(finite, sp.matrix, torch.zeros((), dtype=sp.matrix.dtype, device=sp.matrix.device))
     return LayerInput(sp, phi, weights, mode, center, finite)
+
+
+def from_features_many(
+    phis: list[torch.Tensor], weights: torch.Tensor | None, mode: str, backend: str
+) -> list[LayerInput]:
+    """:func:`from_features` (uncentred, float64) of L features of one shape sharing ``weights``:
+    their matrices formed into one [L, n, n] stack, δ_G and the finiteness test taken for all at
+    once; each input's ``stack`` names its slice (the batched eigensolve reads the stack as it is)."""
+    stacked, sps = features_to_matrices(phis, weights, mode, backend, torch.float64)
+    # a NaN/Inf feature (or an overflow) shows on the diagonal (w ≥ 0, |M_ij| ≤ √(M_ii M_jj)): d
+    # entries to test per layer instead of n²
+    finite = torch.isfinite(stacked.diagonal(dim1=-2, dim2=-1)).all(-1)
+    stacked = torch.where(finite[:, None, None], stacked, 0.0)
+    out = []
+    for k, (sp, phi) in enumerate(zip(sps, phis, strict=True)):
+        sp.matrix = stacked[k]
+        out.append(LayerInput(sp, phi, weights, mode, False, finite[k], (stacked, k)))
+    return out
 
 
 def from_gram(
@@ -157,20 +177,26 @@ def counts_many(
 
 @dataclass
 class Solved:
-    """The spectrum of a layer's matrix: λ [d] descending float64, its noise floor δ, and the
-    sensitivity of the entropy rank to the matrix's rounding (0-d, the ``entropy_rank_err`` column)."""
+    """The spectrum of a layer's matrix (or of L layers', with a leading L on every field): λ [d]
+    descending float64, its noise floor δ and the estimate of ‖M̂ − M‖_F the entropy rank's
+    sensitivity is taken at (0-d each)."""
 
     lam: torch.Tensor
     floor: torch.Tensor
-    entropy_err: torch.Tensor
+    error_fro: torch.Tensor
+
+    def scalars(self) -> torch.Tensor:
+        """[..., 6]: :func:`formulas.spectrum_scalars` (entropy rank, stable rank, participation
+        ratio, λ_max, trace, the entropy rank's sensitivity: the ``entropy_rank_err`` column)."""
+        return formulas.spectrum_scalars(self.lam, self.floor, self.error_fro)
 
 
 def solve(inp: LayerInput, lam: torch.Tensor) -> Solved:
-    """``ef.measures``'s noise-floor rule on the float64 spectrum ``lam`` of ``inp``, and the entropy
-    rank's sensitivity (decided by nobody: ``ef.measures`` would promote where it exceeds
+    """``ef.measures``'s noise-floor rule on the float64 spectrum ``lam`` of ``inp`` (the entropy
+    rank's sensitivity is decided by nobody: ``ef.measures`` would promote where it exceeds
     ``spectrum.PROMOTE_AT`` relative; the monitor reports it)."""
     floor, fro = spectrum._floor_and_error(inp.sp, lam[0], inp.phi, inp.weights, inp.mode, inp.center)
-    return Solved(lam, floor, formulas.entropy_rank_sensitivity(lam, floor, fro))
+    return Solved(lam, floor, fro)
 
 
 def solve_many(inps: list[LayerInput], stacked: torch.Tensor, lam: torch.Tensor) -> Solved:
@@ -187,8 +213,8 @@ def solve_many(inps: list[LayerInput], stacked: torch.Tensor, lam: torch.Tensor)
         pairs = [
             spectrum._floor_and_error(i.sp, lam[k, 0], i.phi, i.weights, i.mode, i.center) for k, i in enumerate(inps)
         ]
-        floor, fro = torch.stack([f for f, _ in pairs]), torch.stack([e for _, e in pairs])
-    return Solved(lam, floor, formulas.entropy_rank_sensitivity(lam, floor, fro))
+        floor, fro = torch.stack([f for f, _ in pairs]), torch.stack([torch.as_tensor(e).to(f) for f, e in pairs])
+    return Solved(lam, floor, fro)
 
 
 def entry_measures(inp: LayerInput) -> tuple[torch.Tensor, torch.Tensor]:

@@ -55,10 +55,10 @@ import torch
 from effrank_fast.monitor import core
 from effrank_fast.ops import native
 from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh
-from effrank_fast.rank import formulas, measures_from_eigenvalues
+from effrank_fast.rank import formulas
 from effrank_fast.tracker import SpectrumTracker
 
-SCALARS = ("entropy_rank", "stable_rank", "participation_ratio", "lambda_max", "trace")
+SCALARS = formulas.SPECTRUM_SCALARS[:5]  # the trackers' columns; the exact engine adds entropy_rank_err
 EXACT_SOLVERS = ("auto", "jacobi", "eigvalsh")
 # Largest d for which "auto" takes the cold-started Jacobi kernel on CUDA: ~10 sweeps of 4·d³ flops.
 JACOBI_MAX_D = 1024
@@ -174,10 +174,7 @@ class ExactEngine:
         if full:
             s = core.solve(inp, _padded(self.eigenvalues(layer, inp.sp.matrix), inp.sp.dim))
             lam = s.lam
-            m = measures_from_eigenvalues(
-                lam, eps, self.relative, mode=self.mode, center=self.center, n=None, backend="monitor", floor=s.floor
-            )
-            scal = [m.entropy_rank, m.stable_rank, m.participation_ratio, m.lambda_max, m.trace, s.entropy_err]
+            scal = list(s.scalars().unbind(-1))
         else:
             lam = torch.full((0,), float("nan"), dtype=torch.float64, device=dev)
             trace, pr = core.entry_measures(inp)
@@ -203,14 +200,11 @@ class ExactEngine:
         same = len({(m.shape, m.dtype, m.device, i.sp.dim) for m, i in zip(mats, inps, strict=True)}) == 1
         if not (full and len(inps) > 1 and same and all(self.solver_for(m) == "eigvalsh" for m in mats)):
             return [self.record(li, inp, full) for li, inp in zip(layers, inps, strict=True)]
-        stacked = torch.stack(mats)
+        stacked = _shared_stack(inps)
+        stacked = torch.stack(mats) if stacked is None else stacked
         lam = _padded(torch.linalg.eigvalsh(stacked.double()).flip(-1), inps[0].sp.dim)
-        s = core.solve_many(inps, stacked, lam)
-        entropy = formulas.entropy_rank_from_eigenvalues(lam, s.floor)
-        stable = formulas.stable_rank_from_eigenvalues(lam, s.floor)
-        pr = formulas.participation_ratio_from_eigenvalues(lam, s.floor)
-        flag = torch.ones_like(stable)
-        scal = torch.stack([entropy, stable, pr, lam[:, 0], lam.sum(-1), s.entropy_err, flag], -1)
+        scal = core.solve_many(inps, stacked, lam).scalars()
+        scal = torch.cat([scal, scal.new_ones((len(inps), 1))], -1)  # + spectrum_solved
         eps = self._eps_on(stacked.device)
         res = core.counts_many(inps, eps, self.relative, lam, stacked)
         if res is None:
@@ -230,6 +224,18 @@ class ExactEngine:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def _shared_stack(inps: list[core.LayerInput]) -> torch.Tensor | None:
+    """The [L, n, n] stack the L inputs' matrices are the slices of, in order (formed together:
+    :func:`.core.from_features_many`), else None."""
+    base = inps[0].stack
+    if base is None or base[0].shape[0] != len(inps):
+        return None
+    for k, inp in enumerate(inps):
+        if inp.stack is None or inp.stack[0] is not base[0] or inp.stack[1] != k:
+            return None
+    return base[0]
 
 
 def _padded(lam: torch.Tensor, dim: int) -> torch.Tensor:

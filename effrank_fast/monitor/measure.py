@@ -113,14 +113,8 @@ class LayerMeasurer:
                         errors[li] = f"{type(exc).__name__}: {exc}"
             return out
         groups: dict[bool, list[tuple[int, core.LayerInput]]] = {True: [], False: []}
-        for li, (layer, acc) in enumerate(zip(layers, accs, strict=True)):
-            if li in errors:
-                continue
-            try:
-                inp = self._input(layer, acc)
-                groups[take_spectrum or engine.full_due(self.measured, inp.sp.matrix.shape[0])].append((li, inp))
-            except Exception as exc:
-                errors[li] = f"{type(exc).__name__}: {exc}"
+        for li, inp in self._inputs(layers, accs, errors):
+            groups[take_spectrum or engine.full_due(self.measured, inp.sp.matrix.shape[0])].append((li, inp))
         for full, group in groups.items():
             if not group:
                 continue
@@ -139,6 +133,44 @@ class LayerMeasurer:
                 if res is not None:
                     out.append((li, res[0], res[1], inp.finite))
         return out
+
+    def _inputs(
+        self, layers: Sequence[Layer], accs: Sequence[GramAccumulator], errors: dict[int, str]
+    ) -> list[tuple[int, core.LayerInput]]:
+        """[(layer, input)] of the layers without an error, in order; a failing layer's message goes to
+        ``errors``. Kept features of one shape that share their weights (a probe's layers of one
+        width, or one batch's) are formed together (:func:`.core.from_features_many`)."""
+        out: dict[int, core.LayerInput] = {}
+        alike: dict[tuple[object, ...], list[tuple[int, torch.Tensor]]] = {}
+        weights: dict[tuple[object, ...], tuple[torch.Tensor | None, str, str]] = {}
+        for li, (layer, acc) in enumerate(zip(layers, accs, strict=True)):
+            if li in errors:
+                continue
+            try:
+                if acc.kept and self.ema_decay is None and not acc.center:
+                    phi, w, mode, acc_dtype = acc.features(self.normalise)
+                    if acc_dtype == torch.float64:
+                        # the same weights: one probe's (kept per layer as views of one tensor)
+                        same_w = None if w is None else (w.data_ptr(), w.shape, w.stride(), w.dtype)
+                        key: tuple[object, ...] = (phi.shape, phi.dtype, phi.device, same_w, mode, acc.backend)
+                        alike.setdefault(key, []).append((li, phi))
+                        weights[key] = (w, mode, acc.backend)
+                        continue
+                out[li] = self._input(layer, acc)
+            except Exception as exc:
+                errors[li] = f"{type(exc).__name__}: {exc}"
+        for key, group in alike.items():
+            w, mode, backend = weights[key]
+            try:
+                if len(group) == 1:
+                    out[group[0][0]] = core.from_features(group[0][1], w, mode, False, backend, torch.float64)
+                else:
+                    inps = core.from_features_many([phi for _, phi in group], w, mode, backend)
+                    out.update((li, inp) for (li, _), inp in zip(group, inps, strict=True))
+            except Exception as exc:
+                for li, _ in group:
+                    errors[li] = f"{type(exc).__name__}: {exc}"
+        return sorted(out.items(), key=lambda item: item[0])
 
     def _input(self, layer: Layer, acc: GramAccumulator) -> core.LayerInput:
         """The exact engine's input: the kept features as ``ef.eps_rank`` sees them (the N×N kernel

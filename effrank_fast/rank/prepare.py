@@ -261,18 +261,8 @@ def features_to_matrix(
     lam_top = None
     if lanczos and certificate == "tight" and not torch.compiler.is_compiling():
         lam_top = lambda_max_bounds(m.detach(), steps=TIGHT_LANCZOS_STEPS).upper
-    delta = gram_error(
-        certificate,
-        m.diagonal(),
-        d if kernel else n,
-        acc_dtype,
-        input_dtype=phi.dtype,
-        backend=used if used in ("torch", "native", "triton") else "torch",
-        weighted=w is not None,
-        centered=center,
-        post_scale=post_scale,
-        mean_sq_norm=mean_sq,
-        lambda_max=lam_top,
+    delta = _formation_error(
+        m, certificate, d if kernel else n, acc_dtype, phi.dtype, used, w, center, post_scale, mean_sq, lam_top
     )
 
     def recompute(acc: torch.dtype) -> BoundedGram:
@@ -281,6 +271,82 @@ def features_to_matrix(
         )
 
     return BoundedGram(m, d, used, n, delta, acc_dtype, recompute, scale=4.0**k, certificate=certificate)
+
+
+def _formation_error(
+    m: torch.Tensor,
+    certificate: str,
+    n: int,
+    acc_dtype: torch.dtype,
+    input_dtype: torch.dtype,
+    used: str,
+    w: torch.Tensor | None,
+    center: bool,
+    post_scale: float | None,
+    mean_sq: torch.Tensor | None,
+    lam_top: torch.Tensor | None,
+) -> torch.Tensor:
+    """δ_G of the formed ``m`` [n', n'] (or of L of them, [L, n', n']: δ_G [L]), ``n`` products per entry."""
+    return gram_error(
+        certificate,
+        m.diagonal(dim1=-2, dim2=-1),
+        n,
+        acc_dtype,
+        input_dtype=input_dtype,
+        backend=used if used in ("torch", "native", "triton") else "torch",
+        weighted=w is not None,
+        centered=center,
+        post_scale=post_scale,
+        mean_sq_norm=mean_sq,
+        lambda_max=lam_top,
+    )
+
+
+def features_to_matrices(
+    phis: list[torch.Tensor], weights: torch.Tensor | None, mode: str, backend: str, acc_dtype: torch.dtype
+) -> tuple[torch.Tensor, list[BoundedGram]]:
+    """:func:`features_to_matrix` (``center=False, check=False, lanczos=False``) of L features
+    ``phis`` [N, d] of one shape, dtype and device, sharing ``weights`` [N]: the matrices stacked
+    [L, n, n] (the N×N kernels when N < d) and one BoundedGram per layer viewing its slice, their
+    δ_G evaluated together (what the monitor forms for all its probed layers every step)."""
+    first = phis[0]
+    for phi in phis:
+        validation.check_features(phi, check_finite=False)
+        if phi.shape != first.shape or phi.dtype != first.dtype or phi.device != first.device:
+            raise ValueError(
+                f"phis must share one shape, dtype and device, got {tuple(phi.shape)} and {tuple(first.shape)}"
+            )
+    n, d = first.shape
+    if weights is not None:
+        validation.check_weights(weights, n, first.device, check_values=False)
+    validation.check_mode(mode, weights)
+    validation.check_acc_dtype(acc_dtype)
+    w, post_scale, _ = _effective_weights(weights, mode, n, first.device)
+    kernel = n < d
+    if kernel and post_scale is not None:
+        w, post_scale = validation.resolve_weights(None, mode, n, first.device), None
+    used = ""
+    mats = []
+    for phi in phis:
+        out, used = (
+            kernel_matrix(phi, w, False, acc_dtype, backend)
+            if kernel
+            else compute_gram(phi, w, False, acc_dtype, backend)
+        )
+        mats.append(out * post_scale if post_scale is not None else out)
+    stacked = torch.stack(mats)
+    delta = _formation_error(
+        stacked, "tight", d if kernel else n, acc_dtype, first.dtype, used, w, False, post_scale, None, None
+    )
+
+    def recompute_for(phi: torch.Tensor) -> Callable[[torch.dtype], BoundedGram]:
+        return lambda acc: features_to_matrix(phi, weights, mode, False, backend, acc, False)
+
+    sps = [
+        BoundedGram(stacked[k], d, used, n, delta[k], acc_dtype, recompute_for(phi), certificate="tight")
+        for k, phi in enumerate(phis)
+    ]
+    return stacked, sps
 
 
 def _unscaled(m: torch.Tensor, k: int, top: float, acc_dtype: torch.dtype, phi: torch.Tensor) -> torch.Tensor:

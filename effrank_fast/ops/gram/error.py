@@ -170,7 +170,8 @@ def gram_error_bound(
 
     Args:
         diag_or_trace: M̂'s diagonal [d] (or [N] for the N×N kernel), or its trace (0-d: then
-            max D ≤ T is used, a looser bound); any float dtype, on M̂'s device.
+            max D ≤ T is used, a looser bound); any float dtype, on M̂'s device. Batched: the
+            diagonals [L, d] of L matrices formed alike give δ_G [L].
         n: products per entry: N rows for the d×d Gram, d features for the N×N kernel.
         acc_dtype: torch.float32 or torch.float64, the dtype the products were summed in.
         input_dtype: the features' dtype (float64 features summed in float32 round once per factor).
@@ -184,12 +185,13 @@ def gram_error_bound(
         mean_sq_norm: W‖μ̂‖² for ``centered`` (the rank-one term of the mean's error); None: 0.
 
     Returns:
-        δ_G: 0-d float64 tensor on ``diag_or_trace``'s device (inf when the diagonal is not finite).
+        δ_G: 0-d float64 tensor on ``diag_or_trace``'s device (inf when the diagonal is not finite;
+        [L] for L diagonals).
     """
-    if not isinstance(diag_or_trace, torch.Tensor) or diag_or_trace.dim() > 1:
-        raise TypeError("diag_or_trace must be a 0-d (trace) or 1-d (diagonal) tensor")
+    if not isinstance(diag_or_trace, torch.Tensor):
+        raise TypeError("diag_or_trace must be a 0-d (trace) or [..., d] (diagonals) tensor")
     diag = diag_or_trace.detach().double()
-    dim = diag.numel() if diag.dim() == 1 else 1
+    dim = diag.shape[-1] if diag.dim() else 1
     model = gram_error_model(
         n,
         acc_dtype,
@@ -207,13 +209,14 @@ def gram_error_bound(
 def bound_from_model(
     model: GramErrorModel, diag: torch.Tensor, mean_sq_norm: torch.Tensor | float | None = None
 ) -> torch.Tensor:
-    """Evaluate :class:`GramErrorModel` on M̂'s diagonal [d] or trace (0-d), float64, on the device."""
+    """Evaluate :class:`GramErrorModel` on M̂'s diagonal [d] (or L diagonals [L, d]: δ_G [L]) or
+    trace (0-d), float64, on the device."""
     diag = diag.double()
-    dim = diag.numel() if diag.dim() == 1 else 1
+    dim = diag.shape[-1] if diag.dim() else 1
     exact = 1 - model.acc - model.relative
     shrink = 1 / exact if exact > 0 else math.inf
-    trace = (diag.abs().sum() if diag.dim() == 1 else diag.abs()) * shrink
-    top = (diag.abs().max() if diag.dim() == 1 else diag.abs()) * shrink
+    trace = (diag.abs().sum(-1) if diag.dim() else diag.abs()) * shrink
+    top = (diag.abs().amax(-1) if diag.dim() else diag.abs()) * shrink
     if model.probabilistic:
         bound = model.acc * top.sqrt() * trace.sqrt() + model.lin * top  # no overflow of top·trace
     else:
@@ -248,10 +251,10 @@ def gram_error_estimate(
     (``backend="triton"``, float32), the rank-one centring error and underflow, as in
     :func:`gram_error_bound`. Arguments and result as there (0-d float64, inf when not finite).
     """
-    if not isinstance(diag_or_trace, torch.Tensor) or diag_or_trace.dim() > 1:
-        raise TypeError("diag_or_trace must be a 0-d (trace) or 1-d (diagonal) tensor")
+    if not isinstance(diag_or_trace, torch.Tensor):
+        raise TypeError("diag_or_trace must be a 0-d (trace) or [..., d] (diagonals) tensor")
     diag = diag_or_trace.detach().double()
-    dim = diag.numel() if diag.dim() == 1 else 1
+    dim = diag.shape[-1] if diag.dim() else 1
     model = gram_error_model(
         n,
         acc_dtype,
@@ -265,8 +268,8 @@ def gram_error_estimate(
     u = unit_roundoff(acc_dtype)
     per_factor = (3 if weighted else 0) + (1 if centered else 0)
     per_factor += 1 if torch.finfo(input_dtype).bits > torch.finfo(acc_dtype).bits else 0
-    trace = diag.abs().sum() if diag.dim() == 1 else diag.abs()
-    top = diag.abs().max() if diag.dim() == 1 else diag.abs()
+    trace = diag.abs().sum(-1) if diag.dim() else diag.abs()
+    top = diag.abs().amax(-1) if diag.dim() else diag.abs()
     lam = trace if lambda_max is None else torch.as_tensor(lambda_max, dtype=torch.float64, device=diag.device)
     size = torch.minimum(TIGHT_DIAG * math.sqrt(dim) * top + TIGHT_LAMBDA * lam.abs(), TIGHT_TRACE * trace)
     est = math.sqrt(1 + 2 * per_factor) * u * size
