@@ -343,7 +343,9 @@ class Capture:
                     f"probe weights [{self.weights.shape[0]}] do not fit an activation of shape "
                     f"{tuple(x.shape)} (its first sample axis has {rest[0]})"
                 )
-            w = self.weights.reshape(-1, *([1] * (len(rest) - 1))).expand(rest).reshape(-1)
+            w = self.weights  # one row per sample: the weights as they are
+            if len(rest) > 1:
+                w = w.reshape(-1, *([1] * (len(rest) - 1))).expand(rest).reshape(-1)
         mask = self._fwd_mask if self._root_active else None
         if mask is None and self.mask_source.spec is not None and not self._root_active:
             raise ValueError(

@@ -123,6 +123,8 @@ class Records:
         spec = [t for s in steps for _, t in s.spectra]
         host_spec = iter([t.cpu().tolist() for t in spec])
         ncol = len(self.columns)
+        int_cols = [j for j, col in enumerate(self.columns) if is_int_column(col)]
+        nan_values = [math.nan] * ncol
         rows: list[dict[str, Any]] = []
         spectrum_rows: list[dict[str, Any]] = []
         for s in steps:
@@ -137,9 +139,12 @@ class Records:
                 if ok:
                     finite_layers.add(li)
                 readout = vec[ncol] if vec is not None else math.nan
-                for j, col in enumerate(self.columns):
-                    v = vec[j] if ok and vec is not None else math.nan
-                    row[col] = int(v) if is_int_column(col) and math.isfinite(v) else v
+                values = vec[:ncol] if ok and vec is not None else nan_values
+                if ok:
+                    for j in int_cols:
+                        if math.isfinite(values[j]):
+                            values[j] = int(values[j])
+                row.update(zip(self.columns, values, strict=True))
                 if not math.isnan(readout):
                     row["readout_norm"] = readout
                 row["nonfinite"] = vec is not None and not ok

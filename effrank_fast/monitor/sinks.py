@@ -47,8 +47,35 @@ def write_meta(run_dir: Path, meta: dict[str, Any]) -> None:
     _replace(run_dir / META_JSON, json.dumps(to_jsonable(meta), indent=2, default=str) + "\n")
 
 
+# What json.dumps writes for non-finite floats; the files hold strict JSON (null) instead.
+_NONFINITE = ("NaN", "Infinity")
+
+
+def _holds_token(v: Any) -> bool:
+    """Whether a string in ``v`` could hold a non-finite token (then the slow path converts)."""
+    if isinstance(v, str):
+        return any(t in v for t in _NONFINITE)
+    if isinstance(v, (list, tuple)):
+        return any(not isinstance(x, (int, float)) and _holds_token(x) for x in v)
+    if isinstance(v, dict):
+        return any(_holds_token(k) or _holds_token(x) for k, x in v.items())
+    return False
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """``row`` as one line of strict JSON (NaN/Inf → null). The C encoder writes the row as it is
+    and its NaN/Infinity tokens become null, unless a string of the row could hold such a token
+    (then :func:`to_jsonable` converts value by value): a flush writes thousands of rows."""
+    text = json.dumps(row)
+    if ("NaN" in text or "Infinity" in text) and not any(_holds_token(k) or _holds_token(v) for k, v in row.items()):
+        return text.replace("-Infinity", "null").replace("Infinity", "null").replace("NaN", "null")
+    if "NaN" in text or "Infinity" in text:
+        return json.dumps(to_jsonable(row), allow_nan=False)
+    return text
+
+
 def _jsonl_lines(rows: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(to_jsonable(r), allow_nan=False) + "\n" for r in rows)
+    return "".join(_json_line(r) + "\n" for r in rows)
 
 
 class JsonlSink:
@@ -103,8 +130,10 @@ class CsvSink:
         w = csv.writer(buf, lineterminator="\n")
         if header:
             w.writerow(columns)
+        plain = (int, float, str)  # the csv module writes these as csv_text would (str(float) is its repr)
         for r in rows:
-            w.writerow([csv_text(r[c]) if c in r else "" for c in columns])
+            values = (r.get(c, "") for c in columns)
+            w.writerow([v if v.__class__ in plain else csv_text(v) for v in values])
         return buf.getvalue()
 
     def truncate(self, first_step: int) -> int:

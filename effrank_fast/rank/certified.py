@@ -111,12 +111,13 @@ def _eigh_result(
         lo, hi = tau - spread, tau + spread
     else:
         lo, hi = tau, tau
-    counts = formulas.eps_counts(lam, tau)
-    upper = formulas.eps_counts(lam, lo - delta)
-    lower = formulas.eps_counts(lam, hi + delta)
+    E = eps.shape[-1]
+    tau = torch.broadcast_to(tau, (*lam.shape[:-1], E))
+    # the count and its proven bounds in one comparison: thresholds τ, lo − δ, hi + δ side by side
+    sides = torch.cat([tau, torch.broadcast_to(lo - delta, tau.shape), torch.broadcast_to(hi + delta, tau.shape)], -1)
+    counts, upper, lower = formulas.eps_counts(lam, sides).split(E, -1)
     certified = torch.isfinite(delta) & (upper == lower)
     zero = torch.isfinite(g) & (top <= g)
-    tau = torch.broadcast_to(tau, counts.shape)
     return EpsRankResult(counts, certified, lower, upper, tau, g, acc_dtype, "eigh", zero=zero)
 
 
