@@ -173,3 +173,23 @@ def test_sigkill_mid_run_leaves_valid_files_and_report_works(tmp_path):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["complete"] is False and summary["measured_steps"] >= len(steps)
     assert (run / "staircase.png").stat().st_size > 10_000 and (run / "spectrum.svg").exists()
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"step": 1, "layer": "h", "a": math.nan, "b": math.inf, "c": -math.inf, "d": 0.1, "e": 3, "f": True},
+        {"step": 2, "layer": "NaN", "a": math.nan, "error": "Infinity happened", "l": [1.5, math.nan, -math.inf]},
+        {"step": 3, "layer": "x", "l": ["NaN", math.nan], "nested": {"Infinity": math.inf}},
+    ],
+)
+def test_a_jsonl_line_is_strict_json_with_null_for_non_finite_values(row):
+    """The flush's fast JSON path (tokens replaced on the encoded text) gives what the value-by-value
+    conversion gives, also where a string holds the words NaN or Infinity."""
+    from effrank_fast.monitor import sinks
+    from effrank_fast.monitor.history import to_jsonable
+
+    line = sinks._json_line(row)
+    assert line == json.dumps(to_jsonable(row), allow_nan=False)
+    back = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
+    assert back["layer"] == row["layer"] and back["step"] == row["step"]
