@@ -32,17 +32,27 @@ def _load() -> None:
     HAS_NATIVE = True
 
 
+# (op, device type) → registered: the extension registers its kernels once, when it loads, and the
+# hot paths (the monitor's every step) ask several times a step.
+_HAS_KERNEL: dict[tuple[str, str], bool] = {}
+
+
 def has_kernel(op: str, device_type: str) -> bool:
     """True when ``effrank_fast::<op>`` has a kernel registered for ``device_type`` ("cpu"/"cuda")."""
     if not HAS_NATIVE:
         return False
+    known = _HAS_KERNEL.get((op, device_type))
+    if known is not None:
+        return known
     key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
     if key is None:
         return False
     try:
-        return bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"effrank_fast::{op}", key))
+        found = bool(torch._C._dispatch_has_kernel_for_dispatch_key(f"effrank_fast::{op}", key))
     except RuntimeError:
         return False
+    _HAS_KERNEL[(op, device_type)] = found
+    return found
 
 
 # Dynamic shared memory a CUDA op needs per block beyond the default 48 KiB (opt-in), in bytes:

@@ -55,6 +55,7 @@ finite (overflow, NaN/Inf input): nothing is certified then.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -110,6 +111,7 @@ class GramErrorModel:
     lin: float = 0.0
 
 
+@functools.lru_cache(maxsize=256)  # pure in its (hashable) arguments; the monitor asks every step
 def gram_error_model(
     n: int,
     acc_dtype: torch.dtype,
