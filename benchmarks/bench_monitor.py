@@ -19,7 +19,10 @@ Scenarios (each variant trains its own copy of the same model, same seed):
 Variants: ``plain``; ``monitor`` (the layer of interest: ``transformer.h.0.mlp.act`` at d = 2048
 for gpt2, the second GELU for the MLPs); ``monitor default`` (``RankMonitor(model)``: last
 hidden); ``monitor all hidden``; ``svdvals hook`` (``torch.linalg.svdvals`` of the activation
-every step); ``gram+eigvalsh hook`` (float32 ΦᵀΦ, float64 eigvalsh). Rounds are interleaved (the
+every step); ``gram+eigvalsh hook`` (float32 ΦᵀΦ, float64 eigvalsh); for a scenario with a probe
+(the demo) also ``probe+gram+eigvalsh by hand`` (every step a no-grad probe forward, each hidden
+layer's float64 Gram, one batched eigvalsh and the counts: the monitor's measurement without its
+certificate, measures or files). Rounds are interleaved (the
 order rotates every round) after warm-up rounds; the table gives the median ms/step and the ratio
 to plain from the same rounds. After the rounds every monitor variant runs one more step whose
 features are captured, and its counts are checked against the float64 reference of those
@@ -146,6 +149,33 @@ def _gram_eigvalsh(x: torch.Tensor) -> torch.Tensor:
 
 
 VARIANTS = ("plain", "monitor", "monitor default", "monitor all hidden", "svdvals hook", "gram+eigvalsh hook")
+# Scenarios with a probe (the demo) also time what the monitor's measurement is, written by hand.
+PROBE_BY_HAND = "probe+gram+eigvalsh by hand"
+
+
+def _probe_by_hand(model: nn.Module, probe: torch.Tensor, weights: torch.Tensor) -> Callable[[], None]:
+    """What a user writes for the demo's measurement: every step, a no-grad eval forward on the
+    probe, the float64 Gram Φᵀ diag(w) Φ of every hidden Linear's input, one batched ``eigvalsh``
+    and the ε-counts (no certificate, no files)."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)][1:]
+    feats: list[torch.Tensor] = []
+    for m in linears:
+        m.register_forward_pre_hook(lambda _m, a: feats.append(a[0]) if not torch.is_grad_enabled() else None)
+    w64 = weights.double()[:, None]
+    eps = torch.tensor(EPS, dtype=torch.float64)
+    out: list[torch.Tensor] = []
+
+    def measure() -> None:
+        feats.clear()
+        with torch.no_grad():
+            model.eval()
+            model(probe)
+            model.train()
+            grams = torch.stack([(h.double() * w64).T @ h.double() for h in feats])
+            lam = torch.linalg.eigvalsh(grams)
+            out[:] = [(lam.unsqueeze(-2) > eps.unsqueeze(-1)).sum(-1)]
+
+    return measure
 
 
 class Run:
@@ -154,6 +184,7 @@ class Run:
     def __init__(self, sc: Scenario, variant: str, tmp: str) -> None:
         self.model, self.loss, self.opt = sc.build()
         self.mon: ef.RankMonitor | None = None
+        self.by_hand: Callable[[], None] | None = None
         self.layer = sc.layer
         kw = {"eps": EPS, **sc.monitor_kw}
         if "log_dir" not in kw and sc.name == "demo":
@@ -168,11 +199,15 @@ class Run:
             _hook(self.model, sc.layer, torch.linalg.svdvals)
         elif variant == "gram+eigvalsh hook":
             _hook(self.model, sc.layer, _gram_eigvalsh)
+        elif variant == PROBE_BY_HAND:
+            self.by_hand = _probe_by_hand(self.model, sc.monitor_kw["probe"], sc.monitor_kw["weights"])
 
     def step(self) -> None:
         loss = self.loss(self.model)
         self.opt.zero_grad()
         loss.backward()
+        if self.by_hand is not None:  # at the parameters the loss was taken at, as the monitor's probe
+            self.by_hand()
         self.opt.step()
         if self.mon is not None:
             self.mon.step(loss=loss.detach())
@@ -330,12 +365,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         sc = table[name]
         steps = 1 if args.smoke else args.steps * (50 if name == "demo" else 1)
-        res = bench(sc, rounds, warmup, steps, variants)
+        has_probe = "probe" in sc.monitor_kw
+        variants_run = tuple(v for v in variants if v != PROBE_BY_HAND or has_probe)
+        if has_probe and args.variants == ",".join(VARIANTS):  # the default list: add it where it applies
+            variants_run += (PROBE_BY_HAND,)
+        res = bench(sc, rounds, warmup, steps, variants_run)
         out["results"][name] = res
         print(f"\n## {name} ({steps} steps per round, {rounds} rounds)")
         print("| variant | ms/step (median) | × plain (medians) | × plain (median of per-round ratios) |")
         print("|---|---|---|---|")
-        for v in variants:
+        for v in variants_run:
             r = res["ratio_per_round"][v]
             print(f"| {v} | {res['median_ms'][v]:.1f} | {res['ratio'][v]:.2f} | {r:.2f} |")
         print("counts vs float64 reference:", json.dumps(res["checks"]))
