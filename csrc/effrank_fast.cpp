@@ -4,7 +4,7 @@
 // every op). This file only makes `import effrank_fast._C` load the shared library; the kernels
 // register themselves with TORCH_LIBRARY_IMPL(effrank_fast, <device>, m) in csrc/<op>/:
 // gram_native, gram_check (CPU; csrc/gram/), inertia, tridiag_top (CPU, CUDA; csrc/inertia/) and
-// jacobi_eigh (CPU, CUDA; csrc/jacobi_eigh/).
+// jacobi_eigh (CPU, CUDA; csrc/jacobi_eigh/) and spectrum_scalars (CPU; csrc/spectrum_scalars/).
 #include <Python.h>
 
 extern "C" {

@@ -8,7 +8,9 @@
   ``full_every``-th (``Engine(full_every=k)``, default "auto"); trace and participation
   ratio from the entries every step. The layers solved by ``eigvalsh`` at one step with matrices
   of one shape share one batched eigensolve and one batched pass of the measures
-  (:meth:`ExactEngine.record_many`), whose spectrum is the counts' input too. The solver of the
+  (:meth:`ExactEngine.record_many`; the scalars by :mod:`effrank_fast.ops.spectrum_scalars`, one
+  native pass on the CPU), whose spectrum is the counts' input too; a probe's layers of one width
+  arrive already formed as one stack (:func:`.core.from_features_many`). The solver of the
   spectrum (``Engine(solver=...)``): ``"auto"`` (default) is the native Jacobi kernel
   (:func:`effrank_fast.ops.jacobi_eigh.jacobi_eigh`, convergence decided on the device: no host
   sync) on CUDA for d ≤ ``JACOBI_MAX_D`` when the kernel is built, else ``torch.linalg.eigvalsh``;
