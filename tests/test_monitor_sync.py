@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from effrank_fast import RankMonitor
+from effrank_fast.monitor import engines
 from effrank_fast.ops import native
 from effrank_fast.quadrature import trapezoid
 
@@ -82,6 +83,8 @@ def simulated_sync_errors() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(torch.linalg, "eigvalsh", raising("torch.linalg.eigvalsh"))
         mp.setattr(torch.linalg, "eigh", raising("torch.linalg.eigh"))
+        # the CPU row kernel runs LAPACK's eigvalsh inside (ops/spectrum_rows): the same call
+        mp.setattr(engines, "spectrum_rows", raising("spectrum_rows (LAPACK eigvalsh inside)"))
         for method in ("item", "tolist", "cpu"):
             mp.setattr(torch.Tensor, method, raising(f"Tensor.{method}"))
         yield

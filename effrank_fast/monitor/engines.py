@@ -57,6 +57,9 @@ import torch
 from effrank_fast.monitor import core
 from effrank_fast.ops import native
 from effrank_fast.ops.jacobi_eigh import default_tol, jacobi_eigh
+from effrank_fast.ops.numerics import unit_roundoff
+from effrank_fast.ops.spectrum_rows import spectrum_rows
+from effrank_fast.ops.spectrum_rows import why_not_native as spectrum_rows_why_not
 from effrank_fast.rank import formulas
 from effrank_fast.tracker import SpectrumTracker
 
@@ -204,10 +207,13 @@ class ExactEngine:
             return [self.record(li, inp, full) for li, inp in zip(layers, inps, strict=True)]
         stacked = _shared_stack(inps)
         stacked = torch.stack(mats) if stacked is None else stacked
+        eps = self._eps_on(stacked.device)
+        native_rows = self._native_rows(inps, stacked, eps)
+        if native_rows is not None:
+            return native_rows
         lam = _padded(torch.linalg.eigvalsh(stacked.double()).flip(-1), inps[0].sp.dim)
         scal = core.solve_many(inps, stacked, lam).scalars()
         scal = torch.cat([scal, scal.new_ones((len(inps), 1))], -1)  # + spectrum_solved
-        eps = self._eps_on(stacked.device)
         res = core.counts_many(inps, eps, self.relative, lam, stacked)
         if res is None:
             out = []
@@ -219,6 +225,26 @@ class ExactEngine:
             return out
         parts = [res.counts, res.certified, res.lower, res.upper]
         rows = torch.cat([c.double() for c in parts] + [scal, _topk(lam, self.topk)], -1)
+        return list(zip(rows.unbind(0), lam.unbind(0), strict=True))
+
+    def _native_rows(
+        self, inps: list[core.LayerInput], stacked: torch.Tensor, eps: torch.Tensor
+    ) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """The rows below (:meth:`record_many`'s Python path: its reference) in one native pass
+        (:mod:`effrank_fast.ops.spectrum_rows`), where the kernel runs and the path is its common
+        case: matrices formed from uncentred features, one scale, dtype and certificate kind."""
+        first = inps[0].sp
+        if spectrum_rows_why_not(stacked) is not None:
+            return None
+        for i in inps:
+            sp = i.sp
+            if sp.n is None or sp.gram_error is None or (i.center and i.phi is not None) or sp.scale != 1.0:
+                return None
+            if sp.acc_dtype != first.acc_dtype or sp.certificate != first.certificate:
+                return None
+        acc = stacked.dtype if stacked.dtype in (torch.float32, torch.float64) else torch.float32
+        g = torch.stack([i.sp.gram_error for i in inps])  # type: ignore[misc]
+        rows, lam = spectrum_rows(stacked, None, g, eps, self.relative, first.dim, unit_roundoff(acc), self.topk)
         return list(zip(rows.unbind(0), lam.unbind(0), strict=True))
 
     def state_dict(self) -> dict[str, Any]:

@@ -27,6 +27,10 @@ Native ops (schema here at import; kernels in ``effrank_fast._C`` when it is bui
     spectrum_scalars(lam[..., d] f64, floor[...], error_fro[...]) -> out[..., 6] f64            CPU
         Entropy, stable and participation rank, λ_max, trace and the entropy rank's sensitivity
         of each spectrum under the noise floor (ops/spectrum_scalars/README.md).
+    spectrum_rows(matrices[L, n, n], lam[L, n] f64, gram_error[L], eps[E], relative, dim, acc_u, topk)
+        -> (rows[L, 4E + 7 + topk] f64, lam_desc[L, dim] f64)                                     CPU
+        The exact engine's row of each solved spectrum: certified ε-counts with bounds, the
+        spectrum_scalars, the top eigenvalues (ops/spectrum_rows/README.md).
 
 Triton ops (registered when ``ops/gram/triton.py`` / ``ops/linear_act_gram/triton.py`` import):
     gram_triton(phi[N, d], weights[N]?, center, acc_dtype) -> M[d, d]
@@ -49,10 +53,11 @@ from effrank_fast.ops.gram import schema as _gram_schema  # noqa: F401  (defines
 from effrank_fast.ops.inertia import schema as _inertia_schema  # noqa: F401  (inertia, tridiag_top)
 from effrank_fast.ops.jacobi_eigh import schema as _jacobi_schema  # noqa: F401  (jacobi_eigh)
 from effrank_fast.ops.library import LIB
+from effrank_fast.ops.spectrum_rows import schema as _spectrum_rows_schema  # noqa: F401  (spectrum_rows)
 from effrank_fast.ops.spectrum_scalars import schema as _spectrum_scalars_schema  # noqa: F401  (spectrum_scalars)
 
 # Every op of the library. The Triton ops register when their module is imported (only with Triton).
-NATIVE_OPS = ("gram_native", "gram_check", "inertia", "tridiag_top", "jacobi_eigh", "spectrum_scalars")
+NATIVE_OPS = ("gram_native", "gram_check", "inertia", "tridiag_top", "jacobi_eigh", "spectrum_scalars", "spectrum_rows")
 TRITON_OPS = ("gram_triton", "gram_triton_accumulate", "kernel_triton", "linear_act_gram", "linear_act_gram_accumulate")
 OPS = NATIVE_OPS + TRITON_OPS
 

@@ -85,10 +85,10 @@ def _eigh_pass(
 ) -> EpsRankResult:
     lam = eigenvalues_desc(sp) if lam is None else lam
     trace = sp.matrix.diagonal().double().sum()
-    return _eigh_result(lam, _gram_error(sp), trace, sp.matrix.shape[0], sp.dim, eps, relative, sp.acc_dtype)
+    return eigh_certificate(lam, _gram_error(sp), trace, sp.matrix.shape[0], sp.dim, eps, relative, sp.acc_dtype)
 
 
-def _eigh_result(
+def eigh_certificate(
     lam: torch.Tensor,
     g: torch.Tensor,
     trace: torch.Tensor,
@@ -99,7 +99,8 @@ def _eigh_result(
     acc_dtype: torch.dtype | None,
 ) -> EpsRankResult:
     """The eigh pass on λ [..., dim] (descending float64) of [n, n] matrices with δ_G ``g`` [...] and
-    trace [...]; ε [E]. Batched: the result's fields gain the leading dims."""
+    trace [...]; ε [E]. Batched: the result's fields gain the leading dims. The one home of the
+    eigh certificate (the native ``spectrum_rows`` kernel mirrors it, tests/test_spectrum_rows.py)."""
     top = lam.abs().amax(-1)
     delta = (g + 4 * n * U64 * top).unsqueeze(-1)  # [..., 1]
     lam_max, g_col = lam[..., :1], g.unsqueeze(-1)
@@ -181,7 +182,7 @@ def count_from_eigenvalues_many(
         return None
     g = torch.stack([_gram_error(sp) for sp in sps])
     trace = matrices.diagonal(dim1=-2, dim2=-1).double().sum(-1)
-    res = _eigh_result(lam, g, trace, matrices.shape[-1], first.dim, eps, relative, first.acc_dtype)
+    res = eigh_certificate(lam, g, trace, matrices.shape[-1], first.dim, eps, relative, first.acc_dtype)
     res.certificate = first.certificate
     return res
 
