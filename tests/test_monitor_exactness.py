@@ -242,3 +242,29 @@ def test_entropy_rank_gradient_is_autograds():
             v, g = formulas.entropy_rank_gradient(lam, floor, **kw)
             assert float(v) == pytest.approx(float(value), rel=1e-14)
             assert torch.allclose(g, grad, rtol=1e-9, atol=1e-12 * float(grad.abs().max())), kw
+
+
+class _ScaleInPlace(nn.Module):
+    """Doubles its input in place: a later op changing an activation the monitor captured."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h.mul_(2.0)
+
+
+def test_probe_activation_changed_in_place_later_is_measured_as_captured():
+    """The probe's activations are kept without a copy; a model that changes one in place later in
+    the forward (here: the captured Tanh output doubled by the next module) is probed again with
+    copies, so the row is still that of the values at the capture (the float64 reference)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), _ScaleInPlace(), nn.Linear(16, 1))
+    xq, wq = trapezoid(-1, 1, 300)
+    eps = [1e-2, 1e-4, 1e-6]
+    mon = RankMonitor(model, ["1"], eps, probe=Probe(xq, weights=wq), features=Features(mode="integral"))
+    rows = _rows(mon, steps=2)
+    assert mon.capture.copy_probe
+    with torch.no_grad():
+        phi = model[1](model[0](xq))  # the Tanh output before the in-place doubling
+    ref = reference.eps_rank(phi, eps, weights=wq, mode="integral")
+    for row in rows:
+        assert _check_counts(row, ref, eps) == 0
+        assert row["trace"] == pytest.approx(float((phi.double().square() * wq[:, None]).sum()), rel=1e-12)

@@ -76,6 +76,12 @@ class GramAccumulator:
         self.input_dtype: torch.dtype | None = None
         self.weighted = False  # some rows came with weights (the probe's)
         self.readout_norm: torch.Tensor | None = None  # ‖c‖ of the readout Linear, taken with the features
+        self._versions: list[tuple[torch.Tensor, int]] = []  # features kept uncopied, their versions then
+
+    def kept_intact(self) -> bool:
+        """Whether every feature kept without a copy still holds the values it was captured with
+        (no in-place op bumped its version counter since)."""
+        return all(t._version == v for t, v in self._versions)
 
     def note_readout(self, readout: torch.nn.Linear | None) -> None:
         """Keep ‖c‖ of the parameters that produced the features (once per step: they do not change)."""
@@ -106,14 +112,23 @@ class GramAccumulator:
             s = phi.to(dtype).sum(0) if w is None else w.to(dtype) @ phi.to(dtype)
             self.s = s if self.s is None else self.s + s
 
-    def add(self, phi: torch.Tensor, w: torch.Tensor | None) -> None:
-        """Accumulate the rows of ``phi`` [N, d] with weights ``w`` [N] (None: unit weights)."""
+    def add(self, phi: torch.Tensor, w: torch.Tensor | None, copy: bool = True) -> None:
+        """Accumulate the rows of ``phi`` [N, d] with weights ``w`` [N] (None: unit weights).
+
+        ``copy=False`` keeps ``phi`` itself while it is kept, with its version counter
+        (:meth:`kept_intact` then tells whether an in-place op changed it since): the probe's
+        forward, which the monitor runs and can run again with copies when that happened."""
         self.input_dtype = phi.dtype
         self.weighted = self.weighted or w is not None
         same_kind = not self.kept or (self.kept[0][1] is None) == (w is None)
         fits = (self.rows + phi.shape[0]) * phi.shape[1] <= self.keep_elements
         if self.G is None and same_kind and fits:
-            self.kept.append((phi.detach().clone(), None if w is None else w.detach()))
+            kept = phi.detach()
+            if copy:
+                kept = kept.clone()
+            else:
+                self._versions.append((kept, kept._version))
+            self.kept.append((kept, None if w is None else w.detach()))
             self.rows += phi.shape[0]
             return
         self.fold(extra=phi.shape[0])

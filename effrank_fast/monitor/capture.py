@@ -70,6 +70,9 @@ class Capture:
         self.errors: dict[int, str] = {}
         self.weights: torch.Tensor | None = None  # the probe weights of the forward in progress
         self.in_probe = False
+        # The probe's activations are kept without a copy (the monitor runs that forward); a model
+        # that changed one in place later in the forward gets copies from then on (ProbeRunner.run).
+        self.copy_probe = False
         self.closed = False
         self.raise_discovery = False
         self._calls: dict[int, int] = {}
@@ -100,6 +103,10 @@ class Capture:
         if self._root_active:
             return self._fwd_capture
         return self.in_probe if self.probe_mode else self.batch_gate()
+
+    def probe_intact(self) -> bool:
+        """Whether the activations the probe forward kept uncopied still hold their captured values."""
+        return all(acc.kept_intact() for acc in self.acc)
 
     def reset(self) -> None:
         """Forget everything captured since the last measured step."""
@@ -325,7 +332,7 @@ class Capture:
                 assert self.kernel is not None
                 self.acc[li].add_fused(phi, layer.fused, w, self.kernel)
             else:
-                self.acc[li].add(phi, w)
+                self.acc[li].add(phi, w, copy=not self.in_probe or self.copy_probe)
             self.acc[li].note_readout(layer.readout)
         except Exception as exc:
             self.errors[li] = f"{type(exc).__name__}: {exc}"

@@ -103,12 +103,11 @@ def from_features_many(
     # a NaN/Inf feature (or an overflow) shows on the diagonal (w ≥ 0, |M_ij| ≤ √(M_ii M_jj)): d
     # entries to test per layer instead of n²
     finite = torch.isfinite(stacked.diagonal(dim1=-2, dim2=-1)).all(-1)
-    stacked = torch.where(finite[:, None, None], stacked, 0.0)
-    out = []
-    for k, (sp, phi) in enumerate(zip(sps, phis, strict=True)):
-        sp.matrix = stacked[k]
-        out.append(LayerInput(sp, phi, weights, mode, False, finite[k], (stacked, k)))
-    return out
+    stacked.masked_fill_(~finite[:, None, None], 0.0)  # in place: each sp.matrix is a view of it
+    return [
+        LayerInput(sp, phi, weights, mode, False, finite[k], (stacked, k))
+        for k, (sp, phi) in enumerate(zip(sps, phis, strict=True))
+    ]
 
 
 def from_gram(

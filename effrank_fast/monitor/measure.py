@@ -77,20 +77,45 @@ class LayerMeasurer:
                 how = "the probe forward" if self.probe else "a forward pass with grad enabled"
                 errors[li] = f"no activations captured since the last step (expected {how})"
         take_spectrum = self.spectrum_every > 0 and step % self.spectrum_every == 0
-        rows: list[torch.Tensor | None] = [None] * len(accs)
-        spectra = []
-        for li, vec, lam, finite in self._records(layers, accs, errors, take_spectrum):
-            ro = accs[li].readout_norm  # taken at capture time: the same parameters as the features
-            norm = ro if ro is not None else vec.new_full((1,), float("nan"))
-            rows[li] = torch.cat([vec, norm.to(vec.device), finite.double().reshape(1)])
-            if take_spectrum and lam.numel():
-                spectra.append((li, lam))
+        records = self._records(layers, accs, errors, take_spectrum)
+        spectra = [(li, lam) for li, _, lam, _ in records if take_spectrum and lam.numel()]
         for li, msg in errors.items():
             warn(f"layer:{li}:{msg[:40]}", f"RankMonitor: layer {layers[li].label!r} at step {step}: {msg}")
         self.measured += 1
-        device = next((r.device for r in rows if r is not None), torch.device("cpu"))
-        nan = torch.full((self.width,), float("nan"), dtype=torch.float64, device=device)
-        return torch.stack([nan if r is None else r for r in rows]), errors, spectra, loss
+        return self._table(records, accs), errors, spectra, loss
+
+    def _table(
+        self, records: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]], accs: Sequence[GramAccumulator]
+    ) -> torch.Tensor:
+        """[layers, width]: each measured layer's values, its readout norm (taken at capture time:
+        the same parameters as the features) and finiteness flag; NaN for a layer without a record.
+        One stack for all layers where they share a device (a few ops a step instead of a few per layer)."""
+        device = records[0][1].device if records else torch.device("cpu")
+        table = torch.full((len(accs), self.width), float("nan"), dtype=torch.float64, device=device)
+        if not records:
+            return table
+        norms = [accs[li].readout_norm for li, *_ in records]
+        nan = torch.full((1,), float("nan"), dtype=torch.float64, device=device)
+        parts = [
+            (vec, nan if ro is None else ro, finite) for (_, vec, _, finite), ro in zip(records, norms, strict=True)
+        ]
+        if any(t.device != device for part in parts for t in part):  # layers on several devices: row by row
+            for (li, *_), (vec, ro, finite) in zip(records, parts, strict=True):
+                table[li] = torch.cat([vec, ro.to(vec.device), finite.double().reshape(1)]).to(device)
+            return table
+        block = torch.cat(
+            [
+                torch.stack([v for v, _, _ in parts]),
+                torch.cat([r for _, r, _ in parts])[:, None],
+                torch.stack([f for _, _, f in parts]).double()[:, None],
+            ],
+            1,
+        )
+        index = [li for li, *_ in records]
+        if index == list(range(len(accs))):
+            return block
+        table[index] = block
+        return table
 
     def _records(
         self,

@@ -240,6 +240,12 @@ class ProbeRunner:
         try:
             with torch.no_grad():
                 capture.forward(args, kwargs)
+                if measure and not capture.probe_intact():
+                    # a later op changed a kept activation in place: this forward again, with copies
+                    capture.copy_probe = True
+                    capture.reset()
+                    capture.in_probe, capture.weights = measure, w
+                    capture.forward(args, kwargs)
         finally:
             capture.in_probe, capture.weights = False, None
             for m in training:
