@@ -270,18 +270,20 @@ def gram_error_estimate(
     u = unit_roundoff(acc_dtype)
     per_factor = (3 if weighted else 0) + (1 if centered else 0)
     per_factor += 1 if torch.finfo(input_dtype).bits > torch.finfo(acc_dtype).bits else 0
-    trace = diag.abs().sum(-1) if diag.dim() else diag.abs()
-    top = diag.abs().amax(-1) if diag.dim() else diag.abs()
-    lam = trace if lambda_max is None else torch.as_tensor(lambda_max, dtype=torch.float64, device=diag.device)
-    size = torch.minimum(TIGHT_DIAG * math.sqrt(dim) * top + TIGHT_LAMBDA * lam.abs(), TIGHT_TRACE * trace)
-    est = math.sqrt(1 + 2 * per_factor) * u * size
+    mag = diag.abs()
+    trace = mag.sum(-1) if diag.dim() else mag
+    top = mag.amax(-1) if diag.dim() else mag
+    # (lam ≥ 0 when it is the trace of |D|; a given λ_max estimate is taken in absolute value)
+    lam = trace if lambda_max is None else torch.as_tensor(lambda_max, dtype=torch.float64, device=diag.device).abs()
+    size = torch.minimum(top * (TIGHT_DIAG * math.sqrt(dim)) + lam * TIGHT_LAMBDA, trace * TIGHT_TRACE)
+    est = size * (math.sqrt(1 + 2 * per_factor) * u)
     if backend == "triton" and acc_dtype == torch.float32:  # one-signed: not in the blocked-sum size
         est = est + (u + TENSOR_CORE_BIAS_PER_SQRT_N * math.sqrt(n)) * trace
     if model.rank_one:
         msq = 0.0 if mean_sq_norm is None else torch.as_tensor(mean_sq_norm, dtype=torch.float64, device=diag.device)
         est = est + model.rank_one * (trace + msq)
     est = est + dim * model.absolute_per_row
-    return torch.where(torch.isfinite(est), est, torch.full_like(est, math.inf))
+    return est.nan_to_num(nan=math.inf, posinf=math.inf)  # ≥ 0: a NaN or overflowing diagonal gives inf
 
 
 def gram_error(
