@@ -51,7 +51,8 @@ void one_row(const Args& a, const scalar_t* m, int64_t s_row, int64_t s_col, con
                        4.0 * static_cast<double>(n) * kU64 * std::abs(lam1);
   const double fro = 8.0 * a.acc_u * std::abs(trace);
   double* scal = row + 4 * a.E;
-  spectrum::one_spectrum(lam_desc, dim, floor, fro, scal);
+  std::vector<double> scratch(2 * dim);
+  spectrum::one_spectrum(lam_desc, dim, floor, fro, scal, scratch.data());
   scal[6] = 1.0;  // spectrum_solved
   // certified._eigh_result: δ = δ_G + 4·n·u·max|λ|, counts at τ, at lo − δ and hi + δ
   double top = 0.0;

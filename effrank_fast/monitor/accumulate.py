@@ -16,7 +16,9 @@ Kept features: while a step's rows fit in ``keep_elements`` (N·d), the accumula
 the captured features instead of summing them, so that the measurement can go through the code of
 ``ef.eps_rank`` itself (:mod:`.core`): the N×N kernel when N < d (the same non-zero spectrum at a
 fraction of the cost), and the float64 Gram of the same values when a float32 count is not proven.
-The copy (not a reference) guards against an in-place activation changing the values later. Past
+A batch's features are copied: an in-place op later in the forward must not change them. A probe's
+(a forward the monitor runs itself) are kept as they are with their version counters, and that
+forward runs again with copies where an in-place op did change one (``Capture.probe_intact``). Past
 the limit, or when sums are needed (EMA, an all-reduce, a tracker, the fused kernel), the kept
 features are folded into (G, s, m).
 """
