@@ -91,18 +91,22 @@ class LayerMeasurer:
         the same parameters as the features) and finiteness flag; NaN for a layer without a record.
         One stack for all layers where they share a device (a few ops a step instead of a few per layer)."""
         device = records[0][1].device if records else torch.device("cpu")
-        table = torch.full((len(accs), self.width), float("nan"), dtype=torch.float64, device=device)
+
+        def table() -> torch.Tensor:  # NaN rows (allocated only where some layer has none)
+            return torch.full((len(accs), self.width), float("nan"), dtype=torch.float64, device=device)
+
         if not records:
-            return table
+            return table()
         norms = [accs[li].readout_norm for li, *_ in records]
         nan = torch.full((1,), float("nan"), dtype=torch.float64, device=device)
         parts = [
             (vec, nan if ro is None else ro, finite) for (_, vec, _, finite), ro in zip(records, norms, strict=True)
         ]
         if any(t.device != device for part in parts for t in part):  # layers on several devices: row by row
+            out = table()
             for (li, *_), (vec, ro, finite) in zip(records, parts, strict=True):
-                table[li] = torch.cat([vec, ro.to(vec.device), finite.double().reshape(1)]).to(device)
-            return table
+                out[li] = torch.cat([vec, ro.to(vec.device), finite.double().reshape(1)]).to(device)
+            return out
         block = torch.cat(
             [
                 torch.stack([v for v, _, _ in parts]),
@@ -114,8 +118,9 @@ class LayerMeasurer:
         index = [li for li, *_ in records]
         if index == list(range(len(accs))):
             return block
-        table[index] = block
-        return table
+        out = table()
+        out[index] = block
+        return out
 
     def _records(
         self,
