@@ -125,12 +125,12 @@ class GramAccumulator:
         same_kind = not self.kept or (self.kept[0][1] is None) == (w is None)
         fits = (self.rows + phi.shape[0]) * phi.shape[1] <= self.keep_elements
         if self.G is None and same_kind and fits:
-            kept = phi.detach()
+            kept = phi.detach() if phi.requires_grad else phi
             if copy:
                 kept = kept.clone()
             else:
                 self._versions.append((kept, kept._version))
-            self.kept.append((kept, None if w is None else w.detach()))
+            self.kept.append((kept, w.detach() if w is not None and w.requires_grad else w))
             self.rows += phi.shape[0]
             return
         self.fold(extra=phi.shape[0])

@@ -341,7 +341,7 @@ class Capture:
         """Per-row weights [N] of Φ: the probe's weights spread over each sample's rows, times the
         mask (0 for padding). No host sync: shapes only."""
         w: torch.Tensor | None = None
-        wdtype = torch.promote_types(dtype, torch.float32)
+        wdtype: torch.dtype | None = None  # the mask's dtype below: the weights', else float32 or wider
         if self.in_probe and self.weights is not None:
             wdtype = self.weights.dtype  # as given: float64 quadrature weights stay exact
             rest = [s for i, s in enumerate(x.shape) if i != ax] if x.dim() > 1 else [x.shape[0]]
@@ -362,7 +362,7 @@ class Capture:
         if mask is not None:
             keep = mask_rows(mask, x.shape, ax, name=f"the mask ({self.mask_source.spec!r})")
             if keep is not None:
-                keep = keep.to(device=x.device, dtype=wdtype)
+                keep = keep.to(device=x.device, dtype=wdtype or torch.promote_types(dtype, torch.float32))
                 w = keep if w is None else w * keep
         return w
 
