@@ -209,26 +209,13 @@ def features_to_matrix(
     ``lanczos=False`` takes tr M ≥ λ_max in the tight δ_G instead of a few Lanczos steps: looser,
     still valid, and negligible for a float64 Gram (the monitor's small layers).
     """
-    validation.check_features(phi, check_finite=False)
+    plan = _plan(phi, weights, mode, acc_dtype, allow_kernel, check)
     n, d = phi.shape
-    if weights is not None:
-        validation.check_weights(weights, n, phi.device, check_values=check)
-    validation.check_mode(mode, weights)
-    if acc_dtype is None:
-        acc_dtype = default_acc_dtype(phi.dtype)
-    validation.check_acc_dtype(acc_dtype)
-    w, post_scale, total_weight = _effective_weights(weights, mode, n, phi.device)
-    kernel = allow_kernel and n < d
-    if kernel and post_scale is not None:  # the N×N kernel is cheap to scale by rows: keep w = 1/N there
-        w, post_scale = validation.resolve_weights(None, mode, n, phi.device), None
+    acc_dtype, w, kernel, total_weight = plan.acc_dtype, plan.w, plan.kernel, plan.total_weight
+    post_scale = plan.post_scale
 
     def form(x: torch.Tensor) -> tuple[torch.Tensor, str]:
-        out, name = (
-            kernel_matrix(x, w, center, acc_dtype, backend)
-            if kernel
-            else compute_gram(x, w, center, acc_dtype, backend)
-        )
-        return (out * post_scale if post_scale is not None else out), name
+        return plan.form(x, center, backend)
 
     m, used = form(phi)
     k = 0
@@ -273,6 +260,52 @@ def features_to_matrix(
     return BoundedGram(m, d, used, n, delta, acc_dtype, recompute, scale=4.0**k, certificate=certificate)
 
 
+@dataclass
+class _Plan:
+    """How features of one shape become their matrix: the accumulation dtype, the per-row weights w
+    (or None), a uniform weight applied after the sum (or None), W = Σw where known, and whether
+    the N×N kernel is formed instead of the d×d Gram."""
+
+    acc_dtype: torch.dtype
+    w: torch.Tensor | None
+    post_scale: float | None
+    total_weight: float | None
+    kernel: bool
+
+    def form(self, x: torch.Tensor, center: bool, backend: str) -> tuple[torch.Tensor, str]:
+        """(the matrix of x [N, d], the backend that formed it)."""
+        if self.kernel:
+            out, name = kernel_matrix(x, self.w, center, self.acc_dtype, backend)
+        else:
+            out, name = compute_gram(x, self.w, center, self.acc_dtype, backend)
+        return (out * self.post_scale if self.post_scale is not None else out), name
+
+
+def _plan(
+    phi: torch.Tensor,
+    weights: torch.Tensor | None,
+    mode: str,
+    acc_dtype: torch.dtype | None,
+    allow_kernel: bool,
+    check: bool,
+) -> _Plan:
+    """Validate ``phi`` [N, d], ``weights``, ``mode`` and ``acc_dtype`` (values only with ``check``),
+    and decide how the matrix is formed."""
+    validation.check_features(phi, check_finite=False)
+    n, d = phi.shape
+    if weights is not None:
+        validation.check_weights(weights, n, phi.device, check_values=check)
+    validation.check_mode(mode, weights)
+    if acc_dtype is None:
+        acc_dtype = default_acc_dtype(phi.dtype)
+    validation.check_acc_dtype(acc_dtype)
+    w, post_scale, total_weight = _effective_weights(weights, mode, n, phi.device)
+    kernel = allow_kernel and n < d
+    if kernel and post_scale is not None:  # the N×N kernel is cheap to scale by rows: keep w = 1/N there
+        w, post_scale = validation.resolve_weights(None, mode, n, phi.device), None
+    return _Plan(acc_dtype, w, post_scale, total_weight, kernel)
+
+
 def _formation_error(
     m: torch.Tensor,
     certificate: str,
@@ -311,32 +344,29 @@ def features_to_matrices(
     δ_G evaluated together (what the monitor forms for all its probed layers every step)."""
     first = phis[0]
     for phi in phis:
-        validation.check_features(phi, check_finite=False)
         if phi.shape != first.shape or phi.dtype != first.dtype or phi.device != first.device:
             raise ValueError(
                 f"phis must share one shape, dtype and device, got {tuple(phi.shape)} and {tuple(first.shape)}"
             )
+    plan = _plan(first, weights, mode, acc_dtype, allow_kernel=True, check=False)
+    for phi in phis[1:]:
+        validation.check_features(phi, check_finite=False)
     n, d = first.shape
-    if weights is not None:
-        validation.check_weights(weights, n, first.device, check_values=False)
-    validation.check_mode(mode, weights)
-    validation.check_acc_dtype(acc_dtype)
-    w, post_scale, _ = _effective_weights(weights, mode, n, first.device)
-    kernel = n < d
-    if kernel and post_scale is not None:
-        w, post_scale = validation.resolve_weights(None, mode, n, first.device), None
-    used = ""
-    mats = []
-    for phi in phis:
-        out, used = (
-            kernel_matrix(phi, w, False, acc_dtype, backend)
-            if kernel
-            else compute_gram(phi, w, False, acc_dtype, backend)
-        )
-        mats.append(out * post_scale if post_scale is not None else out)
-    stacked = torch.stack(mats)
+    formed = [plan.form(phi, False, backend) for phi in phis]
+    stacked = torch.stack([m for m, _ in formed])
+    used = formed[0][1]
     delta = _formation_error(
-        stacked, "tight", d if kernel else n, acc_dtype, first.dtype, used, w, False, post_scale, None, None
+        stacked,
+        "tight",
+        d if plan.kernel else n,
+        acc_dtype,
+        first.dtype,
+        used,
+        plan.w,
+        False,
+        plan.post_scale,
+        None,
+        None,
     )
 
     def recompute_for(phi: torch.Tensor) -> Callable[[torch.dtype], BoundedGram]:

@@ -224,11 +224,19 @@ def bound_from_model(
     else:
         bound = model.acc * trace
     bound = bound + model.relative * trace
+    return _with_fixed_terms(bound, model, trace, dim, mean_sq_norm)
+
+
+def _with_fixed_terms(
+    size: torch.Tensor, model: GramErrorModel, trace: torch.Tensor, dim: int, mean_sq_norm: torch.Tensor | float | None
+) -> torch.Tensor:
+    """``size`` plus what every kind of δ_G adds: the rank-one centring error and underflow; inf
+    where the result is not finite (a NaN or overflowing diagonal: nothing is certified)."""
     if model.rank_one:
-        msq = 0.0 if mean_sq_norm is None else torch.as_tensor(mean_sq_norm, dtype=torch.float64, device=diag.device)
-        bound = bound + model.rank_one * (trace + msq)
-    bound = bound + dim * model.absolute_per_row
-    return torch.where(torch.isfinite(bound), bound, torch.full_like(bound, math.inf))
+        msq = 0.0 if mean_sq_norm is None else torch.as_tensor(mean_sq_norm, dtype=torch.float64, device=trace.device)
+        size = size + model.rank_one * (trace + msq)
+    size = size + dim * model.absolute_per_row
+    return size.nan_to_num(nan=math.inf, posinf=math.inf)  # ≥ 0
 
 
 def gram_error_estimate(
@@ -279,11 +287,7 @@ def gram_error_estimate(
     est = size * (math.sqrt(1 + 2 * per_factor) * u)
     if backend == "triton" and acc_dtype == torch.float32:  # one-signed: not in the blocked-sum size
         est = est + (u + TENSOR_CORE_BIAS_PER_SQRT_N * math.sqrt(n)) * trace
-    if model.rank_one:
-        msq = 0.0 if mean_sq_norm is None else torch.as_tensor(mean_sq_norm, dtype=torch.float64, device=diag.device)
-        est = est + model.rank_one * (trace + msq)
-    est = est + dim * model.absolute_per_row
-    return est.nan_to_num(nan=math.inf, posinf=math.inf)  # ≥ 0: a NaN or overflowing diagonal gives inf
+    return _with_fixed_terms(est, model, trace, dim, mean_sq_norm)
 
 
 def gram_error(
