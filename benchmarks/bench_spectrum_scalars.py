@@ -20,7 +20,8 @@ import torch
 
 sys.path.insert(0, ".")
 from benchmarks._timing import machine_line, print_table, write_json  # noqa: E402
-from effrank_fast.ops.spectrum_scalars import spectrum_scalars, why_not_native  # noqa: E402
+from effrank_fast.ops.spectrum_scalars import why_not_native  # noqa: E402
+from effrank_fast.rank.formulas import spectrum_scalars  # noqa: E402
 
 SHAPES = ((3, 64), (1, 512), (1, 2048), (4, 4096))
 

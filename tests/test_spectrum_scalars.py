@@ -1,4 +1,5 @@
-"""spectrum_scalars: the native kernel against the PyTorch reference, and both against independent
+"""spectrum_scalars (rank/formulas.py; the kernel in ops/spectrum_scalars): the native kernel against
+its PyTorch path, and both against independent
 float64 definitions (numpy on a real Gram's spectrum; the per-measure formulas).
 
 Tolerances: every output is a sum (or exp of a sum) over d float64 terms, taken left to right by
@@ -18,8 +19,15 @@ import torch
 
 from effrank_fast.ops import native
 from effrank_fast.ops.backends import BackendUnavailableError
-from effrank_fast.ops.spectrum_scalars import COLUMNS, spectrum_scalars, spectrum_scalars_ref, why_not_native
+from effrank_fast.ops.spectrum_scalars import COLUMNS, why_not_native
 from effrank_fast.rank import formulas
+from effrank_fast.rank.formulas import spectrum_scalars
+
+
+def spectrum_scalars_ref(lam, floor, fro):
+    """The kernel's reference: the PyTorch path."""
+    return spectrum_scalars(lam, floor, fro, backend="torch")
+
 
 U64 = torch.finfo(torch.float64).eps / 2
 needs_native = pytest.mark.skipif(

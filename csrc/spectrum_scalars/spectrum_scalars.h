@@ -1,6 +1,6 @@
 #pragma once
 // One spectrum's scalar measures (ops/spectrum_scalars/README.md), shared by the spectrum_scalars
-// and spectrum_rows kernels. The arithmetic is reference.py's, term by term; only the order of the
+// and spectrum_rows kernels. The arithmetic is rank/formulas.py's PyTorch path, term by term; only the order of the
 // sums differs (left to right here).
 #include <cmath>
 #include <cstdint>

@@ -2,7 +2,7 @@
 //
 // lam [rows, d] (each descending), floor [rows], error_fro [rows] -> out [rows, 6]:
 // entropy rank, stable rank, participation ratio, λ_max, trace, the entropy rank's sensitivity.
-// The arithmetic is the reference's (reference.py), term by term; only the order of the sums
+// The arithmetic is the PyTorch path's (rank/formulas.py, spectrum_scalars), term by term; only the order of the sums
 // differs (left to right here), so results agree to a few units of float64 rounding.
 #include <torch/library.h>
 #include <ATen/Parallel.h>

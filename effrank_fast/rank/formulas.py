@@ -35,9 +35,9 @@ import math
 
 import torch
 
+from effrank_fast.ops.backends import canonical_name
 from effrank_fast.ops.numerics import unit_roundoff
-from effrank_fast.ops.spectrum_scalars import COLUMNS
-from effrank_fast.ops.spectrum_scalars import spectrum_scalars as _spectrum_scalars
+from effrank_fast.ops.spectrum_scalars import COLUMNS, spectrum_scalars_native, why_not_native
 
 __all__ = [
     "entropy_rank_from_eigenvalues",
@@ -133,16 +133,26 @@ def entropy_rank_from_eigenvalues(
     if components is not None and components < lam.shape[-1]:
         lam = lam[..., :components]
     live = lam > _as_floor(floor, lam)[..., None]
-    safe = torch.where(live, lam, torch.ones_like(lam))  # keeps √ and its gradient finite at 0
-    x = torch.where(live, safe.sqrt() if basis == "sigma" else safe, torch.zeros_like(lam))
+    safe = torch.where(live, lam, 1.0)  # keeps √ and its gradient finite at 0
+    x = torch.where(live, safe.sqrt() if basis == "sigma" else safe, 0.0)
+    return _nan_if(lam.isnan().any(-1), _entropy_terms(x, fudge)[0].squeeze(-1))
+
+
+def _entropy_terms(
+    x: torch.Tensor, fudge: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The entropy rank of x ≥ 0 [..., d] and its parts: (exp(−Σ p log p) [..., 1], 0 where Σx = 0;
+    q = x/Σx; p = q + ``fudge``; log p, 0 where p ≤ 0; Σx, 1 where it is 0). p·log p is taken with
+    0·log 0 = 0 and a zero gradient there (xlogy's is NaN). The one home of this arithmetic: the
+    entropy rank, its gradient and the fused scalars all call it."""
     total = x.sum(-1, keepdim=True)
     positive = total > 0
-    p = x / torch.where(positive, total, torch.ones_like(total))
-    if fudge:
-        p = p + fudge
-    # p·log p with 0·log 0 = 0, written so that its gradient at p = 0 is 0 (xlogy's is NaN there).
-    h = -(p * torch.where(p > 0, p, torch.ones_like(p)).log()).sum(-1)
-    return _nan_if(lam.isnan().any(-1), torch.where(positive.squeeze(-1), h.exp(), torch.zeros_like(h)))
+    s = torch.where(positive, total, 1.0)
+    q = x / s
+    p = q + fudge if fudge else q
+    log_p = torch.where(p > 0, p, 1.0).log()
+    h = -(p * log_p).sum(-1, keepdim=True)
+    return torch.where(positive, h.exp(), 0.0), q, p, log_p, s
 
 
 def gram_error_frobenius_estimate(trace: torch.Tensor, acc_dtype: torch.dtype) -> torch.Tensor:
@@ -198,17 +208,10 @@ def entropy_rank_gradient(
     d = lam.shape[-1]
     top = lam[..., :components] if components is not None and components < d else lam
     live = top > _as_floor(floor, top)[..., None]
-    safe = torch.where(live, top, torch.ones_like(top))
+    safe = torch.where(live, top, 1.0)
     root = safe.sqrt()
-    x = torch.where(live, root if basis == "sigma" else safe, torch.zeros_like(top))
-    total = x.sum(-1, keepdim=True)
-    positive = total > 0
-    s = torch.where(positive, total, torch.ones_like(total))
-    q = x / s
-    p = q + fudge if fudge else q
-    log_p = torch.where(p > 0, p, torch.ones_like(p)).log()
-    h = -(p * log_p).sum(-1, keepdim=True)
-    erank = torch.where(positive, h.exp(), torch.zeros_like(h))
+    x = torch.where(live, root if basis == "sigma" else safe, 0.0)
+    erank, q, p, log_p, s = _entropy_terms(x, fudge)
     value = _nan_if(top.isnan().any(-1), erank.squeeze(-1))
     a = torch.where(p > 0, -(log_p + 1), torch.zeros_like(p))
     dx = torch.where(live, 0.5 / root if basis == "sigma" else torch.ones_like(top), torch.zeros_like(top))
@@ -251,17 +254,49 @@ def participation_ratio_from_moments(
 SPECTRUM_SCALARS = COLUMNS
 
 
-def spectrum_scalars(lam: torch.Tensor, floor: torch.Tensor, error_fro: torch.Tensor) -> torch.Tensor:
+def spectrum_scalars(
+    lam: torch.Tensor, floor: torch.Tensor | float, error_fro: torch.Tensor | float, *, backend: str = "auto"
+) -> torch.Tensor:
     """Every scalar measure of the spectra ``lam`` [..., d] (float64, descending) in one pass:
     [..., 6] laid out as :data:`SPECTRUM_SCALARS`.
 
     The values of :func:`entropy_rank_from_eigenvalues`, :func:`stable_rank_from_eigenvalues`,
-    :func:`participation_ratio_from_eigenvalues` (each with ``floor`` [...]), λ_1, Σλ and
-    :func:`entropy_rank_sensitivity` (``error_fro`` [...]), with what they share formed once
-    (:mod:`effrank_fast.ops.spectrum_scalars`: one native pass on the CPU). NaN in a spectrum
-    gives a row of NaN.
+    :func:`participation_ratio_from_eigenvalues` (each with ``floor`` [...] or a scalar), λ_1, Σλ and
+    :func:`entropy_rank_sensitivity` (``error_fro`` [...] or a scalar), with what they share formed
+    once. ``backend``: "native" (:mod:`effrank_fast.ops.spectrum_scalars`, one C++ pass on the
+    CPU), "torch" (PyTorch, any device, differentiable) or "auto" (native where it runs). NaN in a
+    spectrum gives a row of NaN. No host sync.
     """
-    return _spectrum_scalars(lam, floor, error_fro)
+    name = canonical_name("spectrum_scalars", backend, ("native", "torch"))
+    batch = lam.shape[:-1]
+    f = torch.as_tensor(floor, dtype=torch.float64, device=lam.device).expand(batch)
+    e = torch.as_tensor(error_fro, dtype=torch.float64, device=lam.device).expand(batch)
+    if name == "native" or (name == "auto" and why_not_native(lam, f, e) is None):
+        return spectrum_scalars_native(lam, f, e)
+    return _spectrum_scalars_torch(lam, f.to(lam), e.to(lam))
+
+
+def _spectrum_scalars_torch(lam: torch.Tensor, floor: torch.Tensor, error_fro: torch.Tensor) -> torch.Tensor:
+    """:func:`spectrum_scalars` in PyTorch (σ basis, no fudge): the native kernel's reference."""
+    f = floor[..., None]
+    live = lam > f
+    root = torch.where(live, lam, 1.0).sqrt()
+    x = torch.where(live, root, 0.0)
+    erank, q, _, log_p, s = _entropy_terms(x)
+    # entropy_rank_sensitivity: ‖∂erank/∂λ‖·‖E‖_F, and every floored eigenvalue raised to δ (δ > 0)
+    a = torch.where(q > 0, -(log_p + 1), 0.0)
+    grad = erank * (a - (a * q).sum(-1, keepdim=True)) / s * torch.where(live, 0.5 / root, 0.0)
+    erank_raised = _entropy_terms(torch.where(live, root, torch.where(f > 0, f, 0.0).sqrt()))[0]
+    err = grad.norm(dim=-1) * error_fro + (erank_raised - erank).squeeze(-1).abs()
+    lam_max = lam.amax(-1)
+    trace = lam.sum(-1)
+    sq = lam.square().sum(-1)
+    nonzero = lam_max > floor
+    stable = torch.where(nonzero, trace / torch.where(nonzero, lam_max, 1.0), 0.0)
+    pr_live = nonzero & (sq > 0)
+    pr = torch.where(pr_live, trace.square() / torch.where(pr_live, sq, 1.0), 0.0)
+    out = torch.stack([erank.squeeze(-1), stable, pr, lam[..., 0], trace, err], -1)
+    return torch.where(trace.isnan()[..., None], float("nan"), out)
 
 
 def _nan_if(bad: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
