@@ -171,8 +171,8 @@ class LayerMeasurer:
         ``errors``. Kept features of one shape that share their weights (a probe's layers of one
         width, or one batch's) are formed together (:func:`.core.from_features_many`)."""
         out: dict[int, core.LayerInput] = {}
-        alike: dict[tuple[object, ...], list[tuple[int, torch.Tensor]]] = {}
-        weights: dict[tuple[object, ...], tuple[torch.Tensor | None, str, str]] = {}
+        # (shape, dtype, device, weights, mode, backend) → (weights, mode, backend, [(layer, Φ)])
+        alike: dict[tuple[object, ...], tuple[torch.Tensor | None, str, str, list[tuple[int, torch.Tensor]]]] = {}
         for li, (layer, acc) in enumerate(zip(layers, accs, strict=True)):
             if li in errors:
                 continue
@@ -182,21 +182,16 @@ class LayerMeasurer:
                     if acc_dtype == torch.float64:
                         # the same weights: one probe's (kept per layer as views of one tensor)
                         same_w = None if w is None else (w.data_ptr(), w.shape, w.stride(), w.dtype)
-                        key: tuple[object, ...] = (phi.shape, phi.dtype, phi.device, same_w, mode, acc.backend)
-                        alike.setdefault(key, []).append((li, phi))
-                        weights[key] = (w, mode, acc.backend)
+                        key = (phi.shape, phi.dtype, phi.device, same_w, mode, acc.backend)
+                        alike.setdefault(key, (w, mode, acc.backend, []))[3].append((li, phi))
                         continue
                 out[li] = self._input(layer, acc)
             except Exception as exc:
                 errors[li] = f"{type(exc).__name__}: {exc}"
-        for key, group in alike.items():
-            w, mode, backend = weights[key]
+        for w, mode, backend, group in alike.values():
             try:
-                if len(group) == 1:
-                    out[group[0][0]] = core.from_features(group[0][1], w, mode, False, backend, torch.float64)
-                else:
-                    inps = core.from_features_many([phi for _, phi in group], w, mode, backend)
-                    out.update((li, inp) for (li, _), inp in zip(group, inps, strict=True))
+                inps = core.from_features_many([phi for _, phi in group], w, mode, backend)
+                out.update((li, inp) for (li, _), inp in zip(group, inps, strict=True))
             except Exception as exc:
                 for li, _ in group:
                     errors[li] = f"{type(exc).__name__}: {exc}"
