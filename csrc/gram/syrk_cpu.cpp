@@ -1,4 +1,5 @@
-// Sequential SYRK kernels (see syrk_cpu.h): our AVX2 kernel (syrk_avx2.cpp) for small widths, else
+// Sequential SYRK kernels (see syrk_cpu.h): our kernel (syrk_avx512.cpp on a CPU with AVX-512F, else
+// syrk_avx2.cpp) for small widths, else
 // MKL's per-ISA sequential kernels. Those are exported by libtorch_cpu but undocumented, so each is
 // looked up at run time, used only on a CPU with its ISA, and checked once against a small product
 // with exactly representable values; any mismatch (a changed calling convention in another MKL)
@@ -6,6 +7,7 @@
 #include "gram/syrk_cpu.h"
 
 #include "gram/syrk_avx2.h"
+#include "gram/syrk_avx512.h"
 
 #include <dlfcn.h>
 
@@ -42,15 +44,18 @@ bool passes_self_test(SyrkFn<T> fn) {
   return true;
 }
 
-// EFFRANK_FAST_CPU_SYRK=blas forces the threaded-BLAS path (tests, and a way out should a future
-// MKL change its internals in a way the self-test does not catch).
-bool forced_blas() {
-  static const bool forced = [] {
-    const char* force = std::getenv("EFFRANK_FAST_CPU_SYRK");
-    return force != nullptr && std::string(force) == "blas";
+// EFFRANK_FAST_CPU_SYRK: "blas" forces the threaded-BLAS path (tests, and a way out should a future
+// MKL change its internals in a way the self-test does not catch); "avx2" keeps our kernel at
+// 256-bit vectors on an AVX-512 CPU (tests, and cores whose 512-bit FMAs run at half rate).
+const std::string& forced_path() {
+  static const std::string force = [] {
+    const char* v = std::getenv("EFFRANK_FAST_CPU_SYRK");
+    return std::string(v == nullptr ? "auto" : v);
   }();
-  return forced;
+  return force;
 }
+
+bool forced_blas() { return forced_path() == "blas"; }
 
 template <typename T>
 SyrkFn<T> find_mkl_kernel() {
@@ -92,23 +97,39 @@ SyrkFn<T> mkl_kernel() {
   return fn;
 }
 
-// Our AVX2 kernel (syrk_avx2.cpp) below this width, MKL's above: single-threaded on this EPYC,
-// ours is 0.52× a GEMM at d = 64…256 where MKL's is 0.94–0.96× (d = 64, 128) and unsteady at 256
-// (20–35 ms for 10000 rows); from d = 384 they are within 4 %. Ours serves every width where no
-// MKL kernel is found.
-constexpr int64_t kOwnKernelMaxDim = 320;
+// Our kernel below these widths, MKL's above. Single-threaded, as first measured on the EPYC of CI:
+// the AVX2 kernel is 0.52× a GEMM at d = 64…256 where MKL's is 0.94–0.96× (d = 64, 128) and
+// unsteady at 256; from d = 384 they are within 4 %. On the Zen 5 EPYC with AVX-512, ours at
+// 512-bit vectors (8-row tiles) against MKL's AVX-512 kernel, fp64 / fp32 GFLOP/s at 20000 rows:
+// d = 64 86–93 / 155–169 vs 75 / 122, d = 128 92–108 / 197–216 vs 84 / 164, d = 256 100 / 197 vs
+// 96 / 186, d = 320 104 / 209 vs 106 / 209, and MKL's ahead from d = 384 (108 / 206 vs 87 / 184).
+// Ours serves every width where no MKL kernel is found.
+constexpr int64_t kOwnKernelMaxDimAvx2 = 320;
+constexpr int64_t kOwnKernelMaxDimAvx512 = 192;
 
 bool own_kernel_usable() { return !forced_blas() && syrk_avx2_available(); }
 
+// Our kernel at 512-bit vectors where the CPU has AVX-512F (twice the flops per cycle on cores
+// with full-width FMA units), else at 256-bit.
+bool own_kernel_avx512() {
+  static const bool use = syrk_avx512_available() && forced_path() != "avx2";
+  return use;
+}
+
 template <typename T>
 bool use_own_kernel(int64_t d) {
-  return own_kernel_usable() && (d <= kOwnKernelMaxDim || mkl_kernel<T>() == nullptr);
+  const int64_t max_dim = own_kernel_avx512() ? kOwnKernelMaxDimAvx512 : kOwnKernelMaxDimAvx2;
+  return own_kernel_usable() && (d <= max_dim || mkl_kernel<T>() == nullptr);
 }
 
 template <typename T>
 bool run(const T* x, int64_t rows, int64_t d, int64_t ldx, T* c, int64_t ldc, bool accumulate) {
   if (use_own_kernel<T>(d)) {
-    syrk_lower_avx2(x, rows, d, ldx, c, ldc, accumulate);
+    if (own_kernel_avx512()) {
+      syrk_lower_avx512(x, rows, d, ldx, c, ldc, accumulate);
+    } else {
+      syrk_lower_avx2(x, rows, d, ldx, c, ldc, accumulate);
+    }
     return true;
   }
   const SyrkFn<T> fn = mkl_kernel<T>();
