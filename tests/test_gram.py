@@ -81,6 +81,59 @@ def test_compile_fullgraph(backend):
 
 
 @needs_native
+def test_opcheck_gram_stack_native():
+    op = torch.ops.effrank_fast.gram_stack_native.default
+    for args in [
+        ([torch.randn(50, 7), torch.randn(50, 7)], None, torch.float32),
+        ([torch.randn(9, 3, dtype=torch.float64)], torch.rand(9, dtype=torch.float64), torch.float64),
+        ([torch.randn(9, 3).bfloat16()] * 3, torch.rand(9), torch.float64),
+    ]:
+        torch.library.opcheck(op, args)
+
+
+@needs_native
+@pytest.mark.parametrize("mode", ["integral", "mean", "sum"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_features_to_matrices_forms_each_layers_features_to_matrix(mode, dtype):
+    """The monitor's stacked formation (one gram_stack_native call) gives every layer the matrix,
+    backend and δ_G that features_to_matrix (without Lanczos) gives it alone; and that matrix is within δ_G of the
+    float64 reference Gram."""
+    from effrank_fast.rank.prepare import features_to_matrices, features_to_matrix
+
+    torch.manual_seed(3)
+    n, d = 700, 65
+    phis = [torch.randn(n, d, dtype=torch.float64).mul(s).to(dtype) for s in (1.0, 1e-3, 30.0)]
+    w = torch.rand(n, dtype=torch.float64) + 0.1 if mode == "integral" else None
+    stacked, sps = features_to_matrices(phis, w, mode, "auto", torch.float64)
+    assert stacked.shape == (3, d, d)
+    for phi, sp, k in zip(phis, sps, range(3), strict=True):
+        # λ_max from tr M in both (the monitor's float64 formation runs no Lanczos steps)
+        alone = features_to_matrix(phi, w, mode, False, "auto", torch.float64, False, lanczos=False)
+        assert sp.backend == alone.backend == "native"
+        assert torch.equal(sp.matrix, alone.matrix) and torch.equal(stacked[k], alone.matrix)
+        assert float(sp.gram_error) == float(alone.gram_error)
+        ref = ef.reference.gram(phi, w, mode=mode)
+        assert float(torch.linalg.matrix_norm(sp.matrix - ref, 2)) <= float(sp.gram_error)
+
+
+@needs_native
+def test_gram_stack_native_rejects_bad_arguments():
+    op = torch.ops.effrank_fast.gram_stack_native
+    with pytest.raises(NotImplementedError, match="empty list of Tensors"):  # the dispatcher's own refusal
+        op([], None, torch.float64)
+    with pytest.raises(RuntimeError, match="phis must share one shape, dtype and device"):
+        op([torch.randn(5, 3), torch.randn(5, 4)], None, torch.float64)
+    with pytest.raises(RuntimeError, match="phis must share one shape, dtype and device"):
+        op([torch.randn(5, 3), torch.randn(5, 3, dtype=torch.float64)], None, torch.float64)
+    with pytest.raises(RuntimeError, match="weights must be"):
+        op([torch.randn(5, 3)], torch.ones(4), torch.float64)
+    with pytest.raises(RuntimeError, match="acc_dtype must be float32 or float64"):
+        op([torch.randn(5, 3)], None, torch.float16)
+    with pytest.raises(RuntimeError, match="phis\\[0\\] must be a 2-D tensor"):
+        op([torch.randn(5)], None, torch.float64)
+
+
+@needs_native
 def test_native_op_rejects_bad_arguments():
     with pytest.raises(RuntimeError, match="phi must be a 2-D tensor"):
         torch.ops.effrank_fast.gram_native(torch.randn(3), None, False, torch.float32)
@@ -150,15 +203,22 @@ for n, d in [(1, 1), (2, 3), (513, 70), (3000, 257)]:
                     absgram = (x * ww[:, None]).T @ x  # Σ_k w_k |x_ki||x_kj|
                     rel = float(((m.double() - ref).abs() / (absgram + 1e-300)).max())
                     worst = max(worst, rel / (2 * (n + 2) * u))
+        # the stacked op on all views at once: each slice is gram_native's (uncentred)
+        for w in (None, torch.rand(n, dtype=torch.float64) + 0.1):
+            for acc in (torch.float32, torch.float64):
+                stacked = torch.ops.effrank_fast.gram_stack_native(list(views), w, acc)
+                for k, phi in enumerate(views):
+                    assert torch.equal(stacked[k], torch.ops.effrank_fast.gram_native(phi, w, False, acc)), (n, d, k)
 assert worst <= 1.0, worst
 print("worst", worst)
 """
 
 
 @needs_native
-@pytest.mark.parametrize("path", ["auto", "blas"])
+@pytest.mark.parametrize("path", ["auto", "blas", "avx2"])
 def test_native_cpu_paths_within_the_entrywise_bound(path):
-    """Both CPU paths (sequential SYRK per thread on disjoint rows; threaded BLAS per chunk), for
+    """Every CPU path (sequential SYRK per thread on disjoint rows: our kernel at 512-bit vectors
+    where the CPU has AVX-512, ``avx2`` at 256-bit; threaded BLAS per chunk), for
     strided and transposed inputs, 16-bit inputs, weights and centring: every entry within the
     rigorous γ_{n+2}·Σ_k w_k|x_ki||x_kj| of the float64 Gram (the centred x from the float64 mean,
     so that bound also covers the computed mean's error only to first order: slack 2×)."""

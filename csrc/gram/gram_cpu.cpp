@@ -240,8 +240,113 @@ at::Tensor gram_native_cpu(const at::Tensor& phi, const std::optional<at::Tensor
   return gram_impl<float>(phi, weights, center, acc_dtype);
 }
 
+// L Grams Φ_kᵀ diag(w) Φ_k (uncentred) of features of one shape into out [L, d, d], in one parallel
+// region: the work items are (layer, row range) pairs, each the sequential SYRK of gram_row_parallel
+// into out[k] (range 0) or a private accumulator; then each out[k] gets its accumulators added in
+// the same order and is mirrored. Every out[k] is bitwise what gram_native returns for Φ_k: one op
+// call, one thread wake-up and no per-layer tril/add ops for what the monitor forms every step.
+template <typename acc_t, typename src_t>
+void gram_stack_rows(acc_t* out, const std::vector<at::Tensor>& phis, const acc_t* sqrt_w, int64_t parts,
+                     acc_t* scratch) {
+  const int64_t L = static_cast<int64_t>(phis.size()), n = phis[0].size(0), d = phis[0].size(1);
+  const int64_t dd = d * d;
+  at::parallel_for(0, L * parts, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<acc_t> buf;
+    for (int64_t item = i0; item < i1; ++item) {
+      const int64_t k = item / parts, p = item % parts;
+      const at::Tensor& phi = phis[k];
+      const int64_t s0 = phi.stride(0), s1 = phi.stride(1);
+      const src_t* base = phi.data_ptr<src_t>();
+      const int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
+      acc_t* c = p == 0 ? out + k * dd : scratch + (k * (parts - 1) + p - 1) * dd;
+      const bool as_is = std::is_same<acc_t, src_t>::value && s1 == 1 && (s0 >= d || n == 1) && !sqrt_w;
+      if (as_is) {
+        const int64_t ldx = hi - lo == 1 ? d : s0;
+        TORCH_CHECK(syrk_lower_sequential(reinterpret_cast<const acc_t*>(base) + lo * s0, hi - lo, d, ldx, c, d, false),
+                    "gram_stack_native: the sequential SYRK refused its rows");
+        continue;
+      }
+      buf.resize(static_cast<size_t>(std::min(kChunkRows, hi - lo) * d));
+      for (int64_t s = lo; s < hi; s += kChunkRows) {
+        const int64_t rows = std::min(kChunkRows, hi - s);
+        prepare_rows<acc_t, src_t>(buf.data(), base + s * s0, s0, s1, sqrt_w ? sqrt_w + s : nullptr, nullptr, rows, d);
+        TORCH_CHECK(syrk_lower_sequential(buf.data(), rows, d, d, c, d, s != lo),
+                    "gram_stack_native: the sequential SYRK refused a chunk");
+      }
+    }
+  });
+  // out[k] += its accumulators (in gram_row_parallel's order), then the lower triangle mirrored
+  at::parallel_for(0, L, 1, [&](int64_t k0, int64_t k1) {
+    for (int64_t k = k0; k < k1; ++k) {
+      acc_t* m = out + k * dd;
+      for (int64_t p = 1; p < parts; ++p) {
+        const acc_t* a = scratch + (k * (parts - 1) + p - 1) * dd;
+        for (int64_t i = 0; i < d; ++i) {
+          for (int64_t j = 0; j <= i; ++j) m[i * d + j] += a[i * d + j];
+        }
+      }
+      for (int64_t i = 0; i < d; ++i) {
+        for (int64_t j = 0; j < i; ++j) m[j * d + i] = m[i * d + j];
+      }
+    }
+  });
+}
+
+template <typename acc_t>
+void gram_stack_dispatch(at::Tensor& out, const std::vector<at::Tensor>& phis, const at::Tensor& sqrt_w, int64_t parts,
+                         at::Tensor& scratch) {
+  const acc_t* sw = sqrt_w.defined() ? sqrt_w.data_ptr<acc_t>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, phis[0].scalar_type(), "gram_stack_native_cpu", [&] {
+    gram_stack_rows<acc_t, scalar_t>(out.data_ptr<acc_t>(), phis, sw, parts, scratch.data_ptr<acc_t>());
+  });
+}
+
+at::Tensor gram_stack_native_cpu(at::TensorList phis, const std::optional<at::Tensor>& weights,
+                                 at::ScalarType acc_dtype) {
+  TORCH_CHECK(!phis.empty(), "phis must hold at least one [N, d] tensor");
+  const at::Tensor& first = phis[0];
+  EFF_CHECK_2D(first, "phis[0]");
+  EFF_CHECK_FLOAT(first, "phis[0]");
+  const int64_t n = first.size(0), d = first.size(1), L = static_cast<int64_t>(phis.size());
+  TORCH_CHECK(n > 0 && d > 0, "phis[0] must be non-empty, got ", first.sizes());
+  for (int64_t k = 1; k < L; ++k) {
+    TORCH_CHECK(phis[k].sizes() == first.sizes() && phis[k].scalar_type() == first.scalar_type() &&
+                    phis[k].device() == first.device(),
+                "phis must share one shape, dtype and device: phis[", k, "] is ", phis[k].sizes(), " ",
+                phis[k].scalar_type(), ", phis[0] ", first.sizes(), " ", first.scalar_type());
+  }
+  TORCH_CHECK(acc_dtype == at::kFloat || acc_dtype == at::kDouble, "acc_dtype must be float32 or float64, got ",
+              acc_dtype);
+  if (weights.has_value()) {
+    TORCH_CHECK(weights->dim() == 1 && weights->size(0) == n, "weights must be [N] = [", n, "], got ",
+                weights->sizes());
+    EFF_CHECK_SAME_DEVICE(*weights, first, "weights", "phis");
+  }
+  const bool fp64 = acc_dtype == at::kDouble;
+  const int64_t parts = row_parts(n, d, fp64);
+  if (parts == 0) {  // no sequential kernel on this CPU: gram_native's threaded-BLAS path per layer
+    std::vector<at::Tensor> each;
+    for (const at::Tensor& phi : phis) each.push_back(gram_native_cpu(phi, weights, false, acc_dtype));
+    return at::stack(each);
+  }
+  auto opts = first.options().dtype(acc_dtype);
+  at::Tensor out = at::empty({L, d, d}, opts);
+  at::Tensor scratch = at::empty({L * (parts - 1), d, d}, opts);
+  at::Tensor sqrt_w = weights.has_value() ? weights->to(acc_dtype).contiguous().sqrt() : at::Tensor();
+  std::vector<at::Tensor> list(phis.begin(), phis.end());
+  if (fp64) {
+    gram_stack_dispatch<double>(out, list, sqrt_w, parts, scratch);
+  } else {
+    gram_stack_dispatch<float>(out, list, sqrt_w, parts, scratch);
+  }
+  return out;
+}
+
 }  // namespace
 
-TORCH_LIBRARY_IMPL(effrank_fast, CPU, m) { m.impl("gram_native", &gram_native_cpu); }
+TORCH_LIBRARY_IMPL(effrank_fast, CPU, m) {
+  m.impl("gram_native", &gram_native_cpu);
+  m.impl("gram_stack_native", &gram_stack_native_cpu);
+}
 
 }  // namespace effrank_fast

@@ -12,6 +12,8 @@ Native ops (schema here at import; kernels in ``effrank_fast._C`` when it is bui
     gram_native(phi[N, d], weights[N]?, center, acc_dtype) -> M[d, d]            CPU
         M = (Φ − 1μᵀ)ᵀ diag(w) (Φ − 1μᵀ), μ the w-weighted mean when ``center``;
         accumulated in ``acc_dtype`` (float32 or float64) over row chunks.
+    gram_stack_native(phis[L × [N, d]], weights[N]?, acc_dtype) -> M[L, d, d]     CPU
+        The uncentred Grams of L features of one shape in one call; each slice is gram_native's.
     gram_check(gram[d, d]) -> (non_finite 0-d int64, max |M − Mᵀ| 0-d f64, max |M| 0-d f64)   CPU
         One pass over a Gram matrix for input validation (ops/validation.py).
     inertia(gram[d, d], thresholds[E], block_size)                               CPU, CUDA
@@ -49,7 +51,7 @@ Triton ops (registered when ``ops/gram/triton.py`` / ``ops/linear_act_gram/trito
 from __future__ import annotations
 
 from effrank_fast.ops import native
-from effrank_fast.ops.gram import schema as _gram_schema  # noqa: F401  (defines gram_native, gram_check)
+from effrank_fast.ops.gram import schema as _gram_schema  # noqa: F401  (gram_native, gram_stack_native, gram_check)
 from effrank_fast.ops.inertia import schema as _inertia_schema  # noqa: F401  (inertia, tridiag_top)
 from effrank_fast.ops.jacobi_eigh import schema as _jacobi_schema  # noqa: F401  (jacobi_eigh)
 from effrank_fast.ops.library import LIB
@@ -57,7 +59,16 @@ from effrank_fast.ops.spectrum_rows import schema as _spectrum_rows_schema  # no
 from effrank_fast.ops.spectrum_scalars import schema as _spectrum_scalars_schema  # noqa: F401  (spectrum_scalars)
 
 # Every op of the library. The Triton ops register when their module is imported (only with Triton).
-NATIVE_OPS = ("gram_native", "gram_check", "inertia", "tridiag_top", "jacobi_eigh", "spectrum_scalars", "spectrum_rows")
+NATIVE_OPS = (
+    "gram_native",
+    "gram_stack_native",
+    "gram_check",
+    "inertia",
+    "tridiag_top",
+    "jacobi_eigh",
+    "spectrum_scalars",
+    "spectrum_rows",
+)
 TRITON_OPS = ("gram_triton", "gram_triton_accumulate", "kernel_triton", "linear_act_gram", "linear_act_gram_accumulate")
 OPS = NATIVE_OPS + TRITON_OPS
 

@@ -352,9 +352,15 @@ def features_to_matrices(
     for phi in phis[1:]:
         validation.check_features(phi, check_finite=False)
     n, d = first.shape
-    formed = [plan.form(phi, False, backend) for phi in phis]
-    stacked = torch.stack([m for m, _ in formed])
-    used = formed[0][1]
+    used = backends.select_gram_backend(backend, first.device, first.dtype)
+    if used == "native" and not plan.kernel:  # one C++ call forms them all (each slice = gram_native's)
+        stacked = torch.ops.effrank_fast.gram_stack_native(phis, plan.w, acc_dtype)
+        if plan.post_scale is not None:
+            stacked = stacked * plan.post_scale
+    else:
+        formed = [plan.form(phi, False, backend) for phi in phis]
+        stacked = torch.stack([m for m, _ in formed])
+        used = formed[0][1]
     delta = _formation_error(
         stacked,
         "tight",
