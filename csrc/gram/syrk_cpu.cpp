@@ -1,15 +1,15 @@
 // Sequential SYRK kernels (see syrk_cpu.h): our kernel (syrk_avx512.cpp on a CPU with AVX-512F, else
 // syrk_avx2.cpp) for small widths, else
-// MKL's per-ISA sequential kernels. Those are exported by libtorch_cpu but undocumented, so each is
-// looked up at run time, used only on a CPU with its ISA, and checked once against a small product
-// with exactly representable values; any mismatch (a changed calling convention in another MKL)
-// disables it and the threaded BLAS serves instead.
+// MKL's per-ISA sequential kernels (mkl_isa.h: exported by libtorch_cpu but undocumented, looked up
+// at run time, used only on a CPU with its ISA, and checked once against a small product with
+// exactly representable values; any mismatch (a changed calling convention in another MKL)
+// disables it and the threaded BLAS serves instead).
 #include "gram/syrk_cpu.h"
 
 #include "gram/syrk_avx2.h"
 #include "gram/syrk_avx512.h"
+#include "mkl_isa.h"
 
-#include <dlfcn.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -58,36 +58,15 @@ const std::string& forced_path() {
 bool forced_blas() { return forced_path() == "blas"; }
 
 template <typename T>
+bool syrk_self_test(void* sym) {
+  return passes_self_test<T>(reinterpret_cast<SyrkFn<T>>(sym));
+}
+
+template <typename T>
 SyrkFn<T> find_mkl_kernel() {
-  constexpr bool f64 = std::is_same<T, double>::value;
-  struct Candidate {
-    const char* isa;
-    const char* symbol;
-  };
-  // The widest ISA this CPU runs first. "avx512" needs only AVX-512F/BW/DQ/VL-class cores, for
-  // which MKL's threaded SYRK is already fine, but the sequential kernel is never slower.
-  const Candidate candidates[] = {
-      {"avx512f", f64 ? "mkl_blas_avx512_xdsyrk" : "mkl_blas_avx512_xssyrk"},
-      {"avx2", f64 ? "mkl_blas_avx2_xdsyrk" : "mkl_blas_avx2_xssyrk"},
-  };
   if (forced_blas()) return nullptr;
-#if !(defined(__x86_64__) || defined(__i386__))
-  (void)candidates;
-  return nullptr;  // MKL's per-ISA kernels exist only on x86
-#else
-  __builtin_cpu_init();
-  for (const Candidate& c : candidates) {
-    const bool isa_ok = c.isa[3] == '5' ? (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
-                                        : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
-    if (!isa_ok) continue;
-    void* sym = dlsym(RTLD_DEFAULT, c.symbol);
-    if (sym == nullptr) continue;
-    auto fn = reinterpret_cast<SyrkFn<T>>(sym);
-    if (passes_self_test<T>(fn)) return fn;
-  }
-  return nullptr;
-#endif
+  const char* name = std::is_same<T, double>::value ? "xdsyrk" : "xssyrk";
+  return reinterpret_cast<SyrkFn<T>>(mkl_isa::find_kernel(name, &syrk_self_test<T>));
 }
 
 // MKL's sequential SYRK for T on this CPU, or nullptr.

@@ -20,6 +20,7 @@
 #include "inertia/inertia_args.h"
 #include "inertia/inertia_common.h"
 #include "inertia/tridiag.h"
+#include "mkl_isa.h"
 
 namespace effrank_fast {
 namespace {
@@ -59,6 +60,42 @@ bool ldlt_unblocked(double* a, int64_t lda, int64_t kb, double* colsq, double* c
     }
   }
   return true;
+}
+
+// C −= A·Bᵀ for row-major C [m, n] (unit column stride) and A [m, k], B [n, k] of any 2-D strides:
+// MKL's per-ISA sequential dgemm where there is one (mkl_isa.h; the LDLᵀ runs one per thread, and
+// on AMD CPUs torch's GEMM takes MKL's AVX2 code: half the AVX-512 kernel's rate on Zen 5), else
+// addmm_. In column-major terms C is Cᵀ [n, m] = B·Aᵀ.
+void sub_a_bt(at::Tensor& C, const at::Tensor& A, const at::Tensor& B) {
+  const mkl_isa::DgemmFn fn = mkl_isa::dgemm_kernel();
+  const int64_t m = C.size(0), n = C.size(1), k = A.size(1);
+  // A column-major reading of X [r, c] with row stride s0, column stride s1: row-major (s1 == 1) is
+  // Xᵀ with leading dimension s0; column-major (s0 == 1) is X with leading dimension s1.
+  auto layout = [](const at::Tensor& x, bool& row_major, int64_t& ld) {
+    if (x.stride(1) == 1 && x.stride(0) >= x.size(1)) {
+      row_major = true, ld = x.stride(0);
+      return true;
+    }
+    if (x.stride(0) == 1 && x.stride(1) >= x.size(0)) {
+      row_major = false, ld = x.stride(1);
+      return true;
+    }
+    return false;
+  };
+  bool a_rm = false, b_rm = false;
+  int64_t lda = 0, ldb = 0;
+  const bool ok = fn != nullptr && m > 0 && n > 0 && k > 0 && C.stride(1) == 1 && C.stride(0) >= n &&
+                  layout(A, a_rm, lda) && layout(B, b_rm, ldb) && std::max({m, n, k, lda, ldb, C.stride(0)}) < INT32_MAX;
+  if (!ok) {
+    C.addmm_(A, B.t(), /*beta=*/1.0, /*alpha=*/-1.0);
+    return;
+  }
+  // op(X) = B [n, k]: B's column-major reading is Bᵀ when B is row-major ("T"), B itself otherwise;
+  // op(Y) = Aᵀ [k, m]: A's reading is Aᵀ when A is row-major ("N"), A otherwise ("T").
+  const double alpha = -1.0, beta = 1.0;
+  const int64_t ldc = C.stride(0);
+  fn(b_rm ? "T" : "N", a_rm ? "N" : "T", &n, &m, &k, &alpha, B.data_ptr<double>(), &ldb, A.data_ptr<double>(), &lda,
+     &beta, C.data_ptr<double>(), &ldc);
 }
 
 Result factor_count(at::Tensor A, int64_t block) {
@@ -113,7 +150,7 @@ Result factor_count(at::Tensor A, int64_t block) {
     for (int64_t c0 = 0; c0 < rest; c0 += kColumnBlock) {
       const int64_t cw = std::min(kColumnBlock, rest - c0);
       at::Tensor C = A.narrow(0, r0 + c0, rest - c0).narrow(1, r0 + c0, cw);
-      C.addmm_(W.narrow(0, c0, rest - c0), L21.narrow(0, c0, cw).t(), /*beta=*/1.0, /*alpha=*/-1.0);
+      sub_a_bt(C, W.narrow(0, c0, rest - c0), L21.narrow(0, c0, cw));
     }
   }
 
