@@ -250,3 +250,25 @@ def test_gram_check_counts_and_maxima(dtype):
             m = a.to(dtype).clone()
             m[3, 1], m[0, 4], m[2, 2] = float("nan"), float("inf"), float("-inf")
             assert int(torch.ops.effrank_fast.gram_check(m)[0]) == int((~torch.isfinite(m)).sum()) == 3
+
+
+@needs_native
+def test_bench_gram_cpu_smoke_checks_every_path_against_the_float64_gram(tmp_path):
+    """benchmarks/bench_gram_cpu.py --smoke: every SYRK path (each in its own process) times a Gram
+    only after it passed the rigorous entrywise bound against the float64 Gram; none is FAILED."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gram_cpu.json"
+    cmd = [sys.executable, str(root / "benchmarks" / "bench_gram_cpu.py"), "--smoke", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["paths"]) == {"auto", "avx2", "blas"}
+    for path in res["paths"].values():
+        for d in ("5", "70"):
+            assert isinstance(path[d]["f32"], float) and isinstance(path[d]["f64"], float), path[d]
+        assert isinstance(path["stack"]["stack_ms"], float), path["stack"]
