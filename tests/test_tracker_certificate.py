@@ -44,12 +44,13 @@ def _spectrum(kind: str, d: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def _subspace(style: int, lam: torch.Tensor, q_mat: torch.Tensor, q: int, gen: torch.Generator) -> torch.Tensor:
-    """[d, q] orthonormal (float64): 0 random, 1 missing the top eigenvectors, 2 tilted from them."""
+    """[d, q] orthonormal (float64): 0 random, 1 missing the top eigenvectors, 2 tilted from them
+    (which needs q orthonormal directions outside them: q ≤ d − q; else random)."""
     d = lam.shape[0]
     order = torch.argsort(lam, descending=True)
     if style == 1 and q < d:  # span of the q smallest eigenvectors, slightly perturbed
         v = q_mat[:, order[d - q :]] + 1e-6 * torch.randn(d, q, dtype=torch.float64, generator=gen)
-    elif style == 2 and q < d:  # the top-q eigenvectors, each rotated by an angle φ ∈ (0, π/2) out of them
+    elif style == 2 and q <= d - q:  # the top-q eigenvectors, each rotated by an angle φ ∈ (0, π/2) out of them
         phi = torch.rand(q, dtype=torch.float64, generator=gen) * (math.pi / 2)
         top, rest = q_mat[:, order[:q]], q_mat[:, order[q:]]
         mix = rest @ torch.randn(d - q, q, dtype=torch.float64, generator=gen)
@@ -187,3 +188,44 @@ def test_asymmetric_gram_tracks_its_symmetric_part(sync):
         assert not torch.equal(torch.linalg.eigvalsh(lower_only), torch.linalg.eigvalsh(sym)), (
             "the asymmetry must matter"
         )
+
+
+def test_cold_start_on_a_numerically_singular_gram_is_finite_and_certified():
+    """A tracker whose subspace spans the whole space (q = k + 16 oversampled = d = 24) iterates on
+    M·V of rank ~10 when M's spectrum is 10 graded values over 14 at rounding level, as a float64
+    Gram of tanh features is. Its first update must give finite Ritz values and count intervals
+    that hold (the orthonormalisation once returned NaN there, and the NaN made [0, 0])."""
+    graded = torch.tensor([5.05, 0.32, 1.3e-2, 2.1e-4, 5.8e-6, 3.9e-7, 3.4e-9, 5.0e-10, 1.1e-11, 2.4e-13])
+    for seed in range(30):
+        gen = torch.Generator().manual_seed(seed)
+        d = 24
+        noise = 1e-15 * torch.rand(d - graded.numel(), generator=gen)
+        lam = torch.cat([graded, noise]).double()
+        q_mat, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=gen))
+        m = (q_mat * lam) @ q_mat.T
+        m = (m + m.T) / 2
+        tracker = ef.SpectrumTracker(k=8, eps=[1e-2, 1e-4], sync="deferred", refresh_every=10)
+        res = tracker.update(m, check=False)
+        assert torch.isfinite(res.eigenvalues).all(), seed
+        truth = (torch.linalg.eigvalsh(m).unsqueeze(0) > torch.tensor([[1e-2], [1e-4]], dtype=torch.float64)).sum(1)
+        assert bool(((res.eps_rank_lower <= truth) & (truth <= res.eps_rank_upper)).all()), (seed, truth)
+
+
+def test_non_finite_ritz_data_prove_nothing():
+    """A failed solve (NaN Ritz values or residuals) gives the interval [0, d] at every τ, never a
+    point built from NaN comparisons."""
+    d, q = 24, 8
+    theta = torch.full((q,), float("nan"), dtype=torch.float64)
+    hp = torch.full((q, q), float("nan"), dtype=torch.float64)
+    resid = torch.full((q,), float("nan"), dtype=torch.float64)
+    for fro_sq in (torch.tensor(25.6, dtype=torch.float64), torch.tensor(float("nan"), dtype=torch.float64)):
+        cert = certify(theta, hp, resid, fro_sq, d, 2.0**-53)
+        taus = torch.tensor([1e-2, 1e-4], dtype=torch.float64)
+        lower, upper = count_bounds(cert, taus, taus)
+        assert lower.tolist() == [0, 0] and upper.tolist() == [d, d]
+    finite = torch.linspace(5, 1, q, dtype=torch.float64)  # one NaN residual is enough
+    resid = torch.zeros(q, dtype=torch.float64)
+    resid[3] = float("nan")
+    cert = certify(finite, torch.diag(finite), resid, finite.square().sum(), d, 2.0**-53)
+    lower, upper = count_bounds(cert, taus, taus)
+    assert lower.tolist() == [0, 0] and upper.tolist() == [d, d]

@@ -106,4 +106,9 @@ def count_bounds(cert: Certificate, tau_lo: torch.Tensor, tau_hi: torch.Tensor) 
     s_pos = s.clamp_min(torch.finfo(torch.float64).tiny)
     tail = torch.where(s > 0, torch.minimum(rest, torch.floor(cert.c_sq.unsqueeze(0) / s_pos.square())), rest)
     upper = (top + tail.to(torch.int64)).amin(1)
+    # Non-finite Ritz data (a failed solve) prove nothing: the whole range [0, d], never a point
+    # made of NaN comparisons (on the device: no host read).
+    finite = torch.isfinite(theta).all() & torch.isfinite(cert.eta).all() & torch.isfinite(cert.c_sq).all()
+    lower = torch.where(finite, lower, torch.zeros_like(lower))
+    upper = torch.where(finite, upper, torch.full_like(upper, cert.d))
     return lower, upper

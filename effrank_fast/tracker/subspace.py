@@ -6,7 +6,6 @@ symmetric eigensolve: no data-dependent control flow, so nothing reads the devic
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,23 +27,30 @@ def small_solver(eigensolver: str, device: torch.device) -> str:
 def orthonormalize(z: torch.Tensor, fallback: torch.Tensor | None = None, passes: int = 3) -> torch.Tensor:
     """An orthonormal basis [d, q] of span(z) by shifted Cholesky-QR, without host syncs.
 
-    Columns are scaled to unit norm first (the span is unchanged and the Gram becomes well
-    scaled); a column with norm ≤ u·max norm (an exact null direction of M, say) is replaced by
-    the matching column of ``fallback`` so that the basis keeps q independent columns. Pass 1
-    factors zᵀz + sI with s = √d·u·‖z‖_F², which bounds κ of its output by ~(q/s)^½; the later
-    passes are plain Cholesky-QR and restore orthogonality to O(u) (shiftedCholeskyQR3,
-    Fukaya, Kannan, Nakatsukasa, Yamamoto, Yanagisawa, SISC 2020). A failed Cholesky (non-finite
-    input) gives non-finite output, which the tracker detects and answers with a cold restart.
+    ``fallback`` [d, q], orthonormal, is the basis z was computed from (z = M·fallback in a
+    subspace iteration). z of rank < q has no orthonormal basis of q columns: M·V for a singular
+    M once q nears d (a cold start at q = d = 24, M's eigenvalues 5 … 1e-16, made NaN). So
+    ``fallback`` is mixed in at √u: z + α·fallback, α = √u·max‖z_i‖, which is (M + αI)·V, with
+    σ_min ≳ α for a PSD M, hence κ ≲ u^-½; the iteration then runs on M + αI (the same
+    eigenvectors; the Rayleigh–Ritz step uses M itself, and its certificate holds for any
+    orthonormal V). Columns are scaled to unit norm (the span is unchanged and the Gram becomes
+    well scaled); a column with norm ≤ u·max norm (z = 0, say) becomes ``fallback``'s. Pass 1
+    factors zᵀz + sI with Fukaya et al.'s shift s = 11·(d·q + q(q + 1))·u·‖z‖_F² (‖z‖_F² ≥
+    ‖z‖₂²), which bounds κ of its output for κ(z) ≲ u^-1; the plain Cholesky-QR of the later passes
+    then restores orthogonality to O(u) (shiftedCholeskyQR3, Fukaya, Kannan, Nakatsukasa,
+    Yamamoto, Yanagisawa, SISC 2020). A failed Cholesky (non-finite input) gives non-finite
+    output, which the tracker detects and answers with a cold restart.
 
-    The arithmetic is float64 whatever z's dtype (the result is cast back): with u = 2⁻⁵³ the
-    shift is far below the spectrum of zᵀz and three passes reach O(u) even for a rank-deficient
-    z, while in float32 no shift is both large enough for the later passes and small enough to
-    help (Fukaya et al.'s regime needs d·q·u ≪ 1). Cost ~3·d·q² float64 flops, small next to d²q.
+    The arithmetic is float64 whatever z's dtype (the result is cast back): in float32 no shift is
+    both large enough for the later passes and small enough to help (Fukaya et al.'s regime needs
+    d·q·u ≪ 1). Cost ~3·d·q² float64 flops, small next to d²q.
     """
     d, q = z.shape
     out_dtype = z.dtype
     z = z.double()
     u = torch.finfo(torch.float64).eps
+    if fallback is not None:
+        z = z + (u**0.5 * torch.linalg.vector_norm(z, dim=0).amax()) * fallback.double()
     norms = torch.linalg.vector_norm(z, dim=0)
     small = norms <= u * norms.amax()
     z = z / torch.where(small, torch.ones_like(norms), norms)
@@ -54,7 +60,8 @@ def orthonormalize(z: torch.Tensor, fallback: torch.Tensor | None = None, passes
     for i in range(passes):
         g = z.mT @ z
         if i == 0:
-            g = g + (math.sqrt(d) * u) * torch.diagonal(g).sum().clamp_min(torch.finfo(z.dtype).tiny) * eye
+            shift = 11.0 * (d * q + q * (q + 1)) * u
+            g = g + shift * torch.diagonal(g).sum().clamp_min(torch.finfo(z.dtype).tiny) * eye
         chol, _info = torch.linalg.cholesky_ex(g)
         z = torch.linalg.solve_triangular(chol.mT, z, upper=True, left=False)  # z R⁻¹, R = Lᵀ
     return z.to(out_dtype)
