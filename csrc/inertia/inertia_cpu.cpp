@@ -147,10 +147,23 @@ Result factor_count(at::Tensor A, int64_t block) {
     }
     // A22 −= W L21ᵀ (= L21 D1 L21ᵀ), lower triangle only: block column [c0, c0+cw) from row c0 down.
     const int64_t r0 = k0 + kb;
-    for (int64_t c0 = 0; c0 < rest; c0 += kColumnBlock) {
-      const int64_t cw = std::min(kColumnBlock, rest - c0);
+    const int64_t nblocks = (rest + kColumnBlock - 1) / kColumnBlock;
+    auto update = [&](int64_t b) {
+      const int64_t c0 = b * kColumnBlock, cw = std::min(kColumnBlock, rest - c0);
       at::Tensor C = A.narrow(0, r0 + c0, rest - c0).narrow(1, r0 + c0, cw);
       sub_a_bt(C, W.narrow(0, c0, rest - c0), L21.narrow(0, c0, cw));
+    };
+    const int64_t threads = at::get_num_threads();
+    if (mkl_isa::dgemm_kernel() != nullptr && threads > 1 && nblocks > 1 && !at::in_parallel_region()) {
+      // A lone factorisation: the single-threaded kernel on every thread, block columns dealt
+      // round-robin (their heights fall with the column: contiguous ranges would be unbalanced).
+      at::parallel_for(0, threads, 1, [&](int64_t t0, int64_t t1) {
+        for (int64_t t = t0; t < t1; ++t) {
+          for (int64_t b = t; b < nblocks; b += threads) update(b);
+        }
+      });
+    } else {
+      for (int64_t b = 0; b < nblocks; ++b) update(b);
     }
   }
 
