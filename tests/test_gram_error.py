@@ -51,11 +51,27 @@ def test_tight_estimate_bounds_centred_and_weighted_grams():
 
 
 @pytest.mark.parametrize("alpha", [0.8, 1.2, 2.0])
-def test_tight_estimate_is_within_10x_of_the_true_error_on_power_laws(alpha):
+def test_tight_estimate_is_within_15x_of_the_true_error_on_power_laws(alpha):
     phi = family_features(f"power{alpha}", 8000, 256, 5).float()
     sp = features_to_matrix(phi, None, "mean", False, "auto", None, True)
     true = _true_error(phi, sp.matrix)
-    assert true <= float(sp.gram_error) <= 10 * true
+    assert true <= float(sp.gram_error) <= 15 * true
+
+
+@pytest.mark.parametrize("d", [8, 64, 256])
+def test_tight_estimate_keeps_its_margin_on_one_signed_coherent_features(d):
+    """tanh of one shared input (shifted or not): every entry one-signed, λ_max ≈ tr M, the case
+    whose error along the dominant direction is largest (≈ 3–4·u·λ_max); the estimate must stay
+    ≥ 2× above the true error there (it was 0.9× on the 512-row-block kernel with C_L = 2)."""
+    for n in (2000, 20000):
+        g = torch.Generator().manual_seed(d + n)
+        x = torch.randn(n, 1, dtype=torch.float64, generator=g) * torch.randn(1, d, dtype=torch.float64, generator=g)
+        x = torch.tanh(3 * x + torch.randn(d, dtype=torch.float64, generator=g))
+        for shift in (0.0, 2.0):
+            phi = (x + shift).float()
+            sp = features_to_matrix(phi, None, "mean", False, "auto", None, True)
+            true = _true_error(phi, sp.matrix)
+            assert 2 * true <= float(sp.gram_error), (n, shift, true, float(sp.gram_error))
 
 
 def test_a_wrong_count_is_never_certified():

@@ -12,7 +12,8 @@
 //    runs at ~98% of peak, as fast as 6×16 while needing only this single packed layout.
 //  * For each pair of strips (si >= sj) the 4 micro-tiles of the W×W block run back to back on the
 //    same two strips; sj is the outer loop, so the column strip is reused across all si while the
-//    row strips stream from L2 (kc = 512: 32 KiB per strip, 512 KiB packed at d = 256). Smaller
+//    row strips stream from L2 (kc = 128 since the error estimate rests on short sums, see pick_kc;
+//    first 512: 32 KiB per strip, 512 KiB packed at d = 256). Smaller
 //    kc (strips in L1) measured no faster: the kernel's L2 traffic is ~8 B/cycle, well within
 //    Zen 1's L2 bandwidth, and larger blocks mean fewer passes over C.
 //  * Only blocks touching the lower triangle are computed; on a diagonal block the two upper

@@ -158,8 +158,8 @@ def eps_rank(
             or recount an unproven count (one more). ``check=False`` never promotes and never
             synchronises on the inertia path: its counts are returned proven or not.
         certificate: the Gram error δ_G the counts are certified with (docs/certificate.md):
-            "tight" (default: the measured size of the blocked SYRK's error with a ≥ 3.4× margin,
-            within ~10× of the true error, so float64 promotion fires only where an eigenvalue is
+            "tight" (default: the measured size of the blocked SYRK's error with a ≥ 3× margin,
+            within ~9–12× of the true error, so float64 promotion fires only where an eigenvalue is
             that close to τ), "probabilistic" (the Higham–Mary matrix-Bernstein bound, holds with
             probability ≥ 1 − 1e-16 in that model; ~10³× looser) or "rigorous" (worst case).
 
