@@ -193,3 +193,23 @@ def test_a_jsonl_line_is_strict_json_with_null_for_non_finite_values(row):
     assert line == json.dumps(to_jsonable(row), allow_nan=False)
     back = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict constant {c}"))
     assert back["layer"] == row["layer"] and back["step"] == row["step"]
+
+
+def test_csv_rows_with_other_keys_than_the_header_keep_their_columns(tmp_path):
+    """A row with as many keys as the header but not the same ones (the fast path picks columns by
+    name and must fall back), a row missing a column, and a full row: each value lands under its own
+    header, the missing ones empty; read back with the csv module, not our reader."""
+    import csv
+
+    from effrank_fast.monitor.sinks import CsvSink
+
+    path = tmp_path / "h.csv"
+    sink = CsvSink(path)
+    sink.write([{"step": 0, "a": 1.5, "b": 10}])
+    sink.write([{"step": 1, "a": 2.5, "c": 7}, {"step": 2, "b": 20}, {"step": 3, "a": 3.5, "b": 30}])
+    with path.open(newline="") as f:
+        got = list(csv.DictReader(f))
+    assert [r["step"] for r in got] == ["0", "1", "2", "3"]
+    assert got[1]["a"] == "2.5" and got[1]["b"] == "" and got[1]["c"] == "7"
+    assert got[2]["a"] == "" and got[2]["b"] == "20" and got[2]["c"] == ""
+    assert got[3]["a"] == "3.5" and got[3]["b"] == "30" and float(got[0]["b"]) == 10  # rewritten: 10.0

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
+import operator
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +133,16 @@ class CsvSink:
         if header:
             w.writerow(columns)
         plain = (int, float, str)  # the csv module writes these as csv_text would (str(float) is its repr)
+        take = operator.itemgetter(*columns) if len(columns) > 1 else None
         for r in rows:
-            values = (r.get(c, "") for c in columns)
+            values: Any = None
+            if take is not None and len(r) == len(columns):  # every column present: one C call picks them
+                try:
+                    values = take(r)
+                except KeyError:  # as many keys, not the same ones
+                    values = None
+            if values is None:
+                values = (r.get(c, "") for c in columns)
             w.writerow([v if v.__class__ in plain else csv_text(v) for v in values])
         return buf.getvalue()
 
@@ -161,7 +171,7 @@ class CsvSink:
         rows = self.pending
         if not rows:
             return
-        keys = list(dict.fromkeys(k for r in rows for k in r))
+        keys = list(dict.fromkeys(itertools.chain.from_iterable(rows)))  # every row's keys, in order
         if self.columns is None or not self.path.exists():  # a new file (or the old one vanished)
             self.columns = (self.columns or []) + [k for k in keys if k not in (self.columns or [])]
             _append(self.path, self._render(rows, header=True))
