@@ -403,13 +403,15 @@ def test_count_method_rule():
     pick = cost.select_count_method
     assert pick("auto", cpu, 1, "given", dim=32) == "eigh"  # parity below d = 64: one spectrum serves all
     # eps_rank's certificate (gram_error, the default): two factorisations per threshold
-    assert pick("auto", cpu, 1, "given", dim=100) == "eigh"  # 2 > 1 at 64 ≤ d < 128
+    assert pick("auto", cpu, 1, "given", dim=100) == "inertia"  # 2 ≤ 2 at 64 ≤ d < 128
+    assert pick("auto", cpu, 2, "given", dim=100) == "eigh"  # 4 > 2
     assert pick("auto", cpu, 1, "given", dim=130) == "inertia"
-    assert pick("auto", cpu, 1, "native", dim=300) == "inertia"
-    assert pick("auto", cpu, 2, "native", dim=300) == "eigh"  # 4 > 3
-    assert pick("auto", cpu, 2, "native", dim=600) == "inertia"
-    assert pick("auto", cpu, 1, "given", dim=300, relative="max") == "eigh"  # 2 + 2 > 3
-    assert pick("auto", cpu, 1, "given", dim=600, relative="max") == "inertia"
+    assert pick("auto", cpu, 2, "native", dim=300) == "inertia"  # 4 ≤ 5
+    assert pick("auto", cpu, 3, "native", dim=300) == "eigh"  # 6 > 5
+    assert pick("auto", cpu, 3, "native", dim=600) == "inertia"  # 6 ≤ 6
+    assert pick("auto", cpu, 4, "native", dim=3000) == "eigh"  # 8 > 6 from d = 2048
+    assert pick("auto", cpu, 2, "given", dim=300, relative="max") == "eigh"  # 4 + 2 > 5
+    assert pick("auto", cpu, 2, "given", dim=600, relative="max") == "inertia"  # 4 + 2 ≤ 6
     assert pick("auto", cpu, 1, "torch", dim=500) == "eigh"  # the pure-PyTorch backend was forced
     assert pick("inertia", cpu, 9, "torch", dim=8) == "inertia"
     assert pick("eigh", cpu, 1, "given", dim=500) == "eigh"
@@ -422,8 +424,8 @@ def test_count_method_rule():
     old = {"gram_error": False}
     assert pick("auto", cpu, 3, "native", dim=300, **old) == "inertia"
     assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float32, **old) == "inertia"
-    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float64, **old) == "eigh"  # 3 > 2 at d ≥ 128
-    assert pick("auto", cpu, 1, "given", dim=300, dtype=torch.float64, **old) == "inertia"
+    assert pick("auto", cpu, 1, "given", dim=100, dtype=torch.float64, **old) == "eigh"  # 3 > 2 below d = 128
+    assert pick("auto", cpu, 1, "given", dim=200, dtype=torch.float64, **old) == "inertia"  # 3 ≤ 4
     with pytest.raises(ValueError, match="method"):
         pick("svd", cpu, 1, "given")
 

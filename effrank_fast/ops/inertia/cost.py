@@ -26,16 +26,19 @@ __all__ = [
 COUNT_METHODS = ("eigh", "inertia")
 
 # ((minimum d, factorisations), ...): the last row whose d ≤ dim applies.
-# - cpu: measured (benchmarks/RESULTS.md "Exact ε-rank by inertia": 2-core machine, torch 2.13):
-#   one factorisation runs at the cost of cholesky_ex and 3× (d = 128) to 4.7–5.6× (d = 256…2048)
-#   faster than eigvalsh; parity below d = 64.
+# - cpu: measured on the 2-core Zen 5 EPYC of CI (torch 2.13, 2 threads, the trailing updates
+#   through MKL's per-ISA AVX-512 dgemm; benchmarks/RESULTS.md "The CPU kernels at AVX-512 width"):
+#   k thresholds of the op against one float64 eigvalsh break even at k ≈ 8 for d = 64…2048
+#   (d = 128: 6; 1024: 12; 2048: 8). The rows keep ≥ 1.4× below that; where torch's addmm serves
+#   (EFFRANK_FAST_CPU_GEMM=blas, or no per-ISA kernel) a factorisation costs up to ~1.4× more, so
+#   the budget overshoots there by at most that. Below d = 64 one spectrum serves all thresholds.
 # - cuda: PROVISIONAL, not yet measured with this kernel. From H100 measurements of an unfused
 #   Python prototype of the same algorithm (eigvalsh fp64 / LDLᵀ fp64 ≈ 3 at d = 2048, 3.6–6.5 at
 #   4096, 10 at 8192 and 16384; docs/inertia.md), which the fused kernel should only improve on;
 #   below 2048 one factorisation (a few dozen launches) against cuSOLVER syevd's millisecond floor.
 #   Re-derive from benchmarks/bench_inertia.py on the GPU.
 INERTIA_BUDGET: dict[str, tuple[tuple[int, int], ...]] = {
-    "cpu": ((1, 0), (64, 1), (128, 2), (256, 3), (512, 4)),
+    "cpu": ((1, 0), (64, 2), (128, 4), (256, 5), (512, 6), (1024, 7), (2048, 6)),
     "cuda": ((1, 1), (2048, 2), (4096, 4), (8192, 8)),
 }
 
