@@ -108,35 +108,43 @@ int64_t row_parts(int64_t n, int64_t d, bool fp64) {
   return parts;
 }
 
+// c (row-major [d, d]) lower triangle = the SYRK of rows [lo, hi) of phi, √w-scaled and centred as
+// given, by the sequential kernel (one thread's work item): read as it is where the kernel's layout
+// allows (unit column stride, rows that do not overlap: an expanded tensor's stride-0 rows go
+// through the copy), else converted per kChunkRows-row chunk into `buf`.
+template <typename acc_t, typename src_t>
+void syrk_row_range(acc_t* c, const at::Tensor& phi, const acc_t* sqrt_w, const acc_t* mu, int64_t lo, int64_t hi,
+                    std::vector<acc_t>& buf) {
+  const int64_t n = phi.size(0), d = phi.size(1), s0 = phi.stride(0), s1 = phi.stride(1);
+  const src_t* base = phi.data_ptr<src_t>();
+  const bool as_is = std::is_same<acc_t, src_t>::value && s1 == 1 && (s0 >= d || n == 1) && !sqrt_w && !mu;
+  if (as_is) {
+    const int64_t ldx = hi - lo == 1 ? d : s0;  // a single row may carry any row stride
+    TORCH_CHECK(syrk_lower_sequential(reinterpret_cast<const acc_t*>(base) + lo * s0, hi - lo, d, ldx, c, d, false),
+                "gram_native: the sequential SYRK refused its rows");
+    return;
+  }
+  buf.resize(static_cast<size_t>(std::min(kChunkRows, hi - lo) * d));
+  for (int64_t s = lo; s < hi; s += kChunkRows) {
+    const int64_t rows = std::min(kChunkRows, hi - s);
+    prepare_rows<acc_t, src_t>(buf.data(), base + s * s0, s0, s1, sqrt_w ? sqrt_w + s : nullptr, mu, rows, d);
+    TORCH_CHECK(syrk_lower_sequential(buf.data(), rows, d, d, c, d, s != lo),
+                "gram_native: the sequential SYRK refused a chunk");
+  }
+}
+
 // M's lower triangle from `parts` row ranges, one sequential SYRK stream per thread into private
 // accumulators that are summed at the end (the two-level sum keeps the γ_n error model).
 template <typename acc_t, typename src_t>
 void gram_row_parallel(at::Tensor& out, const at::Tensor& phi, const acc_t* sqrt_w, const acc_t* mu, int64_t parts) {
-  const int64_t n = phi.size(0), d = phi.size(1), s0 = phi.stride(0), s1 = phi.stride(1);
-  const src_t* base = phi.data_ptr<src_t>();
-  // As it is: the kernel's layout (unit column stride, rows that do not overlap: an expanded
-  // tensor's stride-0 rows go through the copy).
-  const bool as_is = std::is_same<acc_t, src_t>::value && s1 == 1 && (s0 >= d || n == 1) && !sqrt_w && !mu;
+  const int64_t n = phi.size(0), d = phi.size(1);
   std::vector<at::Tensor> acc(parts);
   acc[0] = out;
   for (int64_t p = 1; p < parts; ++p) acc[p] = at::empty({d, d}, out.options());
   at::parallel_for(0, parts, 1, [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> buf;
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
-      acc_t* c = acc[p].data_ptr<acc_t>();
-      if (as_is) {
-        const int64_t ldx = hi - lo == 1 ? d : s0;  // a single row may carry any row stride
-        TORCH_CHECK(syrk_lower_sequential(reinterpret_cast<const acc_t*>(base) + lo * s0, hi - lo, d, ldx, c, d, false),
-                    "gram_native: the sequential SYRK refused its rows");
-        continue;
-      }
-      std::vector<acc_t> buf(static_cast<size_t>(std::min(kChunkRows, hi - lo) * d));
-      for (int64_t s = lo; s < hi; s += kChunkRows) {
-        const int64_t rows = std::min(kChunkRows, hi - s);
-        prepare_rows<acc_t, src_t>(buf.data(), base + s * s0, s0, s1, sqrt_w ? sqrt_w + s : nullptr, mu, rows, d);
-        TORCH_CHECK(syrk_lower_sequential(buf.data(), rows, d, d, c, d, s != lo),
-                    "gram_native: the sequential SYRK refused a chunk");
-      }
+      syrk_row_range<acc_t, src_t>(acc[p].data_ptr<acc_t>(), phi, sqrt_w, mu, n * p / parts, n * (p + 1) / parts, buf);
     }
   });
   for (int64_t p = 1; p < parts; ++p) out.add_(acc[p]);
@@ -251,7 +259,7 @@ at::Tensor gram_native_cpu(const at::Tensor& phi, const std::optional<at::Tensor
 }
 
 // L Grams Φ_kᵀ diag(w) Φ_k (uncentred) of features of one shape into out [L, d, d], in one parallel
-// region: the work items are (layer, row range) pairs, each the sequential SYRK of gram_row_parallel
+// region: the work items are (layer, row range) pairs, each a syrk_row_range as in gram_row_parallel
 // into out[k] (range 0) or a private accumulator; then each out[k] gets its accumulators added in
 // the same order and is mirrored. Every out[k] is bitwise what gram_native returns for Φ_k: one op
 // call, one thread wake-up and no per-layer tril/add ops for what the monitor forms every step.
@@ -264,25 +272,8 @@ void gram_stack_rows(acc_t* out, const std::vector<at::Tensor>& phis, const acc_
     std::vector<acc_t> buf;
     for (int64_t item = i0; item < i1; ++item) {
       const int64_t k = item / parts, p = item % parts;
-      const at::Tensor& phi = phis[k];
-      const int64_t s0 = phi.stride(0), s1 = phi.stride(1);
-      const src_t* base = phi.data_ptr<src_t>();
-      const int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
       acc_t* c = p == 0 ? out + k * dd : scratch + (k * (parts - 1) + p - 1) * dd;
-      const bool as_is = std::is_same<acc_t, src_t>::value && s1 == 1 && (s0 >= d || n == 1) && !sqrt_w;
-      if (as_is) {
-        const int64_t ldx = hi - lo == 1 ? d : s0;
-        TORCH_CHECK(syrk_lower_sequential(reinterpret_cast<const acc_t*>(base) + lo * s0, hi - lo, d, ldx, c, d, false),
-                    "gram_stack_native: the sequential SYRK refused its rows");
-        continue;
-      }
-      buf.resize(static_cast<size_t>(std::min(kChunkRows, hi - lo) * d));
-      for (int64_t s = lo; s < hi; s += kChunkRows) {
-        const int64_t rows = std::min(kChunkRows, hi - s);
-        prepare_rows<acc_t, src_t>(buf.data(), base + s * s0, s0, s1, sqrt_w ? sqrt_w + s : nullptr, nullptr, rows, d);
-        TORCH_CHECK(syrk_lower_sequential(buf.data(), rows, d, d, c, d, s != lo),
-                    "gram_stack_native: the sequential SYRK refused a chunk");
-      }
+      syrk_row_range<acc_t, src_t>(c, phis[k], sqrt_w, nullptr, n * p / parts, n * (p + 1) / parts, buf);
     }
   });
   // out[k] += its accumulators (in gram_row_parallel's order), then the lower triangle mirrored

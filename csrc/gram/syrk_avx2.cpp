@@ -20,7 +20,7 @@
 //    micro-tiles only need the first vector of columns, so they use a 4×1-vector kernel.
 //  * The first K block writes C (beta = 0: C never read), later blocks add. Edge tiles (past d)
 //    go through a small buffer so nothing outside the d×d triangle's rows/columns is touched.
-#include "syrk_avx2.h"
+#include "syrk_simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -2,7 +2,7 @@
 // has the design) instantiated with 512-bit vectors. Where the cores execute 512-bit FMAs at full
 // rate (Zen 5, Xeon with two FMA units) it does twice the AVX2 kernel's flops per cycle: measured on
 // the 2-core EPYC (Zen 5) of CI, an FMA loop reaches 136 GFLOP/s in fp64 against 68 with AVX2.
-#include "syrk_avx512.h"
+#include "syrk_simd.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>

@@ -6,8 +6,7 @@
 // disables it and the threaded BLAS serves instead).
 #include "gram/syrk_cpu.h"
 
-#include "gram/syrk_avx2.h"
-#include "gram/syrk_avx512.h"
+#include "gram/syrk_simd.h"
 #include "mkl_isa.h"
 
 

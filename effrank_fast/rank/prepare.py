@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from effrank_fast.ops import backends, validation
-from effrank_fast.ops.gram import compute_gram, default_acc_dtype, weighted_mean
+from effrank_fast.ops.gram import compute_gram, compute_grams, default_acc_dtype, weighted_mean
 from effrank_fast.ops.gram.error import KINDS, gram_error
 from effrank_fast.ops.inertia.lanczos import lambda_max_bounds
 
@@ -280,6 +280,14 @@ class _Plan:
             out, name = compute_gram(x, self.w, center, self.acc_dtype, backend)
         return (out * self.post_scale if self.post_scale is not None else out), name
 
+    def form_many(self, xs: list[torch.Tensor], backend: str) -> tuple[torch.Tensor, str]:
+        """(the uncentred matrices of L features xs [N, d] of one shape, stacked [L, n, n]; the backend)."""
+        if self.kernel:
+            formed = [self.form(x, False, backend) for x in xs]
+            return torch.stack([m for m, _ in formed]), formed[0][1]
+        out, name = compute_grams(xs, self.w, self.acc_dtype, backend)
+        return (out * self.post_scale if self.post_scale is not None else out), name
+
 
 def _plan(
     phi: torch.Tensor,
@@ -352,15 +360,7 @@ def features_to_matrices(
     for phi in phis[1:]:
         validation.check_features(phi, check_finite=False)
     n, d = first.shape
-    used = backends.select_gram_backend(backend, first.device, first.dtype)
-    if used == "native" and not plan.kernel:  # one C++ call forms them all (each slice = gram_native's)
-        stacked = torch.ops.effrank_fast.gram_stack_native(phis, plan.w, acc_dtype)
-        if plan.post_scale is not None:
-            stacked = stacked * plan.post_scale
-    else:
-        formed = [plan.form(phi, False, backend) for phi in phis]
-        stacked = torch.stack([m for m, _ in formed])
-        used = formed[0][1]
+    stacked, used = plan.form_many(phis, backend)
     delta = _formation_error(
         stacked,
         "tight",

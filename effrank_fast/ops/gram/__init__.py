@@ -10,7 +10,7 @@ import torch
 from effrank_fast.ops import backends
 from effrank_fast.ops.gram.reference import gram_ref, weighted_mean
 
-__all__ = ["compute_gram", "default_acc_dtype", "gram_ref", "weighted_mean"]
+__all__ = ["compute_gram", "compute_grams", "default_acc_dtype", "gram_ref", "weighted_mean"]
 
 
 def default_acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -37,3 +37,17 @@ def compute_gram(
 
         return gram_triton(phi, weights, center, acc_dtype), name
     return gram_ref(phi, weights, center, acc_dtype), name
+
+
+def compute_grams(
+    phis: list[torch.Tensor], weights: torch.Tensor | None, acc_dtype: torch.dtype, backend: str = "auto"
+) -> tuple[torch.Tensor, str]:
+    """The uncentred Grams of L features ``phis`` [N, d] of one shape, dtype and device sharing
+    ``weights`` [N], stacked [L, d, d] in ``acc_dtype``, and the backend that formed them: one call
+    of ``gram_stack_native`` on the native backend (each slice bitwise ``gram_native``'s), else
+    :func:`compute_gram` per layer. Arguments are assumed validated."""
+    name = backends.select_gram_backend(backend, phis[0].device, phis[0].dtype)
+    if name == "native":
+        return torch.ops.effrank_fast.gram_stack_native(phis, weights, acc_dtype), name
+    formed = [compute_gram(phi, weights, False, acc_dtype, backend) for phi in phis]
+    return torch.stack([m for m, _ in formed]), formed[0][1]
